@@ -1,0 +1,108 @@
+"""The single-trial fit loop: determinism, exact resume, best-by-validation, outputs, divergence."""
+
+from __future__ import annotations
+
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from tests.tiny import tiny_config
+from trainables.config import CLASSES
+from trainables.fit import fit, read_checkpoint_extra
+
+QUIET = lambda *_: None  # noqa: E731
+
+
+def _val_history(res):
+    return [(h["epoch"], h["train/loss"], h["val/auc_mean"]) for h in res.history]
+
+
+def test_two_runs_give_identical_metrics(tiny_data, tmp_path):
+    cfg = tiny_config(arm="set3-gbp", epochs=2)
+    a = fit(cfg, tiny_data, tmp_path / "a", log=QUIET)
+    b = fit(cfg, tiny_data, tmp_path / "b", log=QUIET)
+    assert a.status == b.status == "ok"
+    assert _val_history(a) == _val_history(b)
+    assert a.test == b.test
+
+
+def test_resume_continues_exactly_where_it_stopped(tiny_data, tmp_path):
+    cfg = tiny_config(arm="unet", epochs=3)
+    saved = {}
+
+    def report(metrics, ckpt):
+        saved[int(metrics["epoch"])] = (dict(metrics), ckpt and shutil.copytree(ckpt, tmp_path / f"c{int(metrics['epoch'])}"))
+
+    full = fit(cfg, tiny_data, tmp_path / "full", report=report, checkpoint_extra={"run": "abc"}, log=QUIET)
+    assert read_checkpoint_extra(saved[1][1]) == {"run": "abc"}
+    resumed = fit(cfg, tiny_data, tmp_path / "resumed", resume_from=saved[1][1], log=QUIET)
+    assert resumed.epochs_run == 3
+    assert _val_history(resumed) == _val_history(full)  # epoch 1 from the checkpoint, 2-3 recomputed
+    assert resumed.test == full.test
+
+
+def test_outputs_best_epoch_and_auc_match_sklearn(tiny_data, tmp_path):
+    cfg = tiny_config(arm="set3-deconv", epochs=3, panels=3)
+    reports = []
+    res = fit(cfg, tiny_data, tmp_path, report=lambda m, d: reports.append(m), log=QUIET)
+    assert [int(r["epoch"]) for r in reports] == [1, 2, 3]
+    assert "test/auc_mean" not in reports[0] and reports[-1]["done"] == 1.0
+    vals = [h["val/auc_mean"] for h in res.history]
+    assert res.best_epoch == int(np.argmax(vals)) + 1  # first maximum wins
+    assert reports[-1]["best/val_auc_mean"] == max(vals)
+
+    pred = pd.read_csv(tmp_path / "predictions" / "test.csv")
+    test_idx = tiny_data.indices("test")
+    assert list(pred.columns) == ["key", "split", "label", "label_name", "prob_normal", "prob_chf",
+                                  "prob_pneumonia"]
+    assert sorted(pred["key"]) == sorted(tiny_data.keys[i] for i in test_idx)
+    assert list(pred["key"]) == sorted(pred["key"])
+    probs = pred[["prob_normal", "prob_chf", "prob_pneumonia"]].to_numpy()
+    assert np.allclose(probs.sum(1), 1.0)
+    for c, name in enumerate(CLASSES):
+        expected = roc_auc_score(pred["label"] == c, probs[:, c])
+        assert res.test[f"test/auc_{name.lower()}"] == pytest.approx(expected)
+        lo, hi = res.test[f"test/auc_{name.lower()}_ci_low"], res.test[f"test/auc_{name.lower()}_ci_high"]
+        assert lo <= hi
+
+    exp = pd.read_csv(tmp_path / "explain" / "test.csv")
+    assert set(exp["map"]) == {"generator", "decoder"} and set(exp["generator"]) == {"deconv"}
+    assert len(exp) == 2 * len(test_idx)
+    assert math.isfinite(res.test["test/explain/generator_cc"])
+
+    maps = np.load(tmp_path / "heatmaps" / "maps.npz")
+    assert len(maps["keys"]) == 3 and sorted(maps["labels"]) == [0, 1, 2]  # one panel per class
+    for name in ("image", "gaze", "gbp", "deconv", "gradcam", "decoder"):
+        assert maps[name].shape == (3, 32, 32)
+        assert np.nanmin(maps[name]) >= 0 and np.nanmax(maps[name]) <= 1 + 1e-6
+    assert sorted(p.stem for p in (tmp_path / "heatmaps").glob("*.png")) == sorted(maps["keys"])
+    state = torch.load(tmp_path / "model" / "model.pt", weights_only=False)
+    assert state["config"]["arm"] == "set3-deconv"
+
+
+def test_no_seg_has_no_decoder_map(tiny_data, tmp_path):
+    res = fit(tiny_config(arm="no-seg", epochs=1), tiny_data, tmp_path, log=QUIET)
+    exp = pd.read_csv(tmp_path / "explain" / "test.csv")
+    assert set(exp["map"]) == {"generator"}
+    assert not any(k.startswith("test/explain/decoder") for k in res.test)
+    assert np.isnan(np.load(tmp_path / "heatmaps" / "maps.npz")["decoder"]).all()
+
+
+def test_a_diverging_run_stops_with_a_status_and_a_finite_metric(tiny_data, tmp_path):
+    reports = []
+    cfg = tiny_config(arm="unet", epochs=3, lr=1e12, grad_clip_value=None, scheduler="none")
+    res = fit(cfg, tiny_data, tmp_path, report=lambda m, d: reports.append((m, d)), log=QUIET)
+    assert res.status == "diverged" and "non-finite" in res.message
+    metrics, ckpt = reports[-1]
+    assert ckpt is None and metrics["diverged"] == 1.0
+    assert all(math.isfinite(v) for v in metrics.values())
+
+
+def test_image_size_mismatch_is_a_clear_error(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="image_size=64 but the cached data is 32px"):
+        fit(tiny_config(image_size=64), tiny_data, tmp_path, log=QUIET)

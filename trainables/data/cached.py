@@ -1,0 +1,66 @@
+"""The in-memory form of the preprocessed dataset that trials train on.
+
+Built once per study by ``trainables.data.prepare`` (decode DICOMs, draw gaze maps, split), put in
+Ray's object store by the driver, and sliced on the training device by the fit loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from trainables.config import CLASSES, SPLITS
+
+
+@dataclass
+class CachedData:
+    """Images, gaze maps and labels at training size, one row per kept image.
+
+    Attributes:
+        images: (N, S, S) uint8 (0..255) or float16 (0..1) grey images, aspect kept and padded.
+        gaze: (N, S, S) float16 static gaze heatmaps in [0, 1] (max-normalised per image).
+        labels: (N,) int64 class ids, index into ``CLASSES``.
+        keys: N image keys (MIMIC dicom_id). Not patient identifiers; safe to log.
+        patients: N patient ids, used only for the split. Never logged.
+        split: (N,) int8 split ids, index into ``SPLITS`` (0 train, 1 val, 2 test).
+        exclusions: reason -> count of images/rows left out while indexing and decoding.
+        fingerprint: hash of the inputs and settings the cache was built from.
+    """
+
+    images: np.ndarray
+    gaze: np.ndarray
+    labels: np.ndarray
+    keys: list[str]
+    patients: list[str]
+    split: np.ndarray
+    exclusions: dict[str, int] = field(default_factory=dict)
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        n = len(self.labels)
+        for name in ("images", "gaze"):
+            arr = getattr(self, name)
+            if arr.ndim != 3 or arr.shape[0] != n:
+                raise ValueError(f"CachedData.{name} has shape {arr.shape}, expected ({n}, S, S)")
+        if len(self.keys) != n or len(self.patients) != n or len(self.split) != n:
+            raise ValueError("CachedData: keys, patients, split and labels differ in length")
+
+    @property
+    def image_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def indices(self, split: str) -> np.ndarray:
+        """Row indices of one split ('train', 'val' or 'test'), in stored order."""
+        return np.flatnonzero(self.split == SPLITS.index(split))
+
+    def summary(self) -> str:
+        parts = []
+        for s in SPLITS:
+            idx = self.indices(s)
+            counts = np.bincount(self.labels[idx], minlength=len(CLASSES))
+            parts.append(f"{s} {len(idx)} (" + ", ".join(
+                f"{c} {k}" for c, k in zip(CLASSES, counts, strict=True)) + ")")
+        excl = ", ".join(f"{k}: {v}" for k, v in sorted(self.exclusions.items())) or "none"
+        return f"{len(self.labels)} images at {self.image_size}px; " + "; ".join(parts) + \
+            f"; excluded: {excl}"

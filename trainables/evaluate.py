@@ -1,0 +1,121 @@
+"""Inference on a split: class probabilities, and map-vs-gaze agreement of the generator and decoder maps.
+
+Evaluation maps are made for the PREDICTED class (no label leakage) with the model in eval mode, so
+BatchNorm uses running statistics and each image's map depends on that image alone.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from trainables.config import CLASSES
+from trainables.device_data import DeviceData
+from trainables.generators import generator_map, to_heatmap
+from trainables.metrics import saliency_metrics
+from trainables.model import MultiTaskUNet
+from trainables.model_sets import Arm
+
+PANEL_MAPS: tuple[str, ...] = ("gbp", "deconv", "gradcam")  # generator maps drawn in the panels
+
+
+@torch.no_grad()
+def predict(model: MultiTaskUNet, dd: DeviceData, split: str, batch_size: int):
+    """Softmax probabilities (N,3), labels (N,) and mean cross-entropy of one split, in stored order."""
+    model.eval()
+    probs, labels, loss_sum = [], [], 0.0
+    for idx in dd.eval_batches(split, batch_size):
+        x, _, y = dd.batch(idx)
+        logits = model.classify(x).float()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        probs.append(torch.softmax(logits, dim=1).cpu())
+        labels.append(y.cpu())
+    n = max(1, len(dd.indices(split)))
+    if not probs:
+        return np.zeros((0, len(CLASSES))), np.zeros(0, dtype=np.int64), float("nan")
+    return torch.cat(probs).numpy().astype(np.float64), torch.cat(labels).numpy(), loss_sum / n
+
+
+def _maps(model: MultiTaskUNet, x: torch.Tensor, names: tuple[str, ...], with_decoder: bool,
+          fast_conv: bool) -> dict[str, torch.Tensor]:
+    """[0, 1] heatmaps (B,1,H,W) for the predicted class: each named generator, plus the decoder."""
+    out: dict[str, torch.Tensor] = {}
+    with torch.no_grad():
+        mask_logits, class_logits = model(x)
+    target = class_logits.argmax(dim=1)
+    if with_decoder:
+        out["decoder"] = torch.sigmoid(mask_logits.float())
+    for name in names:
+        raw = generator_map(name, model, x, target, create_graph=False, bn_mode="frozen",
+                            fast_conv=fast_conv)
+        out[name] = to_heatmap(raw).detach()
+    return out
+
+
+def explain(model: MultiTaskUNet, dd: DeviceData, split: str, arm: Arm, batch_size: int,
+            panel_keys: list[str], fast_conv: bool = True):
+    """Map-vs-gaze metrics per image, and the maps of the panel images.
+
+    The "generator" map is the arm's own generator (GBP for arms that train with none); the decoder map
+    is left out for arms whose decoder is never trained (no-seg).
+
+    Returns:
+        rows: dicts with key, label, map ("generator" | "decoder"), generator, cc, kl, nss, auc_judd.
+        panels: dict of arrays for ``heatmaps/maps.npz`` (keys, labels, probs, image, gaze, gbp, deconv,
+            gradcam, decoder), in ``panel_keys`` order.
+    """
+    model.eval()
+    gen_name = arm.generator if arm.generator != "none" else "gbp"
+    with_decoder = arm.model_set != "no-seg"
+    wanted = set(panel_keys)
+    rows: list[dict] = []
+    panel: dict[str, dict[str, np.ndarray]] = {}
+    for idx in dd.eval_batches(split, batch_size):
+        x, gaze, y = dd.batch(idx)
+        keys = [dd.keys[i] for i in idx.tolist()]
+        need_panel = any(k in wanted for k in keys)
+        names = tuple(dict.fromkeys((gen_name,) + (PANEL_MAPS if need_panel else ())))
+        maps = _maps(model, x, names, with_decoder, fast_conv)
+        g = gaze[:, 0].cpu().numpy()
+        scored = {"generator": maps[gen_name]}
+        if with_decoder:
+            scored["decoder"] = maps["decoder"]
+        for kind, m in scored.items():
+            m = m[:, 0].float().cpu().numpy()
+            for i, key in enumerate(keys):
+                rows.append({"key": key, "label": int(y[i]), "map": kind, "generator": gen_name,
+                             **saliency_metrics(m[i], g[i])})
+        if need_panel:
+            with torch.no_grad():
+                probs = torch.softmax(model.classify(x).float(), dim=1).cpu().numpy()
+            for i, key in enumerate(keys):
+                if key not in wanted:
+                    continue
+                entry = {"image": x[i, 0].cpu().numpy(), "gaze": g[i], "label": int(y[i]), "probs": probs[i]}
+                for name in PANEL_MAPS + ("decoder",):
+                    m = maps.get(name)
+                    entry[name] = (m[i, 0].float().cpu().numpy() if m is not None
+                                   else np.full_like(g[i], np.nan))
+                panel[key] = entry
+    order = [k for k in panel_keys if k in panel]
+    arrays: dict[str, np.ndarray] = {"keys": np.array(order, dtype=str)}
+    if order:
+        arrays["labels"] = np.array([panel[k]["label"] for k in order], dtype=np.int64)
+        arrays["probs"] = np.stack([panel[k]["probs"] for k in order]).astype(np.float32)
+        for name in ("image", "gaze") + PANEL_MAPS + ("decoder",):
+            arrays[name] = np.stack([panel[k][name] for k in order]).astype(np.float32)
+    return rows, arrays
+
+
+def choose_panel_keys(keys: list[str], labels: np.ndarray, count: int) -> list[str]:
+    """The same panel images in every trial: round-robin over classes, each class in sorted key order."""
+    by_class = [sorted(k for k, lab in zip(keys, labels, strict=True) if lab == c) for c in range(len(CLASSES))]
+    chosen: list[str] = []
+    rank = 0
+    while len(chosen) < count and any(rank < len(b) for b in by_class):
+        for b in by_class:
+            if rank < len(b) and len(chosen) < count:
+                chosen.append(b[rank])
+        rank += 1
+    return chosen

@@ -1,0 +1,301 @@
+"""Train and evaluate one configuration: plain PyTorch, no Ray, no MLflow.
+
+``fit`` trains an arm on the cached data, validates every epoch, keeps the best epoch by validation mean
+AUC (the test split is touched once, at the end, with the best epoch's weights), and writes predictions,
+map-vs-gaze metrics and heatmap panels to ``out_dir``. Every epoch it writes a full checkpoint and calls
+``report(metrics, checkpoint_dir)``: Ray Tune's trainable passes ``tune.report``, the single-trial CLI a
+printer. ``resume_from`` continues exactly after the checkpointed epoch (same batches, same RNG draws).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from trainables.config import CLASSES, TrialConfig
+from trainables.data.cached import CachedData
+from trainables.device_data import DeviceData, random_affine
+from trainables.evaluate import choose_panel_keys, explain, predict
+from trainables.generators import generator_map, to_heatmap
+from trainables.metrics import bootstrap_auc_ci, per_class_auc
+from trainables.model import MultiTaskUNet, build_model
+from trainables.model_sets import Arm, StepOutputs, get_arm
+from trainables.panels import write_panels
+
+ReportFn = Callable[[dict[str, float], str | None], None]
+AUC_KEYS = ("auc_mean", "auc_normal", "auc_chf", "auc_pneumonia")
+_STATE_FILE, _EXTRA_FILE = "state.pt", "extra.json"
+
+
+@dataclass
+class FitResult:
+    status: str  # "ok" | "diverged"
+    message: str
+    epochs_run: int
+    best_epoch: int
+    best_val_auc_mean: float
+    history: list[dict] = field(default_factory=list)
+    test: dict[str, float] = field(default_factory=dict)
+    out_dir: Path = Path(".")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def step_terms(model: MultiTaskUNet, arm: Arm, cfg: TrialConfig, x, gaze, labels) -> dict[str, torch.Tensor]:
+    """The loss terms of one training batch for an arm (a pure function of model and batch)."""
+    if arm.uses_decoder:
+        mask_logits, class_logits = model(x)
+    else:
+        mask_logits, class_logits = None, model.classify(x)
+    out = StepOutputs(class_logits=class_logits, mask_logits=mask_logits)
+    if arm.needs_map != "none":
+        raw = generator_map(arm.generator, model, x, labels, create_graph=arm.needs_map == "graph",
+                            bn_mode=cfg.bn_mode, fast_conv=cfg.fast_conv)
+        out.generator_map = to_heatmap(raw)
+    return arm.loss(out, labels, gaze, cfg)
+
+
+def _make_scheduler(cfg: TrialConfig, opt: torch.optim.Optimizer):
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.epochs))
+    if cfg.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", factor=0.5, patience=2)
+    return None
+
+
+def _finite(x: float, default: float) -> float:
+    return float(x) if x is not None and math.isfinite(x) else default
+
+
+def read_checkpoint_extra(ckpt_dir: str | Path) -> dict:
+    """The ``checkpoint_extra`` a checkpoint was written with (e.g. the MLflow run id)."""
+    path = Path(ckpt_dir) / _EXTRA_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+class _Trainer:
+    """The state of one run: model, optimiser, scheduler, RNGs, best epoch and history."""
+
+    def __init__(self, cfg: TrialConfig, data: CachedData, log: Callable[[str], None]):
+        if cfg.image_size != data.image_size:
+            raise ValueError(f"TrialConfig.image_size={cfg.image_size} but the cached data is "
+                             f"{data.image_size}px; rebuild the cache or change --image-size")
+        self.cfg, self.log = cfg, log
+        self.arm = get_arm(cfg.arm)
+        seed_everything(cfg.seed)
+        if cfg.num_threads:
+            torch.set_num_threads(cfg.num_threads)
+        self.device = resolve_device(cfg.device)
+        self.model = build_model(cfg.encoder, cfg.encoder_weights, cfg.decoder_channels).to(self.device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = _make_scheduler(cfg, self.opt)
+        self.gen = torch.Generator().manual_seed(cfg.seed)  # batch order + augmentation: one RNG
+        self.dd = DeviceData(data, self.device)
+        self.epoch, self.best_epoch, self.best_val = 0, 0, -math.inf
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        self.history: list[dict] = []
+
+    # -- checkpointing -------------------------------------------------------------------------
+    def save(self, ckpt_dir: Path, extra: dict | None) -> None:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        state = {
+            "config": self.cfg.to_dict(), "epoch": self.epoch, "best_epoch": self.best_epoch,
+            "best_val": self.best_val, "history": self.history, "best_weights": self.best_weights,
+            "model": self.model.state_dict(), "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict() if self.sched else None,
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
+                    "python": random.getstate(), "batches": self.gen.get_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+        }
+        torch.save(state, ckpt_dir / _STATE_FILE)
+        (ckpt_dir / _EXTRA_FILE).write_text(json.dumps(extra or {}))
+
+    def load(self, ckpt_dir: str | Path) -> None:
+        path = Path(ckpt_dir) / _STATE_FILE
+        if not path.exists():
+            raise FileNotFoundError(f"no {_STATE_FILE} in checkpoint {ckpt_dir}")
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        if self.sched and state["sched"]:
+            self.sched.load_state_dict(state["sched"])
+        self.epoch, self.best_epoch, self.best_val = state["epoch"], state["best_epoch"], state["best_val"]
+        self.history, self.best_weights = state["history"], state["best_weights"]
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"].cpu())
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        self.gen.set_state(rng["batches"].cpu())
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+        self.log(f"resumed {self.cfg.arm} after epoch {self.epoch} (best val AUC {self.best_val:.4f} "
+                 f"at epoch {self.best_epoch})")
+
+    # -- one epoch -----------------------------------------------------------------------------
+    def train_epoch(self) -> dict[str, float] | None:
+        """Mean loss terms of one epoch, or None when a loss went non-finite (diverged)."""
+        self.model.train()
+        sums: dict[str, float] = {}
+        n_batches, data_s, t0 = 0, 0.0, time.perf_counter()
+        for idx in self.dd.train_batches(self.cfg.batch_size, self.gen):
+            td = time.perf_counter()
+            x, gaze, y = self.dd.batch(idx)
+            if self.cfg.augment:
+                x, gaze = random_affine(x, gaze, self.gen)
+            data_s += time.perf_counter() - td
+            terms = step_terms(self.model, self.arm, self.cfg, x, gaze, y)
+            loss = terms["total"]
+            if not torch.isfinite(loss):
+                return None
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if self.cfg.grad_clip_value:
+                torch.nn.utils.clip_grad_value_(self.model.parameters(), self.cfg.grad_clip_value)
+            self.opt.step()
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            n_batches += 1
+        out = {f"train/{'loss' if k == 'total' else 'loss_' + k}": v / max(1, n_batches)
+               for k, v in sums.items()}
+        out["time/epoch_s"] = time.perf_counter() - t0
+        out["time/data_frac"] = data_s / max(1e-9, out["time/epoch_s"])
+        return out
+
+    def validate(self) -> dict[str, float]:
+        probs, labels, loss = predict(self.model, self.dd, "val", self.cfg.eval_batch_size)
+        aucs = per_class_auc(labels, probs) if len(labels) else {k: math.nan for k in AUC_KEYS}
+        out = {f"val/{k}": _finite(aucs[k], 0.5) for k in AUC_KEYS}
+        out["val/loss"] = _finite(loss, 1e6)
+        return out
+
+    # -- the end -------------------------------------------------------------------------------
+    def finalize(self, out_dir: Path) -> dict[str, float]:
+        """Evaluate test once with the best epoch's weights; write every artifact to out_dir."""
+        if self.best_weights is not None:
+            self.model.load_state_dict(self.best_weights)
+        cfg, dd = self.cfg, self.dd
+        probs, labels, _ = predict(self.model, dd, "test", cfg.eval_batch_size)
+        keys = [dd.keys[i] for i in dd.indices("test").tolist()]
+        res: dict[str, float] = {"best/val_auc_mean": self.best_val, "best/epoch": float(self.best_epoch)}
+        point = per_class_auc(labels, probs)
+        ci = bootstrap_auc_ci(labels, probs, resamples=cfg.bootstrap_resamples, seed=cfg.seed)
+        for k in AUC_KEYS:
+            res[f"test/{k}"] = point[k]
+            res[f"test/{k}_ci_low"], res[f"test/{k}_ci_high"] = ci[k][1], ci[k][2]
+
+        pred = pd.DataFrame({"key": keys, "split": "test", "label": labels,
+                             "label_name": [CLASSES[i] for i in labels]})
+        for c, name in enumerate(CLASSES):
+            pred[f"prob_{name.lower()}"] = probs[:, c]
+        (out_dir / "predictions").mkdir(parents=True, exist_ok=True)
+        pred.sort_values("key").to_csv(out_dir / "predictions" / "test.csv", index=False)
+
+        panel_keys = choose_panel_keys(keys, labels, cfg.panels)
+        rows, arrays = explain(self.model, dd, "test", self.arm, cfg.eval_batch_size, panel_keys,
+                               fast_conv=cfg.fast_conv)
+        exp = pd.DataFrame(rows)
+        (out_dir / "explain").mkdir(parents=True, exist_ok=True)
+        exp.to_csv(out_dir / "explain" / "test.csv", index=False)
+        for (kind, metric), v in exp.groupby("map")[["cc", "kl", "nss", "auc_judd"]].mean().stack().items():
+            res[f"test/explain/{kind}_{metric}"] = float(v)
+        heat = out_dir / "heatmaps"
+        heat.mkdir(parents=True, exist_ok=True)
+        np.savez(heat / "maps.npz", **arrays)
+        gen_name = self.arm.generator if self.arm.generator != "none" else "gbp"
+        write_panels(arrays, gen_name, heat)
+        (out_dir / "model").mkdir(parents=True, exist_ok=True)
+        torch.save({"state_dict": self.model.state_dict(), "config": cfg.to_dict()},
+                   out_dir / "model" / "model.pt")
+        return res
+
+
+def fit(cfg: TrialConfig, data: CachedData, out_dir: str | Path, *, report: ReportFn | None = None,
+        resume_from: str | Path | None = None, checkpoint_extra: dict | None = None,
+        log: Callable[[str], None] = print) -> FitResult:
+    """Train one configuration, validate each epoch, test the best epoch once.
+
+    Args:
+        cfg: the arm and its hyperparameters.
+        data: the preprocessed dataset (its image size must equal ``cfg.image_size``).
+        out_dir: folder for predictions/, explain/, heatmaps/, model/, summary.json (and, without a
+            ``report`` callback, the latest checkpoint in checkpoint/).
+        report: called once per epoch with the metrics and a checkpoint folder that is deleted after the
+            call returns (Ray Tune persists it); the last epoch's metrics also carry the test results.
+        resume_from: a checkpoint folder written by ``fit``; training continues after its epoch.
+        checkpoint_extra: JSON-able dict stored with every checkpoint (``read_checkpoint_extra``).
+        log: progress printer.
+
+    Returns:
+        FitResult; status "diverged" (after one report with finite metrics) when a loss went non-finite.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tr = _Trainer(cfg, data, log)
+    if resume_from is not None:
+        tr.load(resume_from)
+
+    def emit(metrics: dict[str, float]) -> None:
+        if report is None:
+            tr.save(out_dir / "checkpoint", checkpoint_extra)
+            return
+        tmp = Path(tempfile.mkdtemp(prefix="ckpt-"))
+        try:
+            tr.save(tmp, checkpoint_extra)
+            report(metrics, str(tmp))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    test: dict[str, float] = {}
+    for epoch in range(tr.epoch + 1, cfg.epochs + 1):
+        train = tr.train_epoch()
+        if train is None:
+            msg = f"diverged in epoch {epoch}: non-finite training loss (lr={cfg.lr:g})"
+            log(f"[{cfg.arm}] {msg}")
+            metrics = {"epoch": float(epoch), "val/auc_mean": 0.0, "diverged": 1.0, "done": 1.0}
+            if report is not None:
+                report(metrics, None)
+            return FitResult("diverged", msg, epoch - 1, tr.best_epoch, _finite(tr.best_val, 0.0),
+                             tr.history, {}, out_dir)
+        val = tr.validate()
+        tr.epoch = epoch
+        if val["val/auc_mean"] > tr.best_val:
+            tr.best_val, tr.best_epoch = val["val/auc_mean"], epoch
+            tr.best_weights = {k: v.detach().clone() for k, v in tr.model.state_dict().items()}
+        if isinstance(tr.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            tr.sched.step(val["val/auc_mean"])
+        elif tr.sched is not None:
+            tr.sched.step()
+        metrics = {"epoch": float(epoch), **train, **val}
+        tr.history.append(metrics)
+        log(f"[{cfg.arm}] epoch {epoch}/{cfg.epochs}  loss {train.get('train/loss', math.nan):.4f}  "
+            f"val AUC {val['val/auc_mean']:.3f} (N {val['val/auc_normal']:.3f} C {val['val/auc_chf']:.3f} "
+            f"P {val['val/auc_pneumonia']:.3f})  {train['time/epoch_s']:.1f}s")
+        if epoch == cfg.epochs:
+            test = tr.finalize(out_dir)
+            metrics.update(test)
+            metrics["done"] = 1.0
+            (out_dir / "summary.json").write_text(json.dumps(
+                {"status": "ok", "config": cfg.to_dict(), "history": tr.history, "test": test}, indent=1))
+        emit(metrics)
+    return FitResult("ok", "finished", tr.epoch, tr.best_epoch, tr.best_val, tr.history, test, out_dir)

@@ -1,0 +1,37 @@
+"""Loss terms as pure functions of tensors.
+
+BCE-with-logits is used only on logits (the decoder output); a [0, 1] heatmap (a generator map after
+``to_heatmap``) gets BCE on probabilities -- feeding it to BCEWithLogits would squash it a second time and
+make the fit threshold instead of match (DESIGN.md section 2).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+_EPS = 1e-6
+
+
+def classification_loss(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the three mutually exclusive classes (labels are exactly one-hot)."""
+    return F.cross_entropy(class_logits, labels)
+
+
+def bce_logits(mask_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE between decoder logits (B,1,H,W) and a [0, 1] target map (soft labels)."""
+    return F.binary_cross_entropy_with_logits(mask_logits, target.to(mask_logits.dtype))
+
+
+def bce_prob(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE between a [0, 1] map and a [0, 1] target; clamped so a saturated map keeps finite gradients."""
+    prob = prob.clamp(_EPS, 1.0 - _EPS)
+    target = target.to(prob.dtype)
+    return -(target * prob.log() + (1.0 - target) * (1.0 - prob).log()).mean()
+
+
+def combine(cls: torch.Tensor, seg: torch.Tensor | None, gamma: float) -> torch.Tensor:
+    """total = gamma * L_cls + (1 - gamma) * L_seg; classification alone when there is no seg term."""
+    if seg is None:
+        return cls
+    return gamma * cls + (1.0 - gamma) * seg
