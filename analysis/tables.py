@@ -1,0 +1,391 @@
+"""Tables 1-4 of the paper, rebuilt from the study's MLflow record.
+
+``python -m analysis.tables --tracking-uri URI --experiment NAME [--out DIR] [--parent RUN_ID]``
+
+Each arm is represented by its best finished trial, chosen on validation (``best/val_auc_mean``);
+its logged test predictions are bootstrapped together with the baseline's over the same resamples.
+Writes ``tables.md`` (also printed), ``tables.csv`` (long form, with the paper's numbers beside
+ours), ``tables.tex`` and ``seeds.csv`` to ``--out`` and logs them to the parent run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.cli import run_cli
+from analysis.formats import format_auc, format_p, markdown_table
+from analysis.paper import (
+    ARM_LABELS,
+    BASELINE,
+    METRIC_LABELS,
+    METRICS,
+    PUBLISHED,
+    TABLES,
+    PaperCell,
+    TableSpec,
+    table_arms,
+)
+from analysis.records import (
+    PROB_COLUMNS,
+    Record,
+    Study,
+    Trial,
+    best_trial,
+    finished,
+    seed_group,
+)
+from analysis.stats import (
+    ArmBootstrap,
+    Estimate,
+    align_arms,
+    arm_bootstrap,
+    delong_per_class,
+    paired_difference,
+)
+from trainables.metrics import bootstrap_indices, per_class_auc
+
+log = logging.getLogger(__name__)
+
+NO_TRIAL = "no finished trial"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table cell: our bootstrap summary, the p-value vs the baseline and the paper's cell."""
+
+    point: float  # AUC on the whole test set
+    estimate: Estimate  # bootstrap median (low, high)
+    p_value: float | None  # None on the baseline row
+    p_method: str | None  # "DeLong" (per class) or "bootstrap" (mean AUC)
+    p_bootstrap: float | None  # the paired-bootstrap p-value, also for the per-class cells
+    difference: Estimate | None  # arm - baseline over the paired resamples
+    paper: PaperCell | None
+
+
+@dataclass(frozen=True)
+class Row:
+    """One arm of a table."""
+
+    arm: str
+    trial: Trial | None  # None: the arm has no finished trial
+    cells: dict[str, Cell]
+
+
+@dataclass(frozen=True)
+class Table:
+    """One of Tables 1-4, with how its bootstrap was run."""
+
+    spec: TableSpec
+    rows: tuple[Row, ...]
+    n_test: int
+    resamples: int
+    skipped: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class SeedRow:
+    """An arm's best configuration over seeds: per-run test AUCs summarised."""
+
+    arm: str
+    run_ids: tuple[str, ...]
+    seeds: tuple[str, ...]
+    aucs: dict[str, np.ndarray]  # metric -> (n_runs,) whole-test-set AUCs
+
+
+def _cells(
+    arm: str,
+    boots: dict[str, ArmBootstrap],
+    labels: np.ndarray,
+    probs: dict[str, np.ndarray],
+) -> dict[str, Cell]:
+    """An arm's cells; p-values and differences only against a baseline that has a trial."""
+    boot, published = boots[arm], PUBLISHED.get(arm, {})
+    if arm == BASELINE or BASELINE not in boots:
+        return {
+            m: Cell(boot.point[m], boot.estimates[m], None, None, None, None, published.get(m))
+            for m in METRICS
+        }
+    diffs = paired_difference(boot, boots[BASELINE])
+    delong = delong_per_class(labels, probs[arm], probs[BASELINE])
+    cells = {}
+    for m in METRICS:
+        test = delong.get(m)  # None for the mean (and a class DeLong cannot handle)
+        cells[m] = Cell(
+            point=boot.point[m],
+            estimate=boot.estimates[m],
+            p_value=diffs[m].p_value if test is None else test.p_value,
+            p_method="bootstrap" if test is None else "DeLong",
+            p_bootstrap=diffs[m].p_value,
+            difference=diffs[m].estimate,
+            paper=published.get(m),
+        )
+    return cells
+
+
+def build_tables(
+    record: Record, study: Study, *, resamples: int = 1000, seed: int = 0
+) -> tuple[list[Table], dict[str, Trial | None]]:
+    """Tables 1-4 from the study's best trials, bootstrapped over one shared set of resamples.
+
+    Returns:
+        ``(tables, arm -> best trial or None)``.
+
+    Raises:
+        ValueError: the arms' test keys differ (see :func:`analysis.stats.align_arms`).
+    """
+    candidates = finished(record, study.trials)
+    best = {arm: best_trial(candidates, arm) for arm in table_arms()}
+    present = {arm: t for arm, t in best.items() if t is not None}
+    if not present:
+        tables = [
+            Table(s, tuple(Row(a, None, {}) for a in s.arms), 0, resamples, 0, seed) for s in TABLES
+        ]
+        return tables, best
+    frames = {arm: record.predictions(t.run_id) for arm, t in present.items()}
+    _, labels, probs = align_arms(frames, PROB_COLUMNS)
+    # One set of resamples for every arm: each comparison is paired, and the baseline row reads the
+    # same in all four tables.
+    indices = bootstrap_indices(len(labels), resamples=resamples, seed=seed)
+    boots = {arm: arm_bootstrap(labels, p, indices) for arm, p in probs.items()}
+    skipped = next(iter(boots.values())).skipped
+    if skipped:
+        log.warning(
+            "bootstrap: %d of %d resamples lacked a class and were skipped", skipped, resamples
+        )
+    tables = []
+    for spec in TABLES:
+        rows = tuple(
+            Row(arm, best[arm], _cells(arm, boots, labels, probs) if best[arm] else {})
+            for arm in spec.arms
+        )
+        tables.append(Table(spec, rows, len(labels), resamples, skipped, seed))
+    return tables, best
+
+
+def seed_rows(record: Record, study: Study, best: dict[str, Trial | None]) -> list[SeedRow]:
+    """Per arm, the whole-test-set AUCs of every finished run of its best configuration."""
+    candidates = finished(record, study.trials)
+    rows = []
+    for arm, trial in best.items():
+        if trial is None:
+            continue
+        group = seed_group(candidates, trial)
+        aucs = [per_class_auc(*_labels_probs(record.predictions(t.run_id))) for t in group]
+        rows.append(
+            SeedRow(
+                arm=arm,
+                run_ids=tuple(t.run_id for t in group),
+                seeds=tuple(t.params.get("seed", "?") for t in group),
+                aucs={m: np.array([a[m] for a in aucs]) for m in METRICS},
+            )
+        )
+    return rows
+
+
+def _labels_probs(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    return frame["label"].to_numpy(), frame[list(PROB_COLUMNS)].to_numpy(dtype=np.float64)
+
+
+def format_cell(cell: Cell, latex: bool = False) -> str:
+    """``median (2.5th, 97.5th); p`` (no p on the baseline row)."""
+    e = cell.estimate
+    text = f"{format_auc(e.median)} ({format_auc(e.low)}, {format_auc(e.high)})"
+    return text if cell.p_value is None else f"{text}; {format_p(cell.p_value, latex)}"
+
+
+def format_vs_paper(cell: Cell) -> str:
+    """Our median against the paper's, with the difference."""
+    if cell.paper is None:
+        return "not in paper"
+    diff = cell.estimate.median - cell.paper.median
+    return f"{format_auc(cell.estimate.median)} vs {cell.paper.median:.3f} ({diff:+.3f})"
+
+
+def display_frame(table: Table, *, latex: bool = False, vs_paper: bool = False) -> pd.DataFrame:
+    """The table as display strings: one row per arm, one column per metric."""
+    data = {}
+    for row in table.rows:
+        label = ARM_LABELS.get(row.arm, row.arm)
+        if not row.cells:
+            data[label] = [NO_TRIAL] + ["—"] * (len(METRICS) - 1)
+        else:
+            fmt = format_vs_paper if vs_paper else (lambda c: format_cell(c, latex))
+            data[label] = [fmt(row.cells[m]) for m in METRICS]
+    frame = pd.DataFrame.from_dict(
+        data, orient="index", columns=[METRIC_LABELS[m] for m in METRICS]
+    )
+    frame.index.name = "Arm"
+    return frame
+
+
+def method_note(table: Table) -> str:
+    """How the cells were computed, printed under each table."""
+    runs = "; ".join(
+        f"{r.arm}: run {r.trial.run_id} (val mean AUC {r.trial.val_auc:.3f})"
+        for r in table.rows
+        if r.trial is not None
+    )
+    note = (
+        f"Cells: median (2.5th, 97.5th percentile) of the AUC over {table.resamples} bootstrap "
+        f"resamples of the {table.n_test} test images, the same resamples for every arm (paired; "
+        f"seed {table.seed}; {table.skipped} resamples lacking a class skipped). p (two-sided, vs "
+        f"the U-Net baseline): per-class AUCs by DeLong's test for paired AUCs (fast DeLong, Sun & "
+        f"Xu 2014); mean AUC by the paired bootstrap of the difference. Each arm is its best "
+        f"finished trial by validation mean AUC (test never used for selection). "
+        f"Runs: {runs or 'none'}."
+    )
+    if table.rows[0].trial is None:
+        note += " The baseline has no finished trial: no p-values."
+    return note
+
+
+def seeds_display(rows: Sequence[SeedRow]) -> pd.DataFrame:
+    """Mean ± sd [min, max] over seeds of each arm's best configuration, as display strings."""
+    data = {}
+    for r in rows:
+        cells = [str(len(r.run_ids))]
+        for m in METRICS:
+            a = r.aucs[m]
+            sd = f"{np.std(a, ddof=1):.3f}" if len(a) > 1 else "—"
+            cells.append(f"{np.mean(a):.3f} ± {sd} [{np.min(a):.3f}, {np.max(a):.3f}]")
+        data[ARM_LABELS.get(r.arm, r.arm)] = cells
+    columns = ["Seeds"] + [METRIC_LABELS[m] for m in METRICS]
+    frame = pd.DataFrame.from_dict(data, orient="index", columns=columns)
+    frame.index.name = "Arm"
+    return frame
+
+
+def seeds_note(rows: Sequence[SeedRow]) -> str:
+    note = (
+        "Whole-test-set AUC per run: mean ± sd [min, max] over the seeds of the arm's best config."
+    )
+    if rows and all(len(r.run_ids) == 1 for r in rows):
+        note += " Every arm has one seed: run the study's seeds stage for a spread."
+    return note
+
+
+def long_frame(tables: Sequence[Table]) -> pd.DataFrame:
+    """All cells in long form (one row per table, arm and metric), with the paper's numbers."""
+    records = []
+    for t in tables:
+        for row in t.rows:
+            for m in METRICS:
+                c = row.cells.get(m)
+                paper = PUBLISHED.get(row.arm, {}).get(m)
+                base = {"table": t.spec.number, "arm": row.arm, "metric": m, "n_test": t.n_test}
+                base["run_id"] = row.trial.run_id if row.trial else None
+                base["status"] = "ok" if c else NO_TRIAL
+                if c:
+                    d = c.difference
+                    base |= {
+                        "auc": c.point, "median": c.estimate.median, "low": c.estimate.low,
+                        "high": c.estimate.high, "p_value": c.p_value, "p_method": c.p_method,
+                        "p_bootstrap": c.p_bootstrap, "diff_median": d.median if d else None,
+                        "diff_low": d.low if d else None, "diff_high": d.high if d else None,
+                    }  # fmt: skip
+                if paper:
+                    base |= {
+                        "paper_median": paper.median, "paper_low": paper.low,
+                        "paper_high": paper.high, "paper_p": paper.p,
+                        "vs_paper": c.estimate.median - paper.median if c else None,
+                    }  # fmt: skip
+                records.append(base)
+    return pd.DataFrame.from_records(records)
+
+
+def seeds_frame(rows: Sequence[SeedRow]) -> pd.DataFrame:
+    records = [
+        {"arm": r.arm, "run_id": run, "seed": s} | {m: float(r.aucs[m][i]) for m in METRICS}
+        for r in rows
+        for i, (run, s) in enumerate(zip(r.run_ids, r.seeds))
+    ]
+    return pd.DataFrame.from_records(records, columns=["arm", "run_id", "seed", *METRICS])
+
+
+def render_markdown(tables: Sequence[Table], seeds: Sequence[SeedRow]) -> str:
+    parts = []
+    for t in tables:
+        parts += [f"## Table {t.spec.number}. {t.spec.title}", markdown_table(display_frame(t))]
+        parts += [method_note(t), f"### Table {t.spec.number}, our median vs the paper's"]
+        parts += [markdown_table(display_frame(t, vs_paper=True))]
+    parts += ["## Seeds", markdown_table(seeds_display(seeds)), seeds_note(seeds)]
+    return "\n\n".join(parts) + "\n"
+
+
+def render_latex(tables: Sequence[Table]) -> str:
+    parts = []
+    for t in tables:
+        frame = display_frame(t, latex=True)
+        frame.index = [i.replace("&", r"\&") for i in frame.index]
+        caption = f"Table {t.spec.number}: {t.spec.title}"
+        parts.append(f"% {caption}\n" + frame.to_latex(escape=False, index=True))
+    return "\n".join(parts)
+
+
+@dataclass(frozen=True)
+class TablesOutput:
+    """What write_tables built and wrote."""
+
+    tables: list[Table]
+    best: dict[str, Trial | None]
+    seeds: list[SeedRow]
+    markdown: str
+    files: list[Path]
+
+
+def write_tables_from(
+    record: Record, study: Study, out_dir: Path, *, resamples: int = 1000, seed: int = 0
+) -> TablesOutput:
+    """Build the tables and write ``tables.md``, ``tables.csv``, ``tables.tex``, ``seeds.csv``."""
+    if resamples < 1000:
+        log.warning("%d bootstrap resamples: use >= 1000 for reported numbers", resamples)
+    tables, best = build_tables(record, study, resamples=resamples, seed=seed)
+    seeds = seed_rows(record, study, best)
+    markdown = render_markdown(tables, seeds)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [out_dir / n for n in ("tables.md", "tables.csv", "tables.tex", "seeds.csv")]
+    files[0].write_text(markdown)
+    long_frame(tables).to_csv(files[1], index=False)
+    files[2].write_text(render_latex(tables))
+    seeds_frame(seeds).to_csv(files[3], index=False)
+    return TablesOutput(tables, best, seeds, markdown, files)
+
+
+def write_tables(
+    tracking_uri: str | None,
+    experiment: str,
+    out_dir: Path,
+    *,
+    parent: str | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+    log_to_mlflow: bool = True,
+) -> TablesOutput:
+    """Tables of the study (latest, or ``parent``) written to ``out_dir`` and the parent run."""
+    record = Record(tracking_uri)
+    study = record.study(experiment, parent)
+    out = write_tables_from(record, study, Path(out_dir), resamples=resamples, seed=seed)
+    if log_to_mlflow:
+        record.log_outputs(study.parent_run_id, out.files)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: print the Markdown tables and the written files."""
+    return run_cli(
+        "Rebuild the paper's Tables 1-4 from the MLflow record.",
+        write_tables,
+        lambda out: out.markdown + "\nwrote " + ", ".join(str(f) for f in out.files),
+        argv,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
