@@ -1,0 +1,300 @@
+"""Preprocessing cache: decode every DICOM and draw every gaze map once, at training size.
+
+One uncompressed ``.npz`` per content under ``{data_dir}/cache/``, named by a sha256 of the input
+files' identity (path, size, mtime_ns of the tables and of every DICOM used) and of every setting
+that changes the content. Touch a DICOM or change ``image_size`` and a new file is built; change
+nothing and the file is loaded without decoding anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from tqdm import tqdm
+
+from trainables.config import DataConfig
+from trainables.data.dicom import DicomError, letterbox, read_dicom
+from trainables.data.heatmaps import (
+    CoordinateSource,
+    Fixations,
+    Pads,
+    native_fixations,
+    static_heatmap,
+)
+
+if TYPE_CHECKING:  # type-only: spawned decoding workers then never import pandas (egd.py)
+    from trainables.data.egd import EgdIndex
+
+logger = logging.getLogger(__name__)
+
+CACHE_VERSION = 1  # bump whenever decoding or drawing changes what ends up in the cache
+MAX_WORKERS = 8
+_POOL_MIN_IMAGES = 64  # below this a process pool costs more to start than it saves
+
+
+@dataclass
+class CacheContent:
+    """What the cache holds, plus how this call got it."""
+
+    images: np.ndarray  # (N, S, S) uint8 or float16
+    gaze: np.ndarray  # (N, S, S) float16 in [0, 1]
+    labels: np.ndarray  # (N,) int64
+    keys: list[str]
+    patients: list[str]
+    exclusions: dict[str, int] = field(default_factory=dict)  # found while decoding/drawing
+    fingerprint: str = ""
+    built: bool = False  # True when this call decoded the DICOMs, False when it loaded the file
+    decoded: int = 0  # DICOMs decoded by this call
+    seconds: float = 0.0  # build time (0 when loaded)
+
+    @property
+    def rate(self) -> float:
+        """Images per second of the build (0 when loaded)."""
+        return self.decoded / self.seconds if self.seconds > 0 else 0.0
+
+
+def _identity(path: Path) -> list:
+    st = path.stat()
+    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+
+
+def cache_fingerprint(
+    index: EgdIndex, cfg: DataConfig, coordinates: CoordinateSource = "pads"
+) -> str:
+    """sha256 over input file identities and every content-relevant setting."""
+    settings = {
+        "version": CACHE_VERSION,
+        "image_size": cfg.image_size,
+        "image_dtype": cfg.image_dtype,
+        "gaze_sigma": float(cfg.gaze_sigma),
+        "gaze_weighting": cfg.gaze_weighting,
+        "coordinates": coordinates,
+        "egd_root": str(Path(cfg.egd_root).resolve()) if cfg.egd_root else None,
+        "mimic_root": str(Path(cfg.resolved_mimic_root()).resolve())
+        if cfg.resolved_mimic_root()
+        else None,
+        "image_list": str(Path(cfg.image_list).resolve()) if cfg.image_list else None,
+    }
+    files = [_identity(p) for p in index.source_files]
+    files += [_identity(r.dicom_path) for r in index.records]
+    blob = json.dumps({"settings": settings, "files": files}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def cache_path(cfg: DataConfig, fingerprint: str) -> Path:
+    return Path(cfg.data_dir) / "cache" / f"egd-cxr-{fingerprint[:24]}.npz"
+
+
+@dataclass(frozen=True)
+class _Task:
+    key: str
+    dicom_path: Path
+    pads: Pads
+    fixations: Fixations
+    size: int
+    dtype: str
+    sigma: float
+    weighting: str
+    coordinates: str
+
+
+@dataclass(frozen=True)
+class _Result:
+    image: np.ndarray | None
+    gaze: np.ndarray | None
+    off_image: int
+    reason: str | None  # exclusion reason when image or gaze is None
+    message: str = ""
+
+
+def _prepare_one(task: _Task) -> _Result:
+    """Decode, letterbox and draw one image (runs in worker processes)."""
+    try:
+        native = read_dicom(task.dicom_path)
+    except DicomError as exc:
+        return _Result(None, None, 0, "undecodable_dicom", str(exc))
+    image, transform = letterbox(native, task.size)
+    fix = native_fixations(task.fixations, task.pads, native.shape, task.coordinates)  # type: ignore[arg-type]
+    gaze = static_heatmap(fix, transform, task.size, task.sigma, task.weighting)  # type: ignore
+    if gaze is None:
+        return _Result(
+            None,
+            None,
+            fix.off_image,
+            "no_fixation_on_image",
+            f"{task.key}: all {fix.off_image} fixations are off the image",
+        )
+    if task.dtype == "uint8":
+        stored = np.round(image * 255).astype(np.uint8)
+    else:
+        stored = image.astype(np.float16)
+    return _Result(stored, gaze.astype(np.float16), fix.off_image, None)
+
+
+def _run(tasks: list[_Task], workers: int, progress: bool) -> Iterator[_Result]:
+    bar = {
+        "total": len(tasks),
+        "desc": "decoding DICOMs",
+        "unit": "img",
+        "disable": not (progress and sys.stderr.isatty()),
+    }
+    if workers <= 1:
+        yield from tqdm(map(_prepare_one, tasks), **bar)
+        return
+    # spawn: the caller may hold threads (torch, Ray) that make fork unsafe.
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        yield from tqdm(pool.map(_prepare_one, tasks, chunksize=4), **bar)
+
+
+def build_cache(
+    index: EgdIndex,
+    cfg: DataConfig,
+    fingerprint: str,
+    *,
+    progress: bool = True,
+    workers: int | None = None,
+    coordinates: CoordinateSource = "pads",
+) -> CacheContent:
+    """Decode and draw every indexed image; failures become counted exclusions."""
+    if workers is None:
+        workers = min(os.cpu_count() or 1, MAX_WORKERS)
+        if len(index.records) < _POOL_MIN_IMAGES:
+            workers = 1
+    tasks = [
+        _Task(
+            key=r.key,
+            dicom_path=r.dicom_path,
+            pads=r.pads,
+            fixations=r.fixations,
+            size=cfg.image_size,
+            dtype=cfg.image_dtype,
+            sigma=float(cfg.gaze_sigma),
+            weighting=cfg.gaze_weighting,
+            coordinates=coordinates,
+        )
+        for r in index.records
+    ]
+    t0 = time.perf_counter()
+    images, gaze, kept = [], [], []
+    counts: Counter[str] = Counter()
+    for rec, res in zip(index.records, _run(tasks, workers, progress), strict=True):
+        counts["off_image_fixations"] += res.off_image
+        if res.reason is not None:
+            counts[res.reason] += 1
+            logger.warning("excluded %s as %s: %s", rec.key, res.reason, res.message)
+            continue
+        images.append(res.image)
+        gaze.append(res.gaze)
+        kept.append(rec)
+    seconds = time.perf_counter() - t0
+    if not kept:
+        raise ValueError(
+            f"no usable image among {len(index.records)} indexed images "
+            f"(exclusions: {dict(counts)})"
+        )
+    content = CacheContent(
+        images=np.stack(images),
+        gaze=np.stack(gaze),
+        labels=np.array([r.label for r in kept], dtype=np.int64),
+        keys=[r.key for r in kept],
+        patients=[r.patient for r in kept],
+        exclusions={k: v for k, v in counts.items() if v},
+        fingerprint=fingerprint,
+        built=True,
+        decoded=len(tasks),
+        seconds=seconds,
+    )
+    logger.info(
+        "decoded %d DICOMs at %d px in %.1f s (%.1f images/s, %d workers)",
+        len(tasks),
+        cfg.image_size,
+        seconds,
+        content.rate,
+        workers,
+    )
+    return content
+
+
+def save_cache(content: CacheContent, path: Path) -> None:
+    """Write atomically (temp file + rename), so a reader never sees a half-written cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        np.savez(
+            fh,
+            images=content.images,
+            gaze=content.gaze,
+            labels=content.labels,
+            keys=np.array(content.keys, dtype=str),
+            patients=np.array(content.patients, dtype=str),
+            exclusions=np.array(json.dumps(content.exclusions)),
+            fingerprint=np.array(content.fingerprint),
+        )
+    os.replace(tmp, path)
+
+
+def load_cache(path: Path, fingerprint: str) -> CacheContent | None:
+    """The cached content, or None when the file is absent, unreadable or for other inputs."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["fingerprint"]) != fingerprint:
+                return None
+            return CacheContent(
+                images=z["images"],
+                gaze=z["gaze"],
+                labels=z["labels"],
+                keys=z["keys"].tolist(),
+                patients=z["patients"].tolist(),
+                exclusions=json.loads(str(z["exclusions"])),
+                fingerprint=fingerprint,
+            )
+    except (OSError, ValueError, KeyError) as exc:
+        logger.warning("cache %s unreadable (%s); rebuilding", path, exc)
+        return None
+
+
+def load_or_build(
+    index: EgdIndex,
+    cfg: DataConfig,
+    *,
+    progress: bool = True,
+    workers: int | None = None,
+    coordinates: CoordinateSource = "pads",
+) -> CacheContent:
+    """Load the cache for these inputs and settings, or build and save it.
+
+    Args:
+        index: the indexed images (``read_egd``).
+        cfg: data settings; ``cfg.egd_root`` must be the folder the index was read from.
+        progress: show a tqdm bar while decoding (only on a terminal).
+        workers: decoding processes (default min(cpu count, 8); 1 = in this process).
+        coordinates: where fixations come from (see ``heatmaps.native_fixations``).
+    """
+    fingerprint = cache_fingerprint(index, cfg, coordinates)
+    path = cache_path(cfg, fingerprint)
+    content = load_cache(path, fingerprint)
+    if content is not None:
+        logger.info("loaded preprocessing cache %s (%d images)", path, len(content.labels))
+        return content
+    content = build_cache(
+        index, cfg, fingerprint, progress=progress, workers=workers, coordinates=coordinates
+    )
+    save_cache(content, path)
+    logger.info("wrote preprocessing cache %s", path)
+    return content

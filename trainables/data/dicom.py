@@ -1,0 +1,177 @@
+"""DICOM decoding and the aspect-preserving resize shared by images and gaze maps.
+
+The only reader module that imports pydicom (``synthetic.py`` writes DICOMs with it). Decoding does
+what the published baseline skipped: modality LUT (rescale slope/intercept), VOI LUT or window,
+MONOCHROME1 inversion. Compressed transfer syntaxes go through pydicom's pixel-data decoders (the
+pylibjpeg plugins cover JPEG baseline/lossless, JPEG-LS, JPEG 2000 and RLE). Anything it cannot do
+raises :class:`DicomError` naming the file, so callers can count the image as excluded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from PIL import Image
+from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+
+SUPPORTED_BITS_ALLOCATED = (8, 16)  # BitsStored 8..16 inside; 1-bit masks and 32-bit data refused
+_GREY_WEIGHTS = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 luma, as PIL's convert("L")
+
+
+class DicomError(ValueError):
+    """A DICOM file that cannot be turned into a grey image; the message names the file."""
+
+
+def read_dicom(path: str | Path) -> np.ndarray:
+    """Decode a DICOM file into a finite 2-D float32 grey image in [0, 1].
+
+    Steps: first frame only (multi-frame files are rare in CXR and the first frame is the
+    acquisition), modality LUT / rescale slope and intercept, VOI LUT or window (the first view),
+    per-image min-max scaling to [0, 1] (when the window clips, as CXR windows do, this is exactly
+    the window's output range), then MONOCHROME1 inversion so that bone is bright everywhere.
+    Colour images (RGB, YBR, palette) are converted to grey with BT.601 luma weights.
+
+    Args:
+        path: the DICOM file.
+
+    Returns:
+        (rows, columns) float32 array with values in [0, 1].
+
+    Raises:
+        DicomError: not a DICOM file, no pixel data, an unsupported bit depth or photometric
+            interpretation, a decoder failure, or non-finite output. The message names the file.
+    """
+    path = Path(path)
+    try:
+        return _decode(path)
+    except DicomError:
+        raise
+    except Exception as exc:
+        # pydicom's decoders and plugins raise many types (ValueError, RuntimeError, KeyError,
+        # NotImplementedError, OSError, struct.error...): callers need one type to count exclusions.
+        raise DicomError(f"{path}: cannot decode ({type(exc).__name__}: {exc})") from exc
+
+
+def _decode(path: Path) -> np.ndarray:
+    if not path.is_file():
+        raise DicomError(f"{path}: not a regular file (missing or a directory)")
+    try:
+        ds = pydicom.dcmread(path)
+    except pydicom.errors.InvalidDicomError as exc:
+        raise DicomError(f"{path}: not a DICOM file ({exc})") from exc
+    if "PixelData" not in ds:
+        raise DicomError(f"{path}: no Pixel Data element (7FE0,0010)")
+    bits = ds.get("BitsAllocated")
+    if bits is None:
+        raise DicomError(f"{path}: no BitsAllocated element (0028,0100)")
+    if bits not in SUPPORTED_BITS_ALLOCATED:
+        raise DicomError(
+            f"{path}: BitsAllocated {bits} not supported (supported: {SUPPORTED_BITS_ALLOCATED})"
+        )
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    arr = pixel_array(ds, index=0)
+
+    if photometric in ("MONOCHROME1", "MONOCHROME2"):
+        if arr.ndim != 2:
+            raise DicomError(f"{path}: expected one grey frame, got shape {arr.shape}")
+        arr = apply_voi_lut(apply_modality_lut(arr, ds), ds, index=0)
+        grey = _min_max(np.asarray(arr, dtype=np.float64))
+        if photometric == "MONOCHROME1":
+            grey = 1.0 - grey
+    elif photometric in ("RGB", "PALETTE COLOR") or photometric.startswith("YBR"):
+        if photometric == "PALETTE COLOR":
+            arr = apply_color_lut(arr, ds)
+        # pydicom returns YBR data converted to RGB by default (and J2K decoders undo ICT/RCT).
+        if arr.ndim != 3 or arr.shape[-1] != 3:
+            raise DicomError(f"{path}: expected one RGB frame, got shape {arr.shape}")
+        grey = _min_max(arr.astype(np.float64) @ _GREY_WEIGHTS)
+    else:
+        raise DicomError(f"{path}: PhotometricInterpretation {photometric!r} not supported")
+
+    grey = grey.astype(np.float32)
+    if not np.isfinite(grey).all():
+        raise DicomError(f"{path}: decoded image has non-finite values")
+    return grey
+
+
+def _min_max(arr: np.ndarray) -> np.ndarray:
+    lo, hi = float(arr.min()), float(arr.max())
+    if not np.isfinite(lo) or not np.isfinite(hi):
+        return arr  # caught by the finiteness check with the file name
+    if hi <= lo:
+        return np.zeros_like(arr)
+    return (arr - lo) / (hi - lo)
+
+
+@dataclass(frozen=True)
+class Transform:
+    """Maps native DICOM pixel coordinates onto the letterboxed training grid.
+
+    Pixel centres are at integer coordinates on both grids (native pixel i covers [i - 0.5, i + 0.5]),
+    which is the convention of area resizing, so ``apply`` is exact for the resize ``letterbox`` does.
+
+    Attributes:
+        scale: training pixels per native pixel (size / longest native side).
+        offset_x: zero-padding columns left of the resized image.
+        offset_y: zero-padding rows above the resized image.
+        native_shape: (rows, columns) of the native image.
+    """
+
+    scale: float
+    offset_x: int
+    offset_y: int
+    native_shape: tuple[int, int]
+
+    @property
+    def resized_shape(self) -> tuple[int, int]:
+        """(rows, columns) the native image occupies on the training grid."""
+        h, w = self.native_shape
+        return max(1, round(h * self.scale)), max(1, round(w * self.scale))
+
+    def apply(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Native (column, row) coordinates -> training-grid (column, row) coordinates."""
+        h, w = self.native_shape
+        rh, rw = self.resized_shape
+        # Per-axis factors: rounding the resized size makes them differ slightly from `scale`.
+        u = (np.asarray(xs, dtype=np.float64) + 0.5) * (rw / w) - 0.5 + self.offset_x
+        v = (np.asarray(ys, dtype=np.float64) + 0.5) * (rh / h) - 0.5 + self.offset_y
+        return u, v
+
+
+def letterbox_transform(native_shape: tuple[int, int], size: int) -> Transform:
+    """The Transform ``letterbox`` uses for an image of ``native_shape`` and a square ``size``."""
+    h, w = int(native_shape[0]), int(native_shape[1])
+    if h < 1 or w < 1 or size < 1:
+        raise ValueError(f"letterbox: bad native shape {native_shape} or size {size}")
+    scale = size / max(h, w)
+    probe = Transform(scale, 0, 0, (h, w))
+    rh, rw = probe.resized_shape
+    return Transform(scale, (size - rw) // 2, (size - rh) // 2, (h, w))
+
+
+def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Transform]:
+    """Resize keeping the aspect ratio, then zero-pad (centred) to ``size`` x ``size``.
+
+    Uses PIL's BOX filter on float32 data: exact area averaging with fractional pixel weights
+    (torch's ``mode="area"`` uses integer windows), and light enough for decoding worker processes.
+
+    Args:
+        image: 2-D float array.
+        size: side of the square output.
+
+    Returns:
+        (size, size) float32 image and the Transform mapping native coordinates onto it.
+    """
+    if image.ndim != 2:
+        raise ValueError(f"letterbox expects a 2-D image, got shape {image.shape}")
+    t = letterbox_transform(image.shape, size)
+    rh, rw = t.resized_shape
+    resized = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32)).resize(
+        (rw, rh), Image.Resampling.BOX
+    )
+    out = np.zeros((size, size), dtype=np.float32)
+    out[t.offset_y : t.offset_y + rh, t.offset_x : t.offset_x + rw] = np.asarray(resized)
+    return out, t

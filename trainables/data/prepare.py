@@ -1,0 +1,121 @@
+"""From a DataConfig to the CachedData trials train on: index, cache, split, in one call."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from trainables.config import DataConfig
+from trainables.data.cache import load_or_build
+from trainables.data.cached import CachedData
+from trainables.data.egd import read_egd
+from trainables.data.split import patient_split, read_split_file
+from trainables.data.synthetic import write_synthetic
+
+logger = logging.getLogger(__name__)
+
+
+def synthetic_root(cfg: DataConfig) -> Path:
+    """Where the synthetic twin for ``cfg`` lives: ``{data_dir}/synthetic-{N}-seed{S}``."""
+    return (
+        Path(cfg.data_dir).resolve() / f"synthetic-{cfg.synthetic_images}-seed{cfg.synthetic_seed}"
+    )
+
+
+def ensure_synthetic(cfg: DataConfig) -> Path:
+    """Generate the synthetic twin on first use and return its folder.
+
+    The twin is written into a temporary sibling folder and renamed into place when complete, so
+    the final folder exists only if generation finished; an interrupted run is never reused.
+    Concurrent callers each generate, the first rename wins, the others discard their copy.
+    """
+    root = synthetic_root(cfg)
+    if root.is_dir():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", suffix=".tmp", dir=root.parent))
+    try:
+        logger.info(
+            "generating the synthetic twin (%d images, seed %d) in %s",
+            cfg.synthetic_images,
+            cfg.synthetic_seed,
+            root,
+        )
+        write_synthetic(tmp, cfg.synthetic_images, cfg.synthetic_seed)
+        try:
+            os.rename(tmp, root)
+        except OSError:
+            if not root.is_dir():
+                raise
+            logger.info("another process finished %s first; using it", root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def resolve_sources(cfg: DataConfig) -> DataConfig:
+    """``cfg`` with absolute paths and, when ``egd_root`` is None, the synthetic twin filled in.
+
+    Absolute paths matter because Ray trials chdir into their trial folder.
+    """
+    if cfg.egd_root is None:
+        root = str(ensure_synthetic(cfg))
+        return dataclasses.replace(
+            cfg, egd_root=root, mimic_root=root, data_dir=str(Path(cfg.data_dir).resolve())
+        )
+
+    def absolute(p: str | None) -> str | None:
+        return str(Path(p).resolve()) if p else None
+
+    return dataclasses.replace(
+        cfg,
+        egd_root=absolute(cfg.egd_root),
+        mimic_root=absolute(cfg.mimic_root),
+        image_list=absolute(cfg.image_list),
+        split_file=absolute(cfg.split_file),
+        data_dir=str(Path(cfg.data_dir).resolve()),
+    )
+
+
+def prepare_data(cfg: DataConfig, *, progress: bool = True) -> CachedData:
+    """Index the images, build or load the preprocessing cache, split by patient.
+
+    Args:
+        cfg: data settings. ``egd_root=None`` uses (and on first use generates) the synthetic twin
+            in ``{data_dir}/synthetic-{N}-seed{S}``.
+        progress: tqdm bar while decoding DICOMs (only on a terminal).
+
+    Returns:
+        CachedData with ``exclusions`` (index + decoding) and ``fingerprint`` filled.
+
+    Raises:
+        FileNotFoundError / ValueError: missing or malformed tables, a bad split file, or no
+            usable image.
+    """
+    cfg = resolve_sources(cfg)
+    index = read_egd(cfg.egd_root, cfg.resolved_mimic_root(), cfg.image_list)
+    content = load_or_build(index, cfg, progress=progress)
+    if cfg.split_file:
+        split = read_split_file(cfg.split_file, content.keys)
+    else:
+        split = patient_split(content.labels, content.patients, seed=cfg.split_seed)
+    exclusions = Counter(index.exclusions)
+    exclusions.update(content.exclusions)
+    data = CachedData(
+        images=content.images,
+        gaze=content.gaze,
+        labels=content.labels,
+        keys=content.keys,
+        patients=content.patients,
+        split=split,
+        exclusions=dict(exclusions),
+        fingerprint=content.fingerprint,
+    )
+    logger.info("%s", data.summary())
+    return data
