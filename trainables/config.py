@@ -10,7 +10,11 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-CLASSES: tuple[str, ...] = ("Normal", "CHF", "pneumonia")  # label order everywhere (index = class id)
+CLASSES: tuple[str, ...] = (
+    "Normal",
+    "CHF",
+    "pneumonia",
+)  # label order everywhere (index = class id)
 SPLITS: tuple[str, ...] = ("train", "val", "test")  # split ids 0, 1, 2 in CachedData.split
 
 
@@ -18,16 +22,27 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")  # split ids 0, 1, 2 in Cache
 class DataConfig:
     """Where the images and gaze come from and how they are turned into training tensors."""
 
-    egd_root: str | None = None  # EGD-CXR folder (master_sheet.csv, fixations.csv); None = synthetic twin
-    mimic_root: str | None = None  # MIMIC-CXR root the `path` column is relative to; None = egd_root
-    image_list: str | None = None  # filenames.csv-style list (",filename" header) restricting images
+    egd_root: str | None = (
+        None  # EGD-CXR folder (master_sheet.csv, fixations.csv); None = synthetic twin
+    )
+    mimic_root: str | None = (
+        None  # MIMIC-CXR root the `path` column is relative to; None = egd_root
+    )
+    image_list: str | None = (
+        None  # filenames.csv-style list (",filename" header) restricting images
+    )
     data_dir: str = "data"  # where the synthetic twin is generated and the cache is written
-    synthetic_images: int = 300  # size of the synthetic twin made on first use when egd_root is None
+    synthetic_images: int = (
+        300  # size of the synthetic twin made on first use when egd_root is None
+    )
     synthetic_seed: int = 0  # seed of the synthetic twin
     image_size: int = 128  # square training size; aspect kept, padded
     image_dtype: Literal["uint8", "float16"] = "uint8"  # how cached images are stored
     gaze_sigma: float = 150.0  # Gaussian sigma in native DICOM pixels (published code: 150)
     gaze_weighting: Literal["count", "duration"] = "count"  # +1 per fixation, or weight by FPOGD
+    gaze_coordinates: Literal["pads", "original"] = (
+        "pads"  # FPOGX/Y through the pads, or X/Y_ORIGINAL
+    )
     split_seed: int = 0  # seed of the patient-level 80/10/10 split
     split_file: str | None = None  # CSV (dicom_id,split) overriding the seeded split
 
@@ -49,13 +64,21 @@ class TrialConfig:
     image_size: int = 128  # must match the DataConfig the cache was built with
     encoder: str = "efficientnet-b0"  # any smp encoder name (tests use tiny timm ones)
     encoder_weights: str | None = None  # "imagenet", a local .pth file, or None (random init)
-    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)  # smp default; smaller for demos/tests
+    decoder_channels: tuple[int, ...] = (
+        256,
+        128,
+        64,
+        32,
+        16,
+    )  # smp default; smaller for demos/tests
     seed: int = 0  # seeds torch, numpy and python RNGs for this trial
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
     weight_decay: float = 0.0  # Adam weight decay
     grad_clip_value: float | None = 0.1  # clip gradient values (baseline code: 0.1); None = off
     scheduler: Literal["none", "cosine", "plateau"] = "cosine"  # LR schedule over epochs
-    bn_mode: Literal["frozen", "batch"] = "batch"  # BN in the saliency pass: batch stats (as the training forward) or running stats
+    bn_mode: Literal["frozen", "batch"] = (
+        "batch"  # BN in the saliency pass: batch stats (as the training forward) or running stats
+    )
     fast_conv: bool = True  # batched double backward for convs in the saliency pass (same results)
     augment: bool = True  # small random affine on the device (image and gaze map share it)
     bootstrap_resamples: int = 1000  # resamples for the test AUC confidence intervals

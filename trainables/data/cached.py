@@ -59,8 +59,14 @@ class CachedData:
         for s in SPLITS:
             idx = self.indices(s)
             counts = np.bincount(self.labels[idx], minlength=len(CLASSES))
-            parts.append(f"{s} {len(idx)} (" + ", ".join(
-                f"{c} {k}" for c, k in zip(CLASSES, counts, strict=True)) + ")")
+            parts.append(
+                f"{s} {len(idx)} ("
+                + ", ".join(f"{c} {k}" for c, k in zip(CLASSES, counts, strict=True))
+                + ")"
+            )
         excl = ", ".join(f"{k}: {v}" for k, v in sorted(self.exclusions.items())) or "none"
-        return f"{len(self.labels)} images at {self.image_size}px; " + "; ".join(parts) + \
-            f"; excluded: {excl}"
+        return (
+            f"{len(self.labels)} images at {self.image_size}px; "
+            + "; ".join(parts)
+            + f"; excluded: {excl}"
+        )

@@ -100,7 +100,7 @@ def prepare_data(cfg: DataConfig, *, progress: bool = True) -> CachedData:
     """
     cfg = resolve_sources(cfg)
     index = read_egd(cfg.egd_root, cfg.resolved_mimic_root(), cfg.image_list)
-    content = load_or_build(index, cfg, progress=progress)
+    content = load_or_build(index, cfg, progress=progress, coordinates=cfg.gaze_coordinates)
     if cfg.split_file:
         split = read_split_file(cfg.split_file, content.keys)
     else:
