@@ -16,8 +16,8 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -144,20 +144,23 @@ def _prepare_one(task: _Task) -> _Result:
     return _Result(stored, gaze.astype(np.float16), fix.off_image, None)
 
 
-def _run(tasks: list[_Task], workers: int, progress: bool) -> Iterator[_Result]:
+def _run(tasks: list[_Task], workers: int, progress: bool) -> list[_Result]:
     bar = {
         "total": len(tasks),
         "desc": "decoding DICOMs",
         "unit": "img",
         "disable": not (progress and sys.stderr.isatty()),
     }
-    if workers <= 1:
-        yield from tqdm(map(_prepare_one, tasks), **bar)
-        return
-    # spawn: the caller may hold threads (torch, Ray) that make fork unsafe.
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        yield from tqdm(pool.map(_prepare_one, tasks, chunksize=4), **bar)
+    if workers > 1:
+        # spawn: the caller may hold threads (torch, Ray) that make fork unsafe.
+        ctx = multiprocessing.get_context("spawn")
+        try:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                return list(tqdm(pool.map(_prepare_one, tasks, chunksize=4), **bar))
+        except BrokenProcessPool as err:
+            # e.g. a script without an `if __name__ == "__main__":` guard (spawn re-imports it)
+            logger.warning("decoding pool failed (%s); decoding in this process instead", err)
+    return list(tqdm(map(_prepare_one, tasks), **bar))
 
 
 def build_cache(
