@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=None, help="batch size (default 8 on CPU, 32 on GPU)")
     p.add_argument("--size", type=int, default=None, help="image size (default 128 on CPU, 224 on GPU)")
     p.add_argument("--encoder", default="efficientnet-b0")
+    p.add_argument("--decoder-channels", default="256,128,64,32,16",
+                   help="U-Net decoder widths (their count is the encoder depth)")
     p.add_argument("--arms", default=",".join(list_arms()), help="comma-separated arms")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
@@ -95,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     dd = DeviceData(data, device)
     batch = dd.batch(dd.indices("train")[:b])
 
+    decoder = tuple(int(c) for c in args.decoder_channels.split(","))
     variants = {}
     arms = [a for a in args.arms.split(",") if a]
     for arm in arms:
@@ -102,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         for fast in paths:
             torch.manual_seed(0)
             cfg = TrialConfig(arm=arm, encoder=args.encoder, image_size=s, batch_size=b, fast_conv=fast,
-                              bn_mode=args.bn_mode, device=str(device))
+                              bn_mode=args.bn_mode, device=str(device), decoder_channels=decoder)
             model = build_model(cfg.encoder, None, cfg.decoder_channels).to(device).train()
             opt = torch.optim.Adam(model.parameters(), lr=1e-4)
             name = arm if len(paths) == 1 else f"{arm} ({'fast' if fast else 'stock'})"

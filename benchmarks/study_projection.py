@@ -26,6 +26,8 @@ from trainables.model_sets import list_arms
 
 def asha_expected_epochs(max_t: int, grace: int, eta: int) -> float:
     """Expected epochs of one trial under ASHA when each rung promotes the top 1/eta of trials."""
+    if eta < 2 or grace < 1:
+        raise ValueError(f"ASHA needs eta >= 2 and grace >= 1 (got eta={eta}, grace={grace})")
     rungs = []
     r = grace
     while r < max_t:
