@@ -1,0 +1,377 @@
+"""Heatmap generators: captum and finite differences as oracles, BN modes, real smp models."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import segmentation_models_pytorch as smp
+import torch
+from captum.attr import Deconvolution, GuidedBackprop
+from scipy.ndimage import gaussian_filter
+from torch import nn
+from torch.func import functional_call
+
+from trainables.activations import patch_activations
+from trainables.generators import (
+    batchnorm_mode,
+    generator_map,
+    get_generator,
+    list_generators,
+    register_generator,
+    to_heatmap,
+)
+
+GENERATORS = list_generators()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    # The CI box has 2 shared cores: intra-op threads only add contention for these tiny tensors.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class TinyNet(nn.Module):
+    """conv -> [BN] -> act -> depthwise conv (stride 2) -> [BN] -> act -> grouped conv -> head."""
+
+    def __init__(self, act: type[nn.Module] = nn.ReLU, bn: bool = False, maxpool: bool = False):
+        super().__init__()
+
+        def norm(channels: int) -> nn.Module:
+            return nn.BatchNorm2d(channels) if bn else nn.Identity()
+
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1),
+            norm(4),
+            act(),
+            nn.MaxPool2d(2) if maxpool else nn.Identity(),
+            nn.Conv2d(4, 4, 3, stride=2, padding=1, groups=4),
+            norm(4),
+            act(),
+            nn.Conv2d(4, 6, 3, padding=1, groups=2),
+            norm(6),
+            act(),
+        )
+        self.classification_head = nn.Sequential(
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3)
+        )
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classification_head(self.features(x))
+
+    forward = classify  # captum calls forward
+
+
+def _net(act: type[nn.Module] = nn.ReLU, bn: bool = False, seed: int = 0, **kw) -> TinyNet:
+    torch.manual_seed(seed)
+    return TinyNet(act, bn, **kw).double()
+
+
+def _batch(b: int = 3, size: int = 8, seed: int = 0) -> torch.Tensor:
+    return torch.randn(b, 1, size, size, generator=torch.Generator().manual_seed(seed)).double()
+
+
+TARGET = torch.tensor([0, 1, 2])
+
+
+def test_registry_lists_and_rejects() -> None:
+    assert set(GENERATORS) >= {"gbp", "deconv", "gradient", "gradcam"}
+    with pytest.raises(KeyError, match="gbp"):
+        get_generator("guided")
+    with pytest.raises(ValueError, match="already registered"):
+        register_generator("gbp")(get_generator("gbp"))
+
+
+@pytest.mark.parametrize("name", ["gbp", "deconv"])
+def test_rule_generators_refuse_unpatched_models(name: str) -> None:
+    with pytest.raises(ValueError, match="patch_activations"):
+        generator_map(name, _net(), _batch(), TARGET, create_graph=False)
+
+
+@pytest.mark.filterwarnings("ignore:Input Tensor 0 did not already require gradients")
+@pytest.mark.filterwarnings("ignore:Setting backward hooks on ReLU activations")
+@pytest.mark.parametrize(
+    ("name", "captum_cls"), [("gbp", GuidedBackprop), ("deconv", Deconvolution)]
+)
+@pytest.mark.parametrize("fast_conv", [False, True])
+def test_relu_net_maps_equal_captum(name: str, captum_cls: type, fast_conv: bool) -> None:
+    net = _net(maxpool=True)
+    patched = copy.deepcopy(net)
+    assert patch_activations(patched) == 3
+    x = _batch(size=12)
+    reference = captum_cls(net).attribute(x, target=TARGET)
+    for create_graph in (False, True):
+        got = generator_map(
+            name, patched, x, TARGET, create_graph=create_graph, fast_conv=fast_conv
+        )
+        torch.testing.assert_close(got, reference, rtol=1e-10, atol=1e-12)
+    plain = generator_map("gradient", patched, x, TARGET, create_graph=False)
+    assert not torch.allclose(reference, plain)
+
+
+def test_silu_net_gbp_differs_from_gradient_and_deconv() -> None:
+    net = _net(nn.SiLU, bn=True)
+    patch_activations(net)
+    maps = {
+        name: generator_map(name, net, _batch(), TARGET, create_graph=False)
+        for name in ("gbp", "deconv", "gradient")
+    }
+    assert not torch.allclose(maps["gbp"], maps["gradient"])
+    assert not torch.allclose(maps["gbp"], maps["deconv"])
+    assert not torch.allclose(maps["deconv"], maps["gradient"])
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+@pytest.mark.parametrize("act", [nn.ReLU, nn.SiLU])
+def test_loss_on_map_trains_every_conv(name: str, act: type[nn.Module]) -> None:
+    net = _net(act, bn=True)
+    patch_activations(net)
+    x = _batch()
+    detached = generator_map(name, net, x, TARGET, create_graph=False)
+    assert not detached.requires_grad
+    raw = generator_map(name, net, x, TARGET, create_graph=True)
+    assert raw.shape[0] == 3 and raw.shape[1] == 1 and raw.shape[-2:] == x.shape[-2:]
+    torch.testing.assert_close(raw.detach(), detached)
+    heat = to_heatmap(raw)
+    loss = nn.functional.binary_cross_entropy(heat.clamp(1e-6, 1 - 1e-6), torch.rand_like(heat))
+    loss.backward()
+    convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    for conv in convs:
+        assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
+
+
+def _map_of(name: str, net: nn.Module, bn_mode: str, fast_conv: bool):
+    """The map as a function of the input and of every parameter (for gradcheck)."""
+    names = [n for n, _ in net.named_parameters()]
+
+    class MapOf(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raw = generator_map(
+                name, self.net, x, TARGET[: x.shape[0]], create_graph=True,
+                bn_mode=bn_mode, fast_conv=fast_conv,
+            )  # fmt: skip
+            return raw
+
+    wrapper = MapOf()
+
+    def fn(x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
+        return functional_call(wrapper, {f"net.{n}": p for n, p in zip(names, params)}, (x,))
+
+    params = [p.detach().clone().requires_grad_() for p in net.parameters()]
+    return fn, params
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+@pytest.mark.parametrize("bn_mode", ["frozen", "batch"])
+@pytest.mark.parametrize("act", [nn.ReLU, nn.SiLU])
+def test_map_gradgradcheck_float64(name: str, act: type[nn.Module], bn_mode: str) -> None:
+    """d map / d (input, weights) by autograd equals finite differences (what training uses)."""
+    net = _net(act, bn=True)
+    patch_activations(net)
+    net.train()
+    with torch.no_grad():  # non-trivial frozen statistics
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    fn, params = _map_of(name, net, bn_mode, fast_conv=True)
+    inputs = _reachable(fn, (_batch(b=2, size=6).requires_grad_(), *params), order=1)
+    assert torch.autograd.gradcheck(fn, inputs, fast_mode=True)
+    if bn_mode == "frozen":
+        # Train-mode batch_norm has no 3rd derivative in torch, so this order runs frozen only.
+        # Input and conv weights only: every extra tensor costs finite-difference evaluations.
+        conv_weight = [n.endswith("weight") and p.dim() == 4 for n, p in net.named_parameters()]
+        inputs = tuple(
+            t.detach().requires_grad_(t.requires_grad and keep)
+            for t, keep in zip(_reachable(fn, inputs, order=2), [True, *conv_weight])
+        )
+        assert torch.autograd.gradgradcheck(fn, inputs, fast_mode=True)
+
+
+def _reachable(fn, inputs: tuple[torch.Tensor, ...], order: int) -> tuple[torch.Tensor, ...]:
+    """Inputs that the order-th derivative of fn reaches in the graph (others become constants).
+
+    Some maps ignore some inputs (the ReLU deconvNet map ignores the biases); torch's fast gradcheck
+    drops such outputs of the function it differentiates and then mismatches shapes.
+    """
+    diff = [t for t in inputs if t.requires_grad]
+    out = fn(*inputs)
+    grads = torch.autograd.grad(
+        out, diff, torch.ones_like(out), create_graph=True, allow_unused=True
+    )
+    keep = iter([g is not None and (order == 1 or g.requires_grad) for g in grads])
+    return tuple(t.detach().requires_grad_(t.requires_grad and next(keep)) for t in inputs)
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+def test_batchnorm_modes(name: str) -> None:
+    net = _net(nn.SiLU, bn=True)
+    patch_activations(net)
+    net.train()
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    before = [copy.deepcopy(m.state_dict()) for m in norms]
+    x = _batch()
+    x_other = x.clone()
+    x_other[1:] = _batch(seed=7)[1:]
+    for bn_mode, depends_on_batch in (("frozen", False), ("batch", True)):
+        maps = [
+            generator_map(name, net, inp, TARGET, create_graph=True, bn_mode=bn_mode)
+            for inp in (x, x_other)
+        ]
+        same_first = torch.allclose(maps[0][0], maps[1][0], rtol=1e-12, atol=1e-14)
+        assert same_first != depends_on_batch, bn_mode
+        assert all(m.training for m in norms)
+        for norm, state in zip(norms, before):
+            for key, value in norm.state_dict().items():
+                assert torch.equal(value, state[key]), (bn_mode, key)
+    with pytest.raises(ValueError, match="valid modes"):
+        bad_mode = "eval"
+        generator_map(name, net, x, TARGET, create_graph=False, bn_mode=bad_mode)
+
+
+def test_frozen_mode_needs_running_statistics() -> None:
+    net = _net(bn=True)
+    net.features[1] = nn.BatchNorm2d(4, track_running_stats=False).double()
+    with pytest.raises(ValueError, match="features.1"), batchnorm_mode(net, "frozen"):
+        pass
+
+
+def test_gradcam_highlights_planted_feature() -> None:
+    class BlobNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1), nn.ReLU())
+            self.classification_head = nn.Sequential(
+                nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3)
+            )
+            with torch.no_grad():
+                self.features[0].weight.copy_(
+                    torch.stack([torch.ones(1, 3, 3), -torch.ones(1, 3, 3)])
+                )
+                self.features[0].bias.fill_(-0.5)
+                self.classification_head[2].weight.copy_(
+                    torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
+                )
+
+        def classify(self, x: torch.Tensor) -> torch.Tensor:
+            return self.classification_head(self.features(x))
+
+    x = torch.zeros(2, 1, 32, 32)
+    x[0, 0, 4:10, 20:26] = 1.0
+    x[1, 0, 22:28, 6:12] = 1.0
+    cam = generator_map("gradcam", BlobNet(), x, 0, create_graph=False)
+    assert cam.shape == (2, 1, 32, 32)
+    for image, (rows, cols) in enumerate([((4, 10), (20, 26)), ((22, 28), (6, 12))]):
+        peak = np.unravel_index(cam[image, 0].argmax().item(), (32, 32))
+        assert rows[0] <= peak[0] < rows[1] and cols[0] <= peak[1] < cols[1]
+        outside = cam[image, 0].clone()
+        outside[rows[0] - 3 : rows[1] + 3, cols[0] - 3 : cols[1] + 3] = 0
+        assert outside.max() == 0
+    negative = generator_map("gradcam", BlobNet(), x, 2, create_graph=False)
+    assert torch.equal(negative, torch.zeros_like(negative))  # only positive evidence
+
+
+def test_to_heatmap_definition() -> None:
+    raw = torch.randn(2, 3, 20, 24, generator=torch.Generator().manual_seed(0)).double()
+    channel = raw.abs().argmax(1, keepdim=True)
+    signed = raw.gather(1, channel)
+    heat = to_heatmap(raw)
+    assert heat.shape == (2, 1, 20, 24)
+    torch.testing.assert_close(heat, signed.abs() / signed.abs().amax((2, 3), keepdim=True))
+    positive = to_heatmap(raw, mode="positive")
+    assert torch.equal(positive == 0, signed <= 0)
+    assert torch.allclose(positive.amax((2, 3)), torch.ones(2, 1, dtype=raw.dtype))
+    smooth = to_heatmap(raw[:, :1], smooth_sigma=1.5)
+    expected = np.stack(
+        [gaussian_filter(np.abs(r[0].numpy()), 1.5, mode="mirror") for r in raw[:, :1]]
+    )
+    expected /= expected.max(axis=(1, 2), keepdims=True)
+    # torchvision builds the kernel in float32, hence the tolerance.
+    np.testing.assert_allclose(smooth[:, 0].numpy(), expected, rtol=1e-6, atol=1e-7)
+    assert torch.equal(to_heatmap(torch.zeros(1, 1, 4, 4)), torch.zeros(1, 1, 4, 4))
+    leaf = raw.clone().requires_grad_()
+    to_heatmap(leaf, smooth_sigma=1.0)[:, :, 5:9, 5:9].sum().backward()
+    assert leaf.grad is not None and leaf.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="larger than"):
+        to_heatmap(raw, smooth_sigma=10.0)
+    with pytest.raises(ValueError, match="abs, positive"):
+        to_heatmap(raw, mode="signed")  # type: ignore[arg-type]
+
+
+class SmpClassifier(nn.Module):
+    """The classify() contract of trainables.model.MultiTaskUNet, on a bare smp.Unet."""
+
+    def __init__(self, encoder: str) -> None:
+        super().__init__()
+        self.unet = smp.Unet(
+            encoder, encoder_weights=None, in_channels=1, classes=1, aux_params={"classes": 3}
+        )
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        return self.unet.classification_head(self.unet.encoder(x)[-1])
+
+
+@pytest.fixture(scope="module", params=["efficientnet-b0", "tu-test_efficientnet"])
+def smp_model(request: pytest.FixtureRequest) -> SmpClassifier:
+    torch.manual_seed(0)
+    model = SmpClassifier(request.param)
+    patch_activations(model)
+    # Random init + init running statistics (mean 0, var 1) shrink efficientnet-b0's signal by
+    # ~0.5 per SiLU / SE gate: frozen-BN maps come out ~1e-16. Calibrate the statistics the way a
+    # few epochs of training would (smp's efficientnet BN momentum is only 0.01).
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.momentum = None  # cumulative average
+        norm.reset_running_stats()
+    with torch.no_grad():
+        for seed in range(3):
+            model.classify(torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(seed)))
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+    return model
+
+
+@pytest.mark.parametrize("bn_mode", ["frozen", "batch"])
+def test_real_smp_models(smp_model: SmpClassifier, bn_mode: str) -> None:
+    smp_model.train()
+    x = torch.rand(2, 1, 32, 32, generator=torch.Generator().manual_seed(5))
+    target = torch.tensor([0, 2])
+    maps = {}
+    for name in GENERATORS:
+        raw = generator_map(name, smp_model, x, target, create_graph=True, bn_mode=bn_mode)
+        assert raw.shape == (2, 1, 32, 32) and torch.isfinite(raw).all()
+        if name == "gradcam":  # all zero when the class has no positive evidence (random init)
+            assert (raw >= 0).all()
+        else:
+            assert (to_heatmap(raw).amax((1, 2, 3)) > 0.99).all()
+        maps[name] = raw.detach()
+    smp_model.zero_grad()
+    to_heatmap(raw).mean().backward()  # the last map: "gradient"
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in smp_model.parameters())
+    # captum's "GBP" on SiLU networks is the plain gradient; ours is not.
+    assert not torch.allclose(maps["gbp"], maps["gradient"])
+    assert not torch.allclose(maps["gbp"], maps["deconv"])
+
+
+def test_train_mode_maps_are_deterministic_despite_dropout():
+    """Dropout / stochastic depth are off in the saliency pass: two calls give the same map."""
+    from trainables.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model("efficientnet-b0", None, (16, 8, 8)).train()
+    x = torch.rand(4, 1, 32, 32)
+    target = torch.tensor([0, 1, 2, 0])
+    a = generator_map("gbp", model, x, target, create_graph=False, bn_mode="batch")
+    b = generator_map("gbp", model, x, target, create_graph=False, bn_mode="batch")
+    torch.testing.assert_close(a, b)
+    assert model.training and all(m.training for m in model.modules())  # modes restored
