@@ -13,6 +13,7 @@ arm, and divides by the aggregate speed-up of running several trials on one devi
 from __future__ import annotations
 
 import argparse
+import itertools
 
 import torch
 
@@ -35,7 +36,7 @@ def asha_expected_epochs(max_t: int, grace: int, eta: int) -> float:
         r *= eta
     bounds = rungs + [max_t]
     expected, survive = float(bounds[0]), 1.0
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+    for lo, hi in itertools.pairwise(bounds):
         survive /= eta
         expected += survive * (hi - lo)
     return expected

@@ -15,5 +15,12 @@ from search_spaces.registry import (
     register_space,
 )
 
-__all__ = ["SEARCHABLE", "FloatRange", "SearchSpace", "baseline_values", "get_space", "list_spaces",
-           "register_space"]
+__all__ = [
+    "SEARCHABLE",
+    "FloatRange",
+    "SearchSpace",
+    "baseline_values",
+    "get_space",
+    "list_spaces",
+    "register_space",
+]

@@ -10,8 +10,8 @@ TINY_DECODER = (16, 8, 8)  # encoder_depth 3: a third of the blocks, same layer 
 
 
 def tiny_config(**overrides) -> TrialConfig:
-    base = dict(encoder=TINY_ENCODER, decoder_channels=TINY_DECODER, image_size=32, batch_size=8,
-                eval_batch_size=32, epochs=2, lr=3e-3, bootstrap_resamples=200, panels=3, device="cpu",
-                num_threads=1)
+    base = {"encoder": TINY_ENCODER, "decoder_channels": TINY_DECODER, "image_size": 32, "batch_size": 8,
+            "eval_batch_size": 32, "epochs": 2, "lr": 3e-3, "bootstrap_resamples": 200, "panels": 3,
+            "device": "cpu", "num_threads": 1}
     base.update(overrides)
     return TrialConfig(**base)

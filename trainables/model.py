@@ -82,13 +82,13 @@ def build_model(
     smp_weights = None if local else weights
     if smp_weights is not None and encoder.startswith("tu-"):
         smp_weights = True  # timm-universal encoders take True for "pretrained"
-    kwargs = dict(
-        encoder_name=encoder,
-        encoder_depth=len(decoder_channels),
-        decoder_channels=tuple(decoder_channels),
-        classes=1,
-        aux_params={"classes": len(CLASSES), "dropout": 0.2},
-    )
+    kwargs = {
+        "encoder_name": encoder,
+        "encoder_depth": len(decoder_channels),
+        "decoder_channels": tuple(decoder_channels),
+        "classes": 1,
+        "aux_params": {"classes": len(CLASSES), "dropout": 0.2},
+    }
     try:
         unet = smp.Unet(encoder_weights=smp_weights, in_channels=3 if local else 1, **kwargs)
     except KeyError:

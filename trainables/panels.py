@@ -7,10 +7,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from trainables.config import CLASSES  # noqa: E402
+from trainables.config import CLASSES
 
 
 def write_panels(arrays: dict[str, np.ndarray], generator: str, out_dir: Path) -> list[Path]:

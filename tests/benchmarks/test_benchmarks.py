@@ -24,7 +24,6 @@ def _simulate_asha(max_t: int, grace: int, eta: int, trials: int, rng: random.Ra
     """Synchronous successive halving on random trial qualities: the mean epochs a trial runs."""
     quality = [rng.random() for _ in range(trials)]
     alive, epochs, rung = list(range(trials)), [0] * trials, grace
-    prev = 0
     while alive:
         stop = min(rung, max_t)
         for t in alive:
@@ -32,7 +31,7 @@ def _simulate_asha(max_t: int, grace: int, eta: int, trials: int, rng: random.Ra
         if stop >= max_t:
             break
         alive = sorted(alive, key=lambda t: -quality[t])[: max(1, len(alive) // eta)]
-        prev, rung = stop, rung * eta
+        rung *= eta
     return sum(epochs) / trials
 
 

@@ -15,7 +15,7 @@ from tests.tiny import tiny_config
 from trainables.config import CLASSES
 from trainables.fit import fit, read_checkpoint_extra
 
-QUIET = lambda *_: None  # noqa: E731
+QUIET = lambda *_: None
 
 
 def _val_history(res):
