@@ -57,6 +57,7 @@ def build_model(
     encoder_weights: str | None = None,
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
     patch_activations: bool = True,
+    bn_momentum: float = 0.1,
 ) -> MultiTaskUNet:
     """Build the multi-task U-Net.
 
@@ -67,6 +68,7 @@ def build_model(
         decoder_channels: U-Net decoder widths, one per encoder stage.
         patch_activations: replace ReLU/SiLU modules with rule-switchable ones so the GBP / deconvNet
             generators can run through the model (forward and normal-mode gradients are unchanged).
+        bn_momentum: momentum of every BatchNorm's running statistics (PyTorch convention).
 
     Returns:
         The model, in train mode, on the CPU.
@@ -108,6 +110,12 @@ def build_model(
         except Exception as err:
             raise EncoderWeightsError(f"could not load encoder weights from {weights}: {err}") from err
         unet.encoder.set_in_channels(1, pretrained=True)  # sums the RGB kernels of the first conv
+    for module in unet.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            # smp's EfficientNet keeps TF's 0.99 decay (momentum 0.01): its running statistics need
+            # hundreds of steps to leave their init, so eval-mode predictions of a short run (or of
+            # ImageNet statistics on radiographs) stay wrong; PyTorch's default adapts within an epoch.
+            module.momentum = bn_momentum
     model = MultiTaskUNet(unet)
     if patch_activations:
         from trainables.activations import patch_activations as _patch
