@@ -1,0 +1,289 @@
+"""Tune plumbing of the study: search space, searcher, scheduler, resources and storage per arm.
+
+Each arm is its own Tune experiment (``<storage>/<study>/<arm>``) with its own Optuna study and
+ASHA brackets, and arms run one after another. Why sequential: the arms are separate optimisation
+problems (TPE must not mix their histories, ASHA must not compare their learning curves), a finished
+arm is a finished, restorable experiment, and ``Tuner.fit`` blocks and owns the driver's signal
+handling, so several Tuners in one driver would need threads Tune does not support. Within an arm,
+``max_concurrent`` trials share the cluster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import socket
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from search_spaces import FloatRange, SearchSpace, get_space
+from study.presets import StudyConfig
+from trainables.config import TrialConfig
+from trainables.data.cached import CachedData
+from trainables.model_sets import get_arm
+from trainables.trainable import SEARCH_METRIC, StudyContext, train_trial
+
+MODE = "max"
+_REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://", "az://")
+
+
+def tune_domain(rng: FloatRange) -> Any:
+    """The Tune domain of a search-space range (the space is given to Tune once, in param_space)."""
+    return tune.loguniform(rng.low, rng.high) if rng.log else tune.uniform(rng.low, rng.high)
+
+
+def arm_space(cfg: StudyConfig, arm_name: str) -> SearchSpace:
+    return get_space(cfg.search_space)(get_arm(arm_name))
+
+
+def param_space(cfg: StudyConfig, arm_name: str, space: SearchSpace) -> dict[str, Any]:
+    """Fixed TrialConfig values of the study, the arm, and Tune domains for the searched ones."""
+    fixed = dataclasses.replace(cfg.trial, arm=arm_name, seed=cfg.seed).to_dict()
+    return {**fixed, **{name: tune_domain(rng) for name, rng in space.params.items()}}
+
+
+def build_searcher(cfg: StudyConfig, arm_name: str, space: SearchSpace) -> ConcurrencyLimiter:
+    """OptunaSearch (TPE, seeded, baseline point first) behind a ConcurrencyLimiter.
+
+    metric/mode are left to TuneConfig (stated once); with ``optuna_storage`` the Optuna study
+    ``<study>-<arm>`` is persisted there, so optuna-dashboard can show it. Every arm's sampler gets
+    the study seed, so arms searching the same parameters draw the same first random candidates
+    (common random numbers) before TPE follows each arm's own results.
+    """
+    storage = optuna.storages.RDBStorage(cfg.optuna_storage) if cfg.optuna_storage else None
+    searcher = OptunaSearch(
+        points_to_evaluate=space.points_to_evaluate() or None,
+        sampler=optuna.samplers.TPESampler(seed=cfg.seed),
+        study_name=f"{cfg.study_name}-{arm_name}" if storage else None,
+        storage=storage,
+    )
+    return ConcurrencyLimiter(searcher, max_concurrent=cfg.max_concurrent)
+
+
+def build_scheduler(cfg: StudyConfig) -> ASHAScheduler:
+    """ASHA on the search metric; one report per epoch, so time is counted in epochs."""
+    epochs = cfg.trial.epochs
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=epochs,
+        grace_period=max(1, min(cfg.grace_period, epochs)),
+        reduction_factor=cfg.reduction_factor,
+    )
+
+
+def check_storage_path(storage_path: str, node_hosts: Sequence[str], *, shared: bool) -> None:
+    """Refuse a node-local storage path on a cluster whose nodes are different machines.
+
+    Ray no longer syncs trial checkpoints to the head node: with several machines, checkpoints
+    must go to storage every node reaches (s3://, gs://, or a path mounted on all nodes, which the
+    caller vouches for with ``shared``), or a trial cannot resume on another node.
+
+    Raises:
+        ValueError: a local path, nodes on more than one host, and ``shared`` not set.
+    """
+    if storage_path.startswith(_REMOTE_SCHEMES) or shared:
+        return
+    hosts = sorted(set(node_hosts))
+    if len(hosts) > 1:
+        raise ValueError(
+            f"--storage-path {storage_path!r} is a node-local path but the Ray cluster spans "
+            f"{len(hosts)} machines ({', '.join(hosts)}). Ray no longer syncs checkpoints to the "
+            f"head, so a trial could not resume on another node. Use s3:// or gs:// storage, or "
+            f"pass --storage-is-shared if this path is a mount (NFS) every node sees."
+        )
+
+
+def cluster_hosts() -> list[str]:
+    """Hostnames of the alive nodes of the connected Ray cluster."""
+    return [
+        n.get("NodeManagerHostname") or n.get("NodeManagerAddress") or socket.gethostname()
+        for n in ray.nodes()
+        if n.get("Alive")
+    ]
+
+
+def trainable(cfg: StudyConfig, data: CachedData, study: StudyContext):
+    """The trial function with the dataset (object store) and resources bound.
+
+    Tuners reuse trial actors (``reuse_actors=True``): a fresh worker spends longer importing
+    torch, timm and MLflow than a small trial trains.
+    """
+    bound = tune.with_parameters(train_trial, data=data, study=study)
+    resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
+    return tune.with_resources(bound, resources)
+
+
+def experiment_root(cfg: StudyConfig) -> str:
+    """``<storage>/<study_name>``: the folder (or URI prefix) holding one experiment per arm."""
+    return cfg.storage_root().rstrip("/") + "/" + str(cfg.study_name)
+
+
+def run_config(cfg: StudyConfig, name: str, callbacks: Sequence[Any] = ()) -> tune.RunConfig:
+    return tune.RunConfig(
+        name=name,
+        storage_path=experiment_root(cfg),
+        failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
+        # The newest checkpoint is what a restarted trial needs; one spare guards a partial upload.
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        callbacks=list(callbacks) or None,
+    )
+
+
+@dataclass
+class ArmOutcome:
+    """A finished (or interrupted) Tuner of one arm."""
+
+    name: str  # Tune experiment name ("<arm>" or "<arm>-seeds")
+    results: tune.ResultGrid
+    interrupted: bool  # Ctrl-C / SIGINT: some trials neither finished nor errored
+
+
+def trial_dirname(trial: Any) -> str:
+    """Short trial folder names (Tune's default repeats every sampled value)."""
+    return f"{trial.trial_id}"
+
+
+def _fit_watching_sigint(tuner: tune.Tuner) -> tuple[tune.ResultGrid, bool]:
+    """``tuner.fit()``, and whether Ctrl-C (SIGINT) ended it.
+
+    Tune installs its own SIGINT handler for the run (it saves the experiment state and returns)
+    and puts the previous handler back only when a signal arrived; it does not tell the caller.
+    So: a handler that is the previous one again means Tune caught a SIGINT. Restoring our handler
+    afterwards also makes a later Ctrl-C, between Tuners, raise KeyboardInterrupt as usual.
+    """
+    watch = (
+        threading.current_thread() is threading.main_thread()
+        and os.environ.get("TUNE_DISABLE_SIGINT_HANDLER", "0") == "0"
+    )
+    before = signal.getsignal(signal.SIGINT) if watch else None
+    try:
+        grid = tuner.fit()
+    finally:
+        caught = watch and signal.getsignal(signal.SIGINT) is before
+        if watch:
+            signal.signal(signal.SIGINT, before)
+    return grid, caught
+
+
+def _outcome(name: str, grid: tune.ResultGrid, expected: int, caught: bool) -> ArmOutcome:
+    ended = grid.num_terminated + grid.num_errors
+    return ArmOutcome(name, grid, interrupted=caught or len(grid) < expected or ended < len(grid))
+
+
+def existing_experiments(cfg: StudyConfig, names: Sequence[str]) -> list[str]:
+    """Those of the Tune experiments ``names`` that this study already has in its storage."""
+    root = experiment_root(cfg)
+    return [n for n in names if tune.Tuner.can_restore(f"{root}/{n}")]
+
+
+def _fit(cfg: StudyConfig, name: str, fn: Any, make_tuner, expected: int) -> ArmOutcome:
+    path = experiment_root(cfg) + "/" + name
+    restorable = tune.Tuner.can_restore(path)
+    if restorable and not cfg.resume:
+        # A second Tuner in the same folder would mix two experiments' trials.
+        raise FileExistsError(
+            f"{path} already holds this study's {name!r} experiment: pass --resume to continue "
+            f"it, or --study-name to start another study"
+        )
+    if restorable:
+        print(f"[study] resuming {name} from {path}", flush=True)
+        tuner = tune.Tuner.restore(path, trainable=fn, resume_errored=True)
+    else:
+        tuner = make_tuner()
+    grid, caught = _fit_watching_sigint(tuner)
+    return _outcome(name, grid, expected, caught)
+
+
+def run_arm(
+    cfg: StudyConfig,
+    arm_name: str,
+    data: CachedData,
+    study: StudyContext,
+    callbacks: Sequence[Any] = (),
+) -> ArmOutcome:
+    """Search one arm: ``trials_per_arm`` Optuna trials under ASHA (restored with ``cfg.resume``)."""
+    fn = trainable(cfg, data, study)
+    space = arm_space(cfg, arm_name)
+
+    def make() -> tune.Tuner:
+        return tune.Tuner(
+            fn,
+            param_space=param_space(cfg, arm_name, space),
+            tune_config=tune.TuneConfig(
+                metric=SEARCH_METRIC,
+                mode=MODE,
+                search_alg=build_searcher(cfg, arm_name, space),
+                scheduler=build_scheduler(cfg),
+                num_samples=cfg.trials_per_arm,
+                trial_dirname_creator=trial_dirname,
+                reuse_actors=True,
+            ),
+            run_config=run_config(cfg, arm_name, callbacks),
+        )
+
+    return _fit(cfg, arm_name, fn, make, cfg.trials_per_arm)
+
+
+def run_grid(
+    cfg: StudyConfig,
+    name: str,
+    base: TrialConfig,
+    grid: dict[str, list[Any]],
+    data: CachedData,
+    study: StudyContext,
+    callbacks: Sequence[Any] = (),
+) -> ArmOutcome:
+    """Run fixed configs without search or early stopping: ``base`` with each ``grid`` value.
+
+    Used by the seeds stage (``grid={"seed": [...]}``) to re-run an arm's best config.
+    """
+    fn = trainable(cfg, data, study)
+    space = {**base.to_dict(), **{k: tune.grid_search(list(v)) for k, v in grid.items()}}
+    expected = 1
+    for values in grid.values():
+        expected *= len(values)
+
+    def make() -> tune.Tuner:
+        return tune.Tuner(
+            fn,
+            param_space=space,
+            tune_config=tune.TuneConfig(
+                metric=SEARCH_METRIC,
+                mode=MODE,
+                max_concurrent_trials=cfg.max_concurrent,
+                trial_dirname_creator=trial_dirname,
+                reuse_actors=True,
+            ),
+            run_config=run_config(cfg, name, callbacks),
+        )
+
+    return _fit(cfg, name, fn, make, expected)
+
+
+def finished_results(outcome: ArmOutcome) -> list[tune.Result]:
+    """Results of trials that ran to the end (their last report carried ``done``)."""
+    return [
+        r
+        for r in outcome.results
+        if r.error is None and r.metrics and "best/val_auc_mean" in r.metrics
+    ]
+
+
+def best_config(outcome: ArmOutcome) -> TrialConfig | None:
+    """TrialConfig of the finished trial with the highest best validation mean AUC."""
+    done = finished_results(outcome)
+    if not done:
+        return None
+    best = max(done, key=lambda r: r.metrics["best/val_auc_mean"])
+    fields = {f.name for f in dataclasses.fields(TrialConfig)}
+    return TrialConfig(**{k: v for k, v in best.config.items() if k in fields})

@@ -1,0 +1,58 @@
+"""A trial that diverges or raises does not stop the study: Tune and MLflow both record it."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from study import tuner
+from study.run import close_open_trials
+from tests.study.conftest import tiny_study, tiny_trial
+from trainables import tracking
+from trainables.trainable import StudyContext
+
+pytestmark = pytest.mark.slow
+
+DIVERGING_LR, RAISING_LR, GOOD_LR = 1e30, -1.0, 1e-3  # Adam refuses a negative learning rate
+
+
+def test_diverging_and_raising_trials_are_recorded(ray_local, tiny_data, data_config, tmp_path):
+    cfg = tiny_study(tmp_path, data_config, max_concurrent=2, max_failures=1)
+    uri = tracking.resolve_tracking_uri(cfg.tracking_uri, cfg.project_dir)
+    exp = tracking.get_or_create_experiment(uri, cfg.experiment)
+    ctx = tracking.start_study_run(
+        uri, exp, study_name=str(cfg.study_name), preset=cfg.preset, params={}, config={}
+    )
+    outcome = tuner.run_grid(
+        cfg,
+        "failures",
+        tiny_trial(arm="unet"),
+        {"lr": [DIVERGING_LR, RAISING_LR, GOOD_LR]},
+        tiny_data,
+        StudyContext(ctx, "search", cfg.cpus_per_trial),
+    )
+    close_open_trials(ctx, outcome, "search")
+
+    # Tune: one ERROR (after its retry), the others ended normally.
+    assert not outcome.interrupted and len(outcome.results) == 3
+    by_lr = {r.config["lr"]: r for r in outcome.results}
+    assert outcome.results.num_errors == 1
+    assert "Invalid learning rate" in str(by_lr[RAISING_LR].error)
+    diverged = by_lr[DIVERGING_LR]
+    assert diverged.error is None and diverged.metrics["diverged"] == 1.0
+    assert diverged.metrics["val/auc_mean"] == 0.0  # finite, so Optuna can be told
+    assert by_lr[GOOD_LR].error is None and "best/val_auc_mean" in by_lr[GOOD_LR].metrics
+
+    # MLflow: exactly one run per trial (the retried trial found its run by its trial_id tag).
+    client = MlflowClient(uri)
+    runs = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{ctx.parent_run_id}'")
+    assert len(runs) == 3
+    status = {float(r.data.params["lr"]): r for r in runs}
+    failed, div, ok = status[RAISING_LR], status[DIVERGING_LR], status[GOOD_LR]
+    assert failed.data.tags["status"] == "failed" and failed.info.status == "FAILED"
+    assert failed.data.tags["error"].startswith("ValueError: Invalid learning rate")
+    assert div.data.tags["status"] == "diverged" and div.info.status == "FAILED"
+    assert "non-finite" in div.data.tags["error"]
+    assert not [k for k in div.data.metrics if k.startswith(("val/", "test/"))]  # no placeholder 0
+    assert ok.data.tags["status"] == "ok" and ok.data.tags["error"] == ""
+    assert "test/auc_mean" in ok.data.metrics

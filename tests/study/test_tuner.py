@@ -1,0 +1,117 @@
+"""Searcher, scheduler, search-space conversion and the storage check (no Ray cluster needed)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from ray.tune.search.sample import Float, LogUniform, Uniform
+
+from search_spaces import get_space, list_spaces
+from study import tuner
+from study.presets import get_preset
+from trainables.config import TrialConfig
+from trainables.model_sets import get_arm, list_arms
+
+
+def _cfg(**kw):
+    return dataclasses.replace(get_preset("demo"), study_name="t", **kw)
+
+
+@pytest.mark.parametrize("space_name", list_spaces())
+@pytest.mark.parametrize("arm_name", ["no-seg", "unet", "set3-gbp"])
+def test_param_space_is_fixed_config_plus_tune_domains(space_name, arm_name):
+    cfg = _cfg(search_space=space_name)
+    space = tuner.arm_space(cfg, arm_name)
+    ps = tuner.param_space(cfg, arm_name, space)
+    # Everything TrialConfig needs is there, so the trainable can build it from config alone.
+    assert set(ps) == {f.name for f in dataclasses.fields(TrialConfig)}
+    assert ps["arm"] == arm_name and ps["epochs"] == cfg.trial.epochs
+    lr = ps["lr"]
+    assert isinstance(lr, Float) and isinstance(lr.get_sampler(), LogUniform)
+    assert (lr.lower, lr.upper) == (space.params["lr"].low, space.params["lr"].high)
+    for name in ("gamma", "seg_ratio"):
+        if name in space.params:
+            assert isinstance(ps[name].get_sampler(), Uniform)
+        else:  # not searched for this arm: the fixed baseline value
+            assert ps[name] == getattr(TrialConfig(), name)
+    assert isinstance(ps["seg_ratio"], Float) == (
+        arm_name == "set3-gbp" and space_name != "lr-only"
+    )
+
+
+@pytest.mark.parametrize("arm_name", list_arms())
+def test_searcher_suggests_the_baseline_first_then_samples_in_range(arm_name):
+    cfg = _cfg(search_space="paper", seed=3)
+    space = tuner.arm_space(cfg, arm_name)
+    limiter = tuner.build_searcher(cfg, arm_name, space)
+    # What Tuner does with param_space + TuneConfig(metric, mode):
+    assert limiter.set_search_properties(
+        "val/auc_mean", "max", tuner.param_space(cfg, arm_name, space)
+    )
+    first = limiter.suggest("t1")
+    assert first == space.points_to_evaluate()[0]
+    second = limiter.suggest("t2")
+    assert second is not None and second != first
+    for name, value in second.items():
+        assert space.params[name].contains(value)
+    # ConcurrencyLimiter: a third suggestion waits until a running trial completes.
+    limited = tuner.build_searcher(dataclasses.replace(cfg, max_concurrent=1), arm_name, space)
+    limited.set_search_properties("val/auc_mean", "max", tuner.param_space(cfg, arm_name, space))
+    assert limited.suggest("a") is not None and limited.suggest("b") is None
+
+
+def test_tpe_sampler_is_seeded():
+    space = get_space("paper")(get_arm("set3-gbp"))
+
+    def draws(seed):
+        cfg = _cfg(search_space="paper", seed=seed, max_concurrent=8)
+        s = tuner.build_searcher(cfg, "set3-gbp", space)
+        s.set_search_properties("val/auc_mean", "max", tuner.param_space(cfg, "set3-gbp", space))
+        return [s.suggest(f"t{i}") for i in range(4)][1:]  # after the enqueued baseline
+
+    assert draws(7) == draws(7)
+    assert draws(7) != draws(8)
+
+
+def test_optuna_storage_persists_the_arm_study(tmp_path):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    cfg = _cfg(search_space="demo", optuna_storage=url)
+    space = tuner.arm_space(cfg, "unet")
+    s = tuner.build_searcher(cfg, "unet", space)
+    s.set_search_properties("val/auc_mean", "max", tuner.param_space(cfg, "unet", space))
+    s.suggest("t1")
+    s.on_trial_complete("t1", {"val/auc_mean": 0.7, "training_iteration": 1})
+    study = optuna.load_study(study_name="t-unet", storage=url)
+    assert [t.value for t in study.trials if t.value is not None] == [0.7]
+
+
+def test_scheduler_is_asha_in_epochs():
+    sched = tuner.build_scheduler(_cfg())  # demo: 3 epochs, grace 1, reduction factor 2
+    assert sched._time_attr == "training_iteration" and sched._max_t == 3
+    milestones = sorted(m for m, _ in sched._brackets[0]._rungs)
+    assert milestones == [1, 2]  # trials may be stopped after epoch 1 or 2
+    # A grace period longer than the run is clipped: the only rung is the last epoch.
+    assert [m for m, _ in tuner.build_scheduler(_cfg(grace_period=5))._brackets[0]._rungs] == [3]
+
+
+def test_storage_check_refuses_local_paths_on_multi_machine_clusters():
+    with pytest.raises(ValueError, match="no longer syncs"):
+        tuner.check_storage_path("/home/me/ray_results", ["node-a", "node-b"], shared=False)
+    # Fine: one machine (several Ray nodes on it), remote storage, or a declared shared mount.
+    tuner.check_storage_path("/home/me/ray_results", ["node-a", "node-a"], shared=False)
+    tuner.check_storage_path("s3://bucket/ray", ["node-a", "node-b"], shared=False)
+    tuner.check_storage_path("gs://bucket/ray", ["node-a", "node-b"], shared=False)
+    tuner.check_storage_path("/mnt/nfs/ray", ["node-a", "node-b"], shared=True)
+
+
+def test_experiment_paths_are_per_study_and_arm(tmp_path, monkeypatch):
+    cfg = _cfg(storage_path=str(tmp_path))
+    assert tuner.experiment_root(cfg) == f"{tmp_path}/t"
+    assert tuner.experiment_root(_cfg(storage_path="s3://b/x/")) == "s3://b/x/t"
+    monkeypatch.chdir(tmp_path)  # a relative path is pinned now: trials chdir
+    assert tuner.experiment_root(_cfg(storage_path="rel")) == f"{tmp_path.resolve()}/rel/t"
+    rc = tuner.run_config(cfg, "set3-gbp")
+    assert rc.name == "set3-gbp" and rc.failure_config.max_failures == cfg.max_failures

@@ -1,0 +1,394 @@
+"""The one MLflow integration path of the study (the only trainables module importing mlflow).
+
+What gets written is the contract in DESIGN.md section 4 (and the analysis/ helpers read it back):
+one experiment per study, one parent run per study (tags ``role=study``, ``study_name``, ``preset``),
+one child run per Tune trial (tags ``role=trial``, ``arm``, ``model_set``, ``generator``, ``stage``,
+``trial_id``, ``status``, ``error``), per-epoch ``train/*`` and ``val/*`` metrics with step = epoch,
+final ``best/*`` and ``test/*`` metrics and the artifact folders written by ``trainables.fit``.
+
+Everything goes through an explicit ``MlflowClient`` with an explicit tracking URI (never the global
+``mlflow.start_run`` state), because trials run in Ray worker processes that chdir into their trial
+folder and may restart on another node.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+TRIAL_STATUSES: tuple[str, ...] = ("running", "ok", "diverged", "failed", "stopped")
+# MLflow's own run lifecycle for each of our statuses; "running" keeps the run open.
+_RUN_STATUS = {
+    "running": "RUNNING",
+    "ok": "FINISHED",
+    "stopped": "KILLED",
+    "diverged": "FAILED",
+    "failed": "FAILED",
+}
+EPOCH_PREFIXES: tuple[str, ...] = ("train/", "val/")  # logged every epoch with step = epoch
+FINAL_PREFIXES: tuple[str, ...] = ("best/", "test/")  # logged once, when a trial finished
+ARTIFACT_DIRS: tuple[str, ...] = ("predictions", "explain", "heatmaps", "model")  # fit's out_dir
+_MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class TrackingContext:
+    """Where a study logs: small and picklable, so it travels to every trial through Ray."""
+
+    tracking_uri: str  # absolute sqlite URI or an mlflow server URL
+    experiment_id: str
+    parent_run_id: str  # the study's parent run; child runs point at it
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One child run as the driver sees it (latest metric values, params and our tags)."""
+
+    run_id: str
+    trial_id: str
+    arm: str
+    stage: str
+    status: str
+    error: str
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_tracking_uri(uri: str | None, project_dir: str | Path) -> str:
+    """The tracking URI trials can use from any working directory.
+
+    Args:
+        uri: None for the project default, an ``http(s)://`` server, a database URI, or a
+            ``sqlite:///`` URI (a relative sqlite path is made absolute against the current
+            directory, because trials chdir into their own folders).
+        project_dir: project root; the default store is ``<project_dir>/mlflow.db``.
+
+    Returns:
+        The URI to hand to every ``MlflowClient``.
+
+    Raises:
+        ValueError: for a file store (plain path or ``file:`` URI), which MLflow >= 3.13 refuses.
+    """
+    if uri is None:
+        return f"sqlite:///{(Path(project_dir) / 'mlflow.db').resolve()}"
+    if uri.startswith("sqlite:///"):
+        path = uri[len("sqlite:///") :]
+        if path in ("", ":memory:"):
+            raise ValueError(f"tracking URI {uri!r}: an in-memory store is lost when trials end")
+        return f"sqlite:///{Path(path).resolve()}" if not path.startswith("/") else uri
+    if uri.startswith("file:") or "://" not in uri:
+        raise ValueError(
+            f"tracking URI {uri!r} is a file store, which MLflow >= 3.13 refuses; use "
+            f"sqlite:////abs/path/mlflow.db locally or http://<head>:5000 on a cluster"
+        )
+    return uri
+
+
+def is_local_store(tracking_uri: str) -> bool:
+    """True for a sqlite store (artifacts then go to a local folder we choose)."""
+    return tracking_uri.startswith("sqlite:")
+
+
+def _retry(fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    # Several trial processes write to one sqlite file; a writer can briefly hold the lock.
+    for attempt in range(6):
+        try:
+            return fn(*args, **kwargs)
+        except MlflowException as exc:
+            if "locked" not in str(exc).lower() or attempt == 5:
+                raise
+            time.sleep(0.2 * 2**attempt)
+    raise AssertionError("unreachable")
+
+
+def _client(tracking_uri: str) -> MlflowClient:
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def local_artifact_root(tracking_uri: str) -> Path:
+    """``mlartifacts`` beside a sqlite store: ``<project>/mlartifacts`` for the default store."""
+    return Path(tracking_uri[len("sqlite:///") :]).parent / "mlartifacts"
+
+
+def get_or_create_experiment(tracking_uri: str, name: str) -> str:
+    """Experiment id for ``name``, created if needed.
+
+    A new experiment in a sqlite store keeps its artifacts in ``mlartifacts/<name>`` beside the
+    database (for the default store: ``<project>/mlartifacts``), so a store is self-contained;
+    with an mlflow server the server decides.
+    """
+    if is_local_store(tracking_uri):
+        local_artifact_root(tracking_uri).parent.mkdir(parents=True, exist_ok=True)
+    client = _client(tracking_uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    location = None
+    if is_local_store(tracking_uri):
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+        location = (local_artifact_root(tracking_uri) / safe).resolve().as_uri()
+    try:
+        return _retry(client.create_experiment, name, artifact_location=location)
+    except MlflowException:
+        # Another process created it between our lookup and our create.
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def _params(values: Mapping[str, Any]) -> list[Param]:
+    return [Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in values.items()]
+
+
+def _tags(values: Mapping[str, Any]) -> list[RunTag]:
+    return [RunTag(k, str(v)) for k, v in values.items()]
+
+
+def _search(
+    client: MlflowClient, experiment_id: str, filter_string: str, order_by: list[str] | None = None
+) -> list:
+    runs, token = [], None
+    while True:
+        page = _retry(
+            client.search_runs,
+            [experiment_id],
+            filter_string,
+            run_view_type=ViewType.ACTIVE_ONLY,
+            max_results=1000,
+            order_by=order_by,
+            page_token=token,
+        )
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def find_study_run(
+    tracking_uri: str,
+    experiment_id: str,
+    *,
+    study_name: str | None = None,
+    preset: str | None = None,
+) -> tuple[str, str] | None:
+    """(run id, study_name) of the newest study parent run matching the filters, or None."""
+    parts = ["tags.role = 'study'"]
+    if study_name:
+        parts.append(f"tags.study_name = '{study_name}'")
+    if preset:
+        parts.append(f"tags.preset = '{preset}'")
+    runs = _search(
+        _client(tracking_uri),
+        experiment_id,
+        " and ".join(parts),
+        order_by=["attributes.start_time DESC"],
+    )
+    return (runs[0].info.run_id, runs[0].data.tags["study_name"]) if runs else None
+
+
+def start_study_run(
+    tracking_uri: str,
+    experiment_id: str,
+    *,
+    study_name: str,
+    preset: str,
+    params: Mapping[str, Any],
+    config: Mapping[str, Any],
+    resume: bool = False,
+) -> TrackingContext:
+    """Create the study's parent run (or reopen it when resuming the same study).
+
+    Args:
+        tracking_uri: from ``resolve_tracking_uri``.
+        experiment_id: from ``get_or_create_experiment``.
+        study_name: the study's name (also its Tune folder).
+        preset: preset the study settings started from.
+        params: flat study settings logged as params (values are stringified).
+        config: the fully resolved configs, logged as ``study/config.json``.
+        resume: reopen the newest parent run with this study_name instead of creating one,
+            so a resumed study keeps one parent and its trials find their runs again.
+
+    Returns:
+        The context every trial logs through.
+    """
+    client = _client(tracking_uri)
+    if resume:
+        found = find_study_run(tracking_uri, experiment_id, study_name=study_name)
+        if found is not None:
+            _retry(client.update_run, found[0], status="RUNNING")
+            return TrackingContext(tracking_uri, experiment_id, found[0])
+    run = _retry(
+        client.create_run,
+        experiment_id,
+        run_name=study_name,
+        tags={"role": "study", "study_name": study_name, "preset": preset},
+    )
+    _retry(client.log_batch, run.info.run_id, params=_params(params))
+    _retry(
+        client.log_dict,
+        run.info.run_id,
+        json.loads(json.dumps(config, default=str)),
+        "study/config.json",
+    )
+    return TrackingContext(tracking_uri, experiment_id, run.info.run_id)
+
+
+def end_study_run(ctx: TrackingContext, status: str = "FINISHED") -> None:
+    """Close the parent run ("FINISHED", "FAILED" or "KILLED" for an interrupted study)."""
+    _retry(_client(ctx.tracking_uri).set_terminated, ctx.parent_run_id, status)
+
+
+def find_trial_run(ctx: TrackingContext, trial_id: str) -> str | None:
+    """Run id of the child run of this study tagged with ``trial_id``, or None."""
+    runs = _search(
+        _client(ctx.tracking_uri),
+        ctx.experiment_id,
+        f"tags.trial_id = '{trial_id}' and tags.`mlflow.parentRunId` = '{ctx.parent_run_id}'",
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def _run_exists(client: MlflowClient, run_id: str) -> bool:
+    try:
+        _retry(client.get_run, run_id)
+    except MlflowException:
+        return False
+    return True
+
+
+def trial_run(
+    ctx: TrackingContext,
+    trial_id: str,
+    *,
+    run_id: str | None,
+    tags: Mapping[str, Any],
+    params: Mapping[str, Any],
+) -> str:
+    """Get or create the one child run of a Tune trial and mark it running.
+
+    Args:
+        ctx: the study's tracking context.
+        trial_id: Tune's trial id (stable across restarts and study resumes).
+        run_id: the run id saved in the trial's checkpoint, if it restored from one.
+        tags: arm, model_set, generator, stage (added to a new run).
+        params: the resolved TrialConfig (logged once, when the run is created).
+
+    Returns:
+        The child run id; a restarted trial gets the run it had before (by checkpoint, else by
+        its ``trial_id`` tag, for a restart before the first checkpoint).
+    """
+    client = _client(ctx.tracking_uri)
+    if run_id is not None and not _run_exists(client, run_id):
+        run_id = None  # a checkpoint from a study logged elsewhere (another tracking URI)
+    existing = run_id or find_trial_run(ctx, trial_id)
+    if existing is not None:
+        set_status(ctx, existing, "running")
+        return existing
+    run = _retry(
+        client.create_run,
+        ctx.experiment_id,
+        run_name=f"{tags.get('arm', 'trial')}-{trial_id}",
+        tags={
+            "mlflow.parentRunId": ctx.parent_run_id,
+            "role": "trial",
+            "trial_id": trial_id,
+            "status": "running",
+            **tags,
+        },
+    )
+    _retry(client.log_batch, run.info.run_id, params=_params(params))
+    return run.info.run_id
+
+
+def _finite_metrics(
+    metrics: Mapping[str, Any], prefixes: Iterable[str], step: int, now_ms: int
+) -> list[Metric]:
+    out = []
+    for key, value in metrics.items():
+        if not key.startswith(tuple(prefixes)) or isinstance(value, bool):
+            continue
+        if isinstance(value, int | float) and math.isfinite(value):
+            out.append(Metric(key, float(value), now_ms, step))
+    return out
+
+
+def log_epoch(ctx: TrackingContext, run_id: str, metrics: Mapping[str, Any], step: int) -> None:
+    """Log the finite ``train/*`` and ``val/*`` values of one epoch report (step = epoch)."""
+    batch = _finite_metrics(metrics, EPOCH_PREFIXES, step, int(time.time() * 1000))
+    if batch:
+        _retry(_client(ctx.tracking_uri).log_batch, run_id, metrics=batch)
+
+
+def logged_epochs(ctx: TrackingContext, run_id: str, key: str = "val/auc_mean") -> set[int]:
+    """Epochs (steps) of ``key`` the run already holds: what a restarted trial must not log again."""
+    history = _retry(_client(ctx.tracking_uri).get_metric_history, run_id, key)
+    return {m.step for m in history}
+
+
+def log_final(
+    ctx: TrackingContext, run_id: str, metrics: Mapping[str, Any], out_dir: str | Path | None
+) -> None:
+    """Log the finite ``best/*`` and ``test/*`` values and the artifact folders of fit's out_dir."""
+    client = _client(ctx.tracking_uri)
+    batch = _finite_metrics(metrics, FINAL_PREFIXES, 0, int(time.time() * 1000))
+    if batch:
+        _retry(client.log_batch, run_id, metrics=batch)
+    if out_dir is None:
+        return
+    for name in ARTIFACT_DIRS:
+        folder = Path(out_dir) / name
+        if folder.is_dir():
+            _retry(client.log_artifacts, run_id, str(folder), artifact_path=name)
+
+
+def set_status(ctx: TrackingContext, run_id: str, status: str, error: str | None = None) -> None:
+    """Set the ``status`` tag (one of TRIAL_STATUSES) and the run's lifecycle to match.
+
+    A run that is set running again (restarted trial) gets its ``error`` tag cleared.
+    """
+    if status not in TRIAL_STATUSES:
+        raise ValueError(f"unknown trial status {status!r}; valid: {', '.join(TRIAL_STATUSES)}")
+    client = _client(ctx.tracking_uri)
+    tags = {"status": status, "error": (error or "")[:5000]}
+    _retry(client.log_batch, run_id, tags=_tags(tags))
+    if status == "running":
+        _retry(client.update_run, run_id, status="RUNNING")
+    else:
+        _retry(client.set_terminated, run_id, _RUN_STATUS[status])
+
+
+def trial_records(ctx: TrackingContext, *, stage: str | None = None) -> list[TrialRecord]:
+    """All child runs of the study (optionally of one stage), oldest first."""
+    filt = f"tags.`mlflow.parentRunId` = '{ctx.parent_run_id}' and tags.role = 'trial'"
+    if stage:
+        filt += f" and tags.stage = '{stage}'"
+    runs = _search(
+        _client(ctx.tracking_uri), ctx.experiment_id, filt, order_by=["attributes.start_time ASC"]
+    )
+    return [
+        TrialRecord(
+            run_id=r.info.run_id,
+            trial_id=r.data.tags.get("trial_id", ""),
+            arm=r.data.tags.get("arm", ""),
+            stage=r.data.tags.get("stage", ""),
+            status=r.data.tags.get("status", ""),
+            error=r.data.tags.get("error", ""),
+            params=dict(r.data.params),
+            metrics=dict(r.data.metrics),
+        )
+        for r in runs
+    ]
