@@ -23,7 +23,16 @@ from sklearn.metrics import roc_curve
 from analysis.cli import run_cli
 from analysis.formats import format_auc, markdown_table
 from analysis.paper import ARM_LABELS, table_arms
-from analysis.records import EXPLAIN, MAPS, PROB_COLUMNS, Record, Study, Trial, best_trials
+from analysis.records import (
+    EXPLAIN,
+    MAPS,
+    PROB_COLUMNS,
+    Record,
+    Study,
+    Trial,
+    best_trials,
+    write_and_log,
+)
 from trainables.config import CLASSES
 from trainables.metrics import SALIENCY_KEYS, bootstrap_indices, per_class_auc, percentile_summary
 
@@ -246,12 +255,16 @@ def write_figures(
     log_to_mlflow: bool = True,
 ) -> FiguresOutput:
     """Figures of the study (latest, or ``parent``), written to ``out_dir`` and the parent run."""
-    record = Record(tracking_uri)
-    study = record.study(experiment, parent)
-    out = write_figures_from(record, study, Path(out_dir), resamples=resamples, seed=seed)
-    if log_to_mlflow:
-        record.log_outputs(study.parent_run_id, out.files)
-    return out
+    return write_and_log(
+        write_figures_from,
+        tracking_uri,
+        experiment,
+        out_dir,
+        parent=parent,
+        resamples=resamples,
+        seed=seed,
+        log_to_mlflow=log_to_mlflow,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

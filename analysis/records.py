@@ -318,3 +318,24 @@ def best_trials(record: Record, study: Study, arms: Sequence[str]) -> dict[str, 
     """``arm -> best finished trial`` (None when the arm has none) for each of ``arms``."""
     candidates = finished(record, study.trials)
     return {arm: best_trial(candidates, arm) for arm in arms}
+
+
+def write_and_log(
+    write_from,
+    tracking_uri: str | None,
+    experiment: str,
+    out_dir,
+    *,
+    parent: str | None,
+    resamples: int,
+    seed: int,
+    log_to_mlflow: bool,
+):
+    """Run ``write_from(record, study, out_dir, ...)`` on a study (latest, or ``parent``) and log the
+    files it wrote to the study's parent run (the shared body of the analysis entry points)."""
+    record = Record(tracking_uri)
+    study = record.study(experiment, parent)
+    out = write_from(record, study, Path(out_dir), resamples=resamples, seed=seed)
+    if log_to_mlflow:
+        record.log_outputs(study.parent_run_id, out.files)
+    return out

@@ -39,6 +39,7 @@ from analysis.records import (
     best_trial,
     finished,
     seed_group,
+    write_and_log,
 )
 from analysis.stats import (
     ArmBootstrap,
@@ -369,12 +370,16 @@ def write_tables(
     log_to_mlflow: bool = True,
 ) -> TablesOutput:
     """Tables of the study (latest, or ``parent``) written to ``out_dir`` and the parent run."""
-    record = Record(tracking_uri)
-    study = record.study(experiment, parent)
-    out = write_tables_from(record, study, Path(out_dir), resamples=resamples, seed=seed)
-    if log_to_mlflow:
-        record.log_outputs(study.parent_run_id, out.files)
-    return out
+    return write_and_log(
+        write_tables_from,
+        tracking_uri,
+        experiment,
+        out_dir,
+        parent=parent,
+        resamples=resamples,
+        seed=seed,
+        log_to_mlflow=log_to_mlflow,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

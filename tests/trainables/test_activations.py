@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import logging
 import threading
-from collections.abc import Iterator
 
 import pytest
 import segmentation_models_pytorch as smp
@@ -28,13 +27,7 @@ from trainables.activations import (
 TORCH_ACT = {"relu": torch.relu, "silu": F.silu}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # The CI box has 2 shared cores: intra-op threads only add contention for these tiny tensors.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _input(seed: int = 0) -> torch.Tensor:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-from collections.abc import Iterator
 
 import pytest
 import segmentation_models_pytorch as smp
@@ -23,14 +22,7 @@ from trainables.fast_conv import (
 )
 from trainables.generators import generator_map, list_generators, to_heatmap
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # The CI box has 2 shared cores: intra-op threads only add contention for these tiny tensors.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rand(*shape: int, seed: int = 0) -> torch.Tensor:

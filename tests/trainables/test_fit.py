@@ -36,13 +36,20 @@ def test_resume_continues_exactly_where_it_stopped(tiny_data, tmp_path):
     saved = {}
 
     def report(metrics, ckpt):
-        saved[int(metrics["epoch"])] = (dict(metrics), ckpt and shutil.copytree(ckpt, tmp_path / f"c{int(metrics['epoch'])}"))
+        saved[int(metrics["epoch"])] = (
+            dict(metrics),
+            ckpt and shutil.copytree(ckpt, tmp_path / f"c{int(metrics['epoch'])}"),
+        )
 
-    full = fit(cfg, tiny_data, tmp_path / "full", report=report, checkpoint_extra={"run": "abc"}, log=QUIET)
+    full = fit(
+        cfg, tiny_data, tmp_path / "full", report=report, checkpoint_extra={"run": "abc"}, log=QUIET
+    )
     assert read_checkpoint_extra(saved[1][1]) == {"run": "abc"}
     resumed = fit(cfg, tiny_data, tmp_path / "resumed", resume_from=saved[1][1], log=QUIET)
     assert resumed.epochs_run == 3
-    assert _val_history(resumed) == _val_history(full)  # epoch 1 from the checkpoint, 2-3 recomputed
+    assert _val_history(resumed) == _val_history(
+        full
+    )  # epoch 1 from the checkpoint, 2-3 recomputed
     assert resumed.test == full.test
 
 
@@ -58,8 +65,15 @@ def test_outputs_best_epoch_and_auc_match_sklearn(tiny_data, tmp_path):
 
     pred = pd.read_csv(tmp_path / "predictions" / "test.csv")
     test_idx = tiny_data.indices("test")
-    assert list(pred.columns) == ["key", "split", "label", "label_name", "prob_normal", "prob_chf",
-                                  "prob_pneumonia"]
+    assert list(pred.columns) == [
+        "key",
+        "split",
+        "label",
+        "label_name",
+        "prob_normal",
+        "prob_chf",
+        "prob_pneumonia",
+    ]
     assert sorted(pred["key"]) == sorted(tiny_data.keys[i] for i in test_idx)
     assert list(pred["key"]) == sorted(pred["key"])
     probs = pred[["prob_normal", "prob_chf", "prob_pneumonia"]].to_numpy()
@@ -67,7 +81,10 @@ def test_outputs_best_epoch_and_auc_match_sklearn(tiny_data, tmp_path):
     for c, name in enumerate(CLASSES):
         expected = roc_auc_score(pred["label"] == c, probs[:, c])
         assert res.test[f"test/auc_{name.lower()}"] == pytest.approx(expected)
-        lo, hi = res.test[f"test/auc_{name.lower()}_ci_low"], res.test[f"test/auc_{name.lower()}_ci_high"]
+        lo, hi = (
+            res.test[f"test/auc_{name.lower()}_ci_low"],
+            res.test[f"test/auc_{name.lower()}_ci_high"],
+        )
         assert lo <= hi
 
     exp = pd.read_csv(tmp_path / "explain" / "test.csv")

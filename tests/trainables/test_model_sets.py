@@ -24,8 +24,16 @@ EXPECTED_TERMS = {
 
 
 def test_registry_lists_the_papers_eight_arms():
-    assert list_arms() == ["no-seg", "unet", "set1-gbp", "set1-deconv", "set2-gbp", "set2-deconv",
-                           "set3-gbp", "set3-deconv"]
+    assert list_arms() == [
+        "no-seg",
+        "unet",
+        "set1-gbp",
+        "set1-deconv",
+        "set2-gbp",
+        "set2-deconv",
+        "set3-gbp",
+        "set3-deconv",
+    ]
     with pytest.raises(KeyError, match="valid arms: no-seg, unet"):
         get_arm("set4-gbp")
 
@@ -96,8 +104,10 @@ def test_set2_generator_map_is_a_detached_target(tiny_data):
     terms["seg_decoder_vs_map"].backward()
     # only the decoder path carries gradient: the encoder gets some through the decoder skip features,
     # but the classification head gets none (the map target is detached)
-    assert all(p.grad is None or p.grad.abs().sum() == 0
-               for p in model.unet.classification_head.parameters())
+    assert all(
+        p.grad is None or p.grad.abs().sum() == 0
+        for p in model.unet.classification_head.parameters()
+    )
 
 
 def test_probability_maps_never_go_through_bce_with_logits():
@@ -105,7 +115,9 @@ def test_probability_maps_never_go_through_bce_with_logits():
     perfect = target.clone()
     # BCE on probabilities is minimised by the target itself (up to its entropy); logits-BCE is not
     assert bce_prob(perfect, target) < bce_prob((perfect + 0.2).clamp(0, 1), target)
-    assert bce_logits(torch.logit(perfect.clamp(1e-4, 1 - 1e-4)), target) < bce_logits(perfect, target)
+    assert bce_logits(torch.logit(perfect.clamp(1e-4, 1 - 1e-4)), target) < bce_logits(
+        perfect, target
+    )
 
 
 def test_trial_config_is_frozen_and_serialisable():
@@ -122,7 +134,9 @@ def test_model_forward_shapes_and_batchnorm_momentum():
     x = torch.rand(2, 1, 32, 32)
     model.eval()  # no dropout: classify() is the aux head of the full forward
     assert torch.allclose(model.classify(x), model(x)[1])
-    momenta = {m.momentum for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+    momenta = {
+        m.momentum for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+    }
     assert momenta == {0.1}  # smp's EfficientNet ships 0.01, too slow for eval-mode BN to be usable
 
 
@@ -140,8 +154,14 @@ def test_local_encoder_weights_file_is_loaded(tmp_path):
     import segmentation_models_pytorch as smp
 
     torch.manual_seed(1)
-    ref = smp.Unet(TINY_ENCODER, encoder_weights=None, in_channels=3, encoder_depth=3,
-                   decoder_channels=TINY_DECODER, classes=1)
+    ref = smp.Unet(
+        TINY_ENCODER,
+        encoder_weights=None,
+        in_channels=3,
+        encoder_depth=3,
+        decoder_channels=TINY_DECODER,
+        classes=1,
+    )
     torch.save(ref.encoder.state_dict(), tmp_path / "enc.pth")
     model = build_model(TINY_ENCODER, str(tmp_path / "enc.pth"), TINY_DECODER)
     first = next(model.unet.encoder.parameters())

@@ -147,17 +147,26 @@ def test_script_without_main_guard_still_builds_the_cache(synthetic_cfg, synthet
     import textwrap
 
     script = tmp_path / "unguarded.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import dataclasses
         from trainables.config import DataConfig
         from trainables.data.cache import load_or_build
         from trainables.data.egd import read_egd
-        cfg = DataConfig(data_dir={str(tmp_path / 'd')!r}, synthetic_images={synthetic_cfg.synthetic_images},
+        cfg = DataConfig(data_dir={str(tmp_path / "d")!r}, synthetic_images={synthetic_cfg.synthetic_images},
                          egd_root={str(synthetic_root)!r}, image_size=32)
         index = read_egd(cfg.egd_root)
         content = load_or_build(index, cfg, progress=False, workers=2)
         print("BUILT", content.built, len(content.keys))
-    """))
-    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, check=False,
-                         cwd=os.getcwd(), env={**os.environ, "PYTHONPATH": os.getcwd()})
+    """)
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=os.getcwd(),
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+    )
     assert f"BUILT True {synthetic_cfg.synthetic_images}" in out.stdout, out.stderr[-2000:]
