@@ -117,7 +117,7 @@ def demo() -> StudyConfig:
         reduction_factor=2,
         # the twin's DICOMs are 640-1024 px, about a third of MIMIC's: sigma 150 px would blur the
         # gaze map over the whole chest, so it is scaled down with them
-        data=DataConfig(data_dir=_data_dir(), image_size=64, synthetic_images=120, gaze_sigma=50.0),
+        data=DataConfig(data_dir=_data_dir(), image_size=64, synthetic_images=240, gaze_sigma=50.0),
         trial=TrialConfig(
             epochs=3,
             image_size=64,
