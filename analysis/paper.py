@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-METRICS: tuple[str, ...] = ("auc_mean", "auc_normal", "auc_chf", "auc_pneumonia")
+from trainables.metrics import AUC_COLUMNS
+
+METRICS: tuple[str, ...] = AUC_COLUMNS
 """Table column order (the paper's: average, Normal, CHF, pneumonia)."""
 
 METRIC_LABELS: dict[str, str] = {

@@ -28,9 +28,8 @@ from typing import Any
 from study.presets import StudyConfig
 from trainables import tracking
 from trainables.config import CLASSES, replace
+from trainables.metrics import AUC_COLUMNS
 from trainables.model_sets import get_arm, list_arms
-
-AUC_COLUMNS = ("auc_mean", "auc_normal", "auc_chf", "auc_pneumonia")
 
 
 @dataclass

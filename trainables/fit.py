@@ -28,13 +28,12 @@ from trainables.data.cached import CachedData
 from trainables.device_data import DeviceData, random_affine
 from trainables.evaluate import choose_panel_keys, explain, predict
 from trainables.generators import generator_map, to_heatmap
-from trainables.metrics import bootstrap_auc_ci, per_class_auc
+from trainables.metrics import AUC_KEYS, SALIENCY_KEYS, bootstrap_auc_ci, per_class_auc
 from trainables.model import MultiTaskUNet, build_model
 from trainables.model_sets import Arm, StepOutputs, get_arm
 from trainables.panels import write_panels
 
 ReportFn = Callable[[dict[str, float], str | None], None]
-AUC_KEYS = ("auc_mean", "auc_normal", "auc_chf", "auc_pneumonia")
 _STATE_FILE, _EXTRA_FILE = "state.pt", "extra.json"
 
 
@@ -217,7 +216,7 @@ class _Trainer:
         exp = pd.DataFrame(rows)
         (out_dir / "explain").mkdir(parents=True, exist_ok=True)
         exp.to_csv(out_dir / "explain" / "test.csv", index=False)
-        for (kind, metric), v in exp.groupby("map")[["cc", "kl", "nss", "auc_judd"]].mean().stack().items():
+        for (kind, metric), v in exp.groupby("map")[list(SALIENCY_KEYS)].mean().stack().items():
             res[f"test/explain/{kind}_{metric}"] = float(v)
         heat = out_dir / "heatmaps"
         heat.mkdir(parents=True, exist_ok=True)

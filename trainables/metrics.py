@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 AUC_KEYS: tuple[str, ...] = tuple(f"auc_{c.lower()}" for c in CLASSES) + ("auc_mean",)
 """Keys of :func:`per_class_auc`: one per class (in class-id order), then their mean."""
 
+AUC_COLUMNS: tuple[str, ...] = ("auc_mean", *AUC_KEYS[:-1])
+"""The same keys in the paper's table order: the mean first, then Normal, CHF, pneumonia."""
+
 SALIENCY_KEYS: tuple[str, ...] = ("cc", "kl", "nss", "auc_judd")
 """Keys of :func:`saliency_metrics`."""
 
