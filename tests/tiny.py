@@ -1,9 +1,8 @@
-"""Tiny in-memory datasets and configs for fast tests (no DICOMs: the data layer tests make their own)."""
+"""Tiny configs for fast tests (data: ``trainables.data.toy``; the data layer tests make DICOMs)."""
 
 from __future__ import annotations
 
 from trainables.config import TrialConfig
-from trainables.data.toy import make_toy_cached as make_tiny_cached  # noqa: F401
 
 TINY_ENCODER = "efficientnet-b0"  # the paper's encoder (SiLU, depthwise convs), tiny decoder, 32 px
 TINY_DECODER = (16, 8, 8)  # encoder_depth 3: a third of the blocks, same layer types

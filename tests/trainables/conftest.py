@@ -3,13 +3,13 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from tests.tiny import make_tiny_cached
 from trainables.data.cached import CachedData
+from trainables.data.toy import make_toy_cached
 
 
 @pytest.fixture(scope="session")
 def tiny_data() -> CachedData:
-    return make_tiny_cached()
+    return make_toy_cached()
 
 
 @pytest.fixture(scope="module")
