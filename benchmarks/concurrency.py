@@ -17,41 +17,31 @@ import time
 import torch
 import torch.multiprocessing as mp
 
-from benchmarks.step import machine
+from benchmarks.step import machine, make_variant, train_step
 
 
 def _worker(rank: int, arm: str, batch: int, size: int, seconds: float, barrier, queue) -> None:
     from trainables.config import TrialConfig
     from trainables.data.toy import make_toy_cached
     from trainables.device_data import DeviceData
-    from trainables.fit import step_terms
-    from trainables.model import build_model
-    from trainables.model_sets import get_arm
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cpu":
         torch.set_num_threads(1)
     torch.manual_seed(rank)
     cfg = TrialConfig(arm=arm, image_size=size, batch_size=batch, device=str(device))
-    model = build_model(cfg.encoder, None, cfg.decoder_channels).to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    variant = make_variant(cfg, device)
     dd = DeviceData(make_toy_cached(n=2 * batch, size=size), device)
-    x, g, y = dd.batch(dd.indices("train")[:batch])
-
-    def step():
-        loss = step_terms(model, get_arm(arm), cfg, x, g, y)["total"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    data = dd.batch(dd.indices("train")[:batch])
 
     for _ in range(3):
-        step()
+        train_step(variant, data)
     if device.type == "cuda":
         torch.cuda.synchronize()
     barrier.wait()
     t0, steps = time.perf_counter(), 0
     while time.perf_counter() - t0 < seconds:
-        step()
+        train_step(variant, data)
         steps += 1
     if device.type == "cuda":
         torch.cuda.synchronize()

@@ -39,21 +39,36 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(variants: dict[str, tuple[TrialConfig, torch.nn.Module, torch.optim.Optimizer]], batch,
-               device: torch.device, warmup: int, repeats: int, amp: str) -> dict[str, float]:
-    """Median seconds per training step of each variant, measured round-robin."""
+Variant = tuple[TrialConfig, torch.nn.Module, torch.optim.Optimizer]
+
+
+def make_variant(cfg: TrialConfig, device: torch.device) -> Variant:
+    """A freshly initialised model (train mode) and its optimiser for one benchmarked config."""
+    model = build_model(cfg.encoder, None, cfg.decoder_channels).to(device).train()
+    return cfg, model, torch.optim.Adam(model.parameters(), lr=1e-4)
+
+
+def train_step(variant: Variant, batch, amp: str = "none") -> None:
+    """One training step of the arm, exactly as the fit loop takes it (loss terms, backward, Adam)."""
+    cfg, model, opt = variant
     x, gaze, y = batch
+    ctx = torch.autocast(x.device.type, dtype=torch.bfloat16) if amp == "bf16" else nullcontext()
+    with ctx:
+        loss = step_terms(model, get_arm(cfg.arm), cfg, x, gaze, y)["total"]
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def time_steps(variants: dict[str, Variant], batch, device: torch.device, warmup: int, repeats: int,
+               amp: str) -> dict[str, float]:
+    """Median seconds per training step of each variant, measured round-robin."""
     times: dict[str, list[float]] = {k: [] for k in variants}
     for i in range(warmup + repeats):
-        for name, (cfg, model, opt) in variants.items():
+        for name, variant in variants.items():
             _sync(device)
             t0 = time.perf_counter()
-            ctx = torch.autocast(device.type, dtype=torch.bfloat16) if amp == "bf16" else nullcontext()
-            with ctx:
-                loss = step_terms(model, get_arm(cfg.arm), cfg, x, gaze, y)["total"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            train_step(variant, batch, amp)
             _sync(device)
             if i >= warmup:
                 times[name].append(time.perf_counter() - t0)
@@ -106,10 +121,8 @@ def main(argv: list[str] | None = None) -> None:
             torch.manual_seed(0)
             cfg = TrialConfig(arm=arm, encoder=args.encoder, image_size=s, batch_size=b, fast_conv=fast,
                               bn_mode=args.bn_mode, device=str(device), decoder_channels=decoder)
-            model = build_model(cfg.encoder, None, cfg.decoder_channels).to(device).train()
-            opt = torch.optim.Adam(model.parameters(), lr=1e-4)
             name = arm if len(paths) == 1 else f"{arm} ({'fast' if fast else 'stock'})"
-            variants[name] = (cfg, model, opt)
+            variants[name] = make_variant(cfg, device)
 
     print(f"# benchmarks.step on {machine()}")
     print(f"# encoder {args.encoder}, batch {b}, {s} px, amp {args.amp}, bn_mode {args.bn_mode}, "

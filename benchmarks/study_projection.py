@@ -17,11 +17,10 @@ import itertools
 
 import torch
 
-from benchmarks.step import machine, time_steps
+from benchmarks.step import machine, make_variant, time_steps
 from trainables.config import TrialConfig
 from trainables.data.toy import make_toy_cached
 from trainables.device_data import DeviceData
-from trainables.model import build_model
 from trainables.model_sets import list_arms
 
 
@@ -65,8 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     variants = {}
     for arm in list_arms():
         cfg = TrialConfig(arm=arm, image_size=args.size, batch_size=args.batch, device=str(device))
-        model = build_model(cfg.encoder, None, cfg.decoder_channels).to(device).train()
-        variants[arm] = (cfg, model, torch.optim.Adam(model.parameters(), lr=1e-4))
+        variants[arm] = make_variant(cfg, device)
     step = time_steps(variants, batch, device, warmup=1, repeats=args.repeats, amp=args.amp)
 
     train_steps = int(0.8 * args.images) // args.batch

@@ -42,3 +42,30 @@ def test_asha_expected_epochs_matches_a_successive_halving_simulation():
     assert asha_expected_epochs(10, 10, 3) == 10  # grace period = max epochs: no early stopping
     with pytest.raises(ValueError):
         asha_expected_epochs(35, 4, 1)
+
+
+def test_study_projection_prints_every_arm_and_a_total(capsys):
+    from benchmarks import study_projection
+    from trainables.model_sets import list_arms
+
+    study_projection.main(["--batch", "2", "--size", "32", "--repeats", "1", "--images", "40",
+                           "--trials-per-arm", "2", "--epochs", "4"])
+    out = capsys.readouterr().out
+    rows = [line.split()[0] for line in out.splitlines() if line.split() and line.split()[0] in list_arms()]
+    assert rows == list_arms()
+    assert "projected study wall time:" in out
+
+
+def test_concurrency_runs_separate_trial_processes(capsys):
+    import torch
+
+    from benchmarks import concurrency
+
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA device"):
+            concurrency.main([])  # GPU-only unless asked
+    concurrency.main(["--allow-cpu", "--arm", "unet", "--batch", "2", "--size", "32", "--counts",
+                      "1,2", "--seconds", "1"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.strip()[:1].isdigit()]
+    assert [r[0] for r in rows] == ["1", "2"] and rows[0][2] == "1.00"
+    assert all(float(r[1]) > 0 for r in rows)
