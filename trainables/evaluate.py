@@ -38,8 +38,9 @@ def predict(model: MultiTaskUNet, dd: DeviceData, split: str, batch_size: int):
 
 
 def _maps(model: MultiTaskUNet, x: torch.Tensor, names: tuple[str, ...], with_decoder: bool,
-          fast_conv: bool) -> dict[str, torch.Tensor]:
-    """[0, 1] heatmaps (B,1,H,W) for the predicted class: each named generator, plus the decoder."""
+          fast_conv: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """[0, 1] heatmaps (B,1,H,W) for the predicted class (each named generator, plus the decoder),
+    and the class probabilities (B,3) they were made from."""
     out: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         mask_logits, class_logits = model(x)
@@ -50,7 +51,7 @@ def _maps(model: MultiTaskUNet, x: torch.Tensor, names: tuple[str, ...], with_de
         raw = generator_map(name, model, x, target, create_graph=False, bn_mode="frozen",
                             fast_conv=fast_conv)
         out[name] = to_heatmap(raw).detach()
-    return out
+    return out, torch.softmax(class_logits.float(), dim=1)
 
 
 def explain(model: MultiTaskUNet, dd: DeviceData, split: str, arm: Arm, batch_size: int,
@@ -76,7 +77,7 @@ def explain(model: MultiTaskUNet, dd: DeviceData, split: str, arm: Arm, batch_si
         keys = [dd.keys[i] for i in idx.tolist()]
         need_panel = any(k in wanted for k in keys)
         names = tuple(dict.fromkeys((gen_name,) + (PANEL_MAPS if need_panel else ())))
-        maps = _maps(model, x, names, with_decoder, fast_conv)
+        maps, probs = _maps(model, x, names, with_decoder, fast_conv)
         g = gaze[:, 0].cpu().numpy()
         scored = {"generator": maps[gen_name]}
         if with_decoder:
@@ -87,8 +88,7 @@ def explain(model: MultiTaskUNet, dd: DeviceData, split: str, arm: Arm, batch_si
                 rows.append({"key": key, "label": int(y[i]), "map": kind, "generator": gen_name,
                              **saliency_metrics(m[i], g[i])})
         if need_panel:
-            with torch.no_grad():
-                probs = torch.softmax(model.classify(x).float(), dim=1).cpu().numpy()
+            probs = probs.cpu().numpy()
             for i, key in enumerate(keys):
                 if key not in wanted:
                     continue
