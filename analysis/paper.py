@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from trainables.metrics import AUC_COLUMNS
+from trainables.record import AUC_COLUMNS
 
 METRICS: tuple[str, ...] = AUC_COLUMNS
 """Table column order (the paper's: average, Normal, CHF, pneumonia)."""

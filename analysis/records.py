@@ -25,34 +25,36 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from trainables.config import CLASSES
+from trainables.record import (
+    ANALYSIS_DIR,
+    EXPLAIN,
+    EXPLAIN_COLUMNS,
+    MAP_ARRAYS,
+    MAP_KINDS,
+    MAPS,
+    PREDICTION_COLUMNS,
+    PREDICTIONS,
+    PROB_COLUMNS,
+    ROLE_STUDY,
+    ROLE_TRIAL,
+    SELECTION_METRIC,
+    STATUS_OK,
+    STUDY_CONFIG,
+    TAG_ARM,
+    TAG_PARENT,
+    TAG_ROLE,
+    TAG_STAGE,
+    TAG_STATUS,
+    TAG_STUDY_NAME,
+    select_best,
+    selection_score,
+)
 
 log = logging.getLogger(__name__)
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_EXPERIMENT = "gaze-unet"
 
-PREDICTIONS = "predictions/test.csv"
-EXPLAIN = "explain/test.csv"
-MAPS = "heatmaps/maps.npz"
-STUDY_CONFIG = "study/config.json"
-ANALYSIS_DIR = "analysis"  # artifact folder of the parent run that analysis outputs go to
-
-PROB_COLUMNS: tuple[str, ...] = tuple(f"prob_{c.lower()}" for c in CLASSES)
-PREDICTION_COLUMNS: tuple[str, ...] = ("key", "split", "label", "label_name", *PROB_COLUMNS)
-EXPLAIN_COLUMNS: tuple[str, ...] = (
-    "key",
-    "label",
-    "map",
-    "generator",
-    "cc",
-    "kl",
-    "nss",
-    "auc_judd",
-)
-MAP_ARRAYS: tuple[str, ...] = (
-    "keys", "labels", "probs", "image", "gaze", "gbp", "deconv", "gradcam", "decoder",
-)  # fmt: skip
-SELECTION_METRIC = "best/val_auc_mean"  # validation only: test never picks a run
 SEED_INDEPENDENT_PARAMS = frozenset({"seed", "device", "num_threads"})  # may differ between seeds
 
 
@@ -76,7 +78,7 @@ class Trial:
     @property
     def val_auc(self) -> float:
         """The selection metric, ``nan`` when the run never logged it."""
-        return float(self.metrics.get(SELECTION_METRIC, math.nan))
+        return selection_score(self.metrics)
 
     def hyperparams(self) -> dict[str, str]:
         """Params that define the configuration, i.e. all but the seed-like ones."""
@@ -98,9 +100,9 @@ def _trial(run: Run) -> Trial:
     tags = run.data.tags
     return Trial(
         run_id=run.info.run_id,
-        arm=tags.get("arm", ""),
-        stage=tags.get("stage", "search"),
-        status=tags.get("status", ""),
+        arm=tags.get(TAG_ARM, ""),
+        stage=tags.get(TAG_STAGE, "search"),
+        status=tags.get(TAG_STATUS, ""),
         start_time=int(run.info.start_time or 0),
         params=dict(run.data.params),
         metrics=dict(run.data.metrics),
@@ -147,16 +149,16 @@ class Record:
         """
         exp_id = self.experiment_id(experiment)
         if parent is None:
-            parents = self._search(exp_id, "tags.role = 'study'")
+            parents = self._search(exp_id, f"tags.{TAG_ROLE} = '{ROLE_STUDY}'")
             if not parents:
                 raise KeyError(f"experiment {experiment!r} has no study run (tag role=study)")
             run = max(parents, key=lambda r: (r.info.start_time or 0, r.info.run_id))
         else:
             run = self.client.get_run(parent)
-            if run.info.experiment_id != exp_id or run.data.tags.get("role") != "study":
+            if run.info.experiment_id != exp_id or run.data.tags.get(TAG_ROLE) != ROLE_STUDY:
                 raise KeyError(f"run {parent} is not a study run of experiment {experiment!r}")
         children = self._search(
-            exp_id, f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.role = 'trial'"
+            exp_id, f"tags.`{TAG_PARENT}` = '{run.info.run_id}' and tags.{TAG_ROLE} = '{ROLE_TRIAL}'"
         )
         trials = tuple(
             sorted((_trial(r) for r in children), key=lambda t: (t.start_time, t.run_id))
@@ -165,7 +167,7 @@ class Record:
         return Study(
             experiment_id=exp_id,
             parent_run_id=run.info.run_id,
-            name=run.data.tags.get("study_name", run.info.run_name or ""),
+            name=run.data.tags.get(TAG_STUDY_NAME, run.info.run_name or ""),
             params=dict(run.data.params),
             trials=trials,
         )
@@ -253,9 +255,9 @@ def read_explain(path: Path, name: str = "") -> pd.DataFrame:
     frame = pd.read_csv(path, dtype={"key": str, "map": str, "generator": str})
     if tuple(frame.columns) != EXPLAIN_COLUMNS:
         raise ValueError(f"{name}: columns {list(frame.columns)}, expected {list(EXPLAIN_COLUMNS)}")
-    unknown = sorted(set(frame["map"]) - {"generator", "decoder"})
+    unknown = sorted(set(frame["map"]) - set(MAP_KINDS))
     if unknown:
-        raise ValueError(f"{name}: unknown map values {unknown} (expected generator, decoder)")
+        raise ValueError(f"{name}: unknown map values {unknown} (expected {', '.join(MAP_KINDS)})")
     return frame
 
 
@@ -282,7 +284,7 @@ def finished(record: Record, trials: Sequence[Trial]) -> list[Trial]:
     """Trials with status ``ok``, a finite selection metric and a predictions artifact."""
     out = []
     for t in trials:
-        if t.status != "ok":
+        if t.status != STATUS_OK:
             continue
         if not math.isfinite(t.val_auc):
             log.warning(
@@ -304,9 +306,7 @@ def best_trial(candidates: Sequence[Trial], arm: str) -> Trial | None:
     runs = [t for t in candidates if t.arm == arm]
     search = [t for t in runs if t.stage != "seeds"]
     pool = search or runs
-    if not pool:
-        return None
-    return min(pool, key=lambda t: (-t.val_auc, t.start_time, t.run_id))
+    return select_best(pool, lambda t: t.metrics, tiebreak=lambda t: (t.start_time, t.run_id))
 
 
 def seed_group(candidates: Sequence[Trial], best: Trial) -> list[Trial]:

@@ -28,8 +28,15 @@ from typing import Any
 from study.presets import StudyConfig
 from trainables import tracking
 from trainables.config import CLASSES, replace
-from trainables.metrics import AUC_COLUMNS
 from trainables.model_sets import get_arm, list_arms
+from trainables.record import (
+    AUC_COLUMNS,
+    SELECTION_METRIC,
+    STATUS_OK,
+    select_best,
+    test_metric,
+    trial_tags,
+)
 
 
 @dataclass
@@ -112,8 +119,8 @@ def _arm_tags(config: dict[str, Any], stage: str) -> dict[str, str]:
     try:
         arm = get_arm(name)
     except KeyError:  # the trial may have failed precisely because of its arm
-        return {"arm": name, "stage": stage}
-    return {"arm": arm.name, "model_set": arm.model_set, "generator": arm.generator, "stage": stage}
+        return trial_tags(name, stage)
+    return trial_tags(arm.name, stage, arm.model_set, arm.generator)
 
 
 def close_open_trials(ctx: tracking.TrackingContext, outcome: Any, stage: str) -> None:
@@ -144,13 +151,11 @@ def close_open_trials(ctx: tracking.TrackingContext, outcome: Any, stage: str) -
 
 
 def _ci(metrics: dict[str, float], key: str) -> str:
-    value = metrics.get(f"test/{key}")
+    value = metrics.get(test_metric(key))
     if value is None or not math.isfinite(value):
         return "-"
-    low, high = (
-        metrics.get(f"test/{key}_ci_low", math.nan),
-        metrics.get(f"test/{key}_ci_high", math.nan),
-    )
+    low = metrics.get(test_metric(key, "low"), math.nan)
+    high = metrics.get(test_metric(key, "high"), math.nan)
     return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
@@ -169,30 +174,30 @@ def per_arm_table(records: Sequence[tracking.TrialRecord], arms: Sequence[str]) 
     rows = [header]
     for arm in arms:
         mine = [r for r in records if r.arm == arm and r.stage == "search"]
-        ok = [r for r in mine if r.status == "ok" and "best/val_auc_mean" in r.metrics]
-        if not ok:
+        ok = [r for r in mine if r.status == STATUS_OK]
+        best = select_best(ok, lambda r: r.metrics)
+        if best is None:
             rows.append([arm, f"0/{len(mine)}"] + ["-"] * (len(header) - 2))
             continue
-        best = max(ok, key=lambda r: r.metrics["best/val_auc_mean"])
         rows.append(
             [
                 arm,
                 f"{len(ok)}/{len(mine)}",
-                f"{best.metrics['best/val_auc_mean']:.3f}",
+                f"{best.metrics[SELECTION_METRIC]:.3f}",
                 *[_ci(best.metrics, k) for k in AUC_COLUMNS],
                 *[f"{float(best.params.get(k, 'nan')):.3g}" for k in ("lr", "gamma", "seg_ratio")],
             ]
         )
-    seeds = [r for r in records if r.stage == "seeds" and r.status == "ok"]
+    seeds = [r for r in records if r.stage == "seeds" and r.status == STATUS_OK]
     lines = _format(rows)
     if seeds:
         lines.append("")
         srows = [["arm", "seeds", "test mean AUC (mean +- sd over seeds)"]]
         for arm in arms:
             vals = [
-                r.metrics["test/auc_mean"]
+                r.metrics[test_metric("auc_mean")]
                 for r in seeds
-                if r.arm == arm and "test/auc_mean" in r.metrics
+                if r.arm == arm and test_metric("auc_mean") in r.metrics
             ]
             if vals:
                 sd = statistics.stdev(vals) if len(vals) > 1 else 0.0

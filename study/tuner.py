@@ -31,9 +31,10 @@ from study.presets import StudyConfig
 from trainables.config import TrialConfig
 from trainables.data.cached import CachedData
 from trainables.model_sets import get_arm
-from trainables.trainable import SEARCH_METRIC, StudyContext, train_trial
+from trainables.record import SEARCH_METRIC, SEARCH_MODE, select_best
+from trainables.trainable import StudyContext, train_trial
 
-MODE = "max"
+MODE = SEARCH_MODE
 _REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://", "az://")
 
 
@@ -271,19 +272,14 @@ def run_grid(
 
 
 def finished_results(outcome: ArmOutcome) -> list[tune.Result]:
-    """Results of trials that ran to the end (their last report carried ``done``)."""
-    return [
-        r
-        for r in outcome.results
-        if r.error is None and r.metrics and "best/val_auc_mean" in r.metrics
-    ]
+    """Results of trials that ran to the end without error."""
+    return [r for r in outcome.results if r.error is None and r.metrics]
 
 
 def best_config(outcome: ArmOutcome) -> TrialConfig | None:
-    """TrialConfig of the finished trial with the highest best validation mean AUC."""
-    done = finished_results(outcome)
-    if not done:
+    """TrialConfig of the arm's best finished trial (``trainables.record.select_best``)."""
+    best = select_best(finished_results(outcome), lambda r: r.metrics)
+    if best is None:
         return None
-    best = max(done, key=lambda r: r.metrics["best/val_auc_mean"])
     fields = {f.name for f in dataclasses.fields(TrialConfig)}
     return TrialConfig(**{k: v for k, v in best.config.items() if k in fields})

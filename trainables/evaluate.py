@@ -16,8 +16,7 @@ from trainables.generators import generator_map, to_heatmap
 from trainables.metrics import saliency_metrics
 from trainables.model import MultiTaskUNet
 from trainables.model_sets import Arm
-
-PANEL_MAPS: tuple[str, ...] = ("gbp", "deconv", "gradcam")  # generator maps drawn in the panels
+from trainables.record import PANEL_MAPS
 
 
 @torch.no_grad()

@@ -28,10 +28,23 @@ from trainables.data.cached import CachedData
 from trainables.device_data import DeviceData, random_affine
 from trainables.evaluate import choose_panel_keys, explain, predict
 from trainables.generators import generator_map, to_heatmap
-from trainables.metrics import AUC_KEYS, SALIENCY_KEYS, bootstrap_auc_ci, per_class_auc
+from trainables.metrics import bootstrap_auc_ci, per_class_auc
 from trainables.model import MultiTaskUNet, build_model
 from trainables.model_sets import Arm, StepOutputs, get_arm
 from trainables.panels import write_panels
+from trainables.record import (
+    AUC_KEYS,
+    BEST_EPOCH,
+    DIVERGED,
+    DONE,
+    EPOCH,
+    SALIENCY_KEYS,
+    SEARCH_METRIC,
+    SELECTION_METRIC,
+    explain_metric,
+    test_metric,
+    val_metric,
+)
 
 ReportFn = Callable[[dict[str, float], str | None], None]
 _STATE_FILE, _EXTRA_FILE = "state.pt", "extra.json"
@@ -184,7 +197,7 @@ class _Trainer:
     def validate(self) -> dict[str, float]:
         probs, labels, loss = predict(self.model, self.dd, "val", self.cfg.eval_batch_size)
         aucs = per_class_auc(labels, probs) if len(labels) else {k: math.nan for k in AUC_KEYS}
-        out = {f"val/{k}": _finite(aucs[k], 0.5) for k in AUC_KEYS}
+        out = {val_metric(k): _finite(aucs[k], 0.5) for k in AUC_KEYS}
         out["val/loss"] = _finite(loss, 1e6)
         return out
 
@@ -196,12 +209,12 @@ class _Trainer:
         cfg, dd = self.cfg, self.dd
         probs, labels, _ = predict(self.model, dd, "test", cfg.eval_batch_size)
         keys = [dd.keys[i] for i in dd.indices("test").tolist()]
-        res: dict[str, float] = {"best/val_auc_mean": self.best_val, "best/epoch": float(self.best_epoch)}
+        res: dict[str, float] = {SELECTION_METRIC: self.best_val, BEST_EPOCH: float(self.best_epoch)}
         point = per_class_auc(labels, probs)
         ci = bootstrap_auc_ci(labels, probs, resamples=cfg.bootstrap_resamples, seed=cfg.seed)
         for k in AUC_KEYS:
-            res[f"test/{k}"] = point[k]
-            res[f"test/{k}_ci_low"], res[f"test/{k}_ci_high"] = ci[k][1], ci[k][2]
+            res[test_metric(k)] = point[k]
+            res[test_metric(k, "low")], res[test_metric(k, "high")] = ci[k][1], ci[k][2]
 
         pred = pd.DataFrame({"key": keys, "split": "test", "label": labels,
                              "label_name": [CLASSES[i] for i in labels]})
@@ -217,7 +230,7 @@ class _Trainer:
         (out_dir / "explain").mkdir(parents=True, exist_ok=True)
         exp.to_csv(out_dir / "explain" / "test.csv", index=False)
         for (kind, metric), v in exp.groupby("map")[list(SALIENCY_KEYS)].mean().stack().items():
-            res[f"test/explain/{kind}_{metric}"] = float(v)
+            res[explain_metric(kind, metric)] = float(v)
         heat = out_dir / "heatmaps"
         heat.mkdir(parents=True, exist_ok=True)
         np.savez(heat / "maps.npz", **arrays)
@@ -271,21 +284,21 @@ def fit(cfg: TrialConfig, data: CachedData, out_dir: str | Path, *, report: Repo
         if train is None:
             msg = f"diverged in epoch {epoch}: non-finite training loss (lr={cfg.lr:g})"
             log(f"[{cfg.arm}] {msg}")
-            metrics = {"epoch": float(epoch), "val/auc_mean": 0.0, "diverged": 1.0, "done": 1.0}
+            metrics = {EPOCH: float(epoch), SEARCH_METRIC: 0.0, DIVERGED: 1.0, DONE: 1.0}
             if report is not None:
                 report(metrics, None)
             return FitResult("diverged", msg, epoch - 1, tr.best_epoch, _finite(tr.best_val, 0.0),
                              tr.history, {}, out_dir)
         val = tr.validate()
         tr.epoch = epoch
-        if val["val/auc_mean"] > tr.best_val:
-            tr.best_val, tr.best_epoch = val["val/auc_mean"], epoch
+        if val[SEARCH_METRIC] > tr.best_val:
+            tr.best_val, tr.best_epoch = val[SEARCH_METRIC], epoch
             tr.best_weights = {k: v.detach().clone() for k, v in tr.model.state_dict().items()}
         if isinstance(tr.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            tr.sched.step(val["val/auc_mean"])
+            tr.sched.step(val[SEARCH_METRIC])
         elif tr.sched is not None:
             tr.sched.step()
-        metrics = {"epoch": float(epoch), **train, **val}
+        metrics = {EPOCH: float(epoch), **train, **val}
         tr.history.append(metrics)
         log(f"[{cfg.arm}] epoch {epoch}/{cfg.epochs}  loss {train.get('train/loss', math.nan):.4f}  "
             f"val AUC {val['val/auc_mean']:.3f} (N {val['val/auc_normal']:.3f} C {val['val/auc_chf']:.3f} "
@@ -293,7 +306,7 @@ def fit(cfg: TrialConfig, data: CachedData, out_dir: str | Path, *, report: Repo
         if epoch == cfg.epochs:
             test = tr.finalize(out_dir)
             metrics.update(test)
-            metrics["done"] = 1.0
+            metrics[DONE] = 1.0
             (out_dir / "summary.json").write_text(json.dumps(
                 {"status": "ok", "config": cfg.to_dict(), "history": tr.history, "test": test}, indent=1))
         emit(metrics)

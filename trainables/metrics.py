@@ -13,17 +13,10 @@ from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
 from trainables.config import CLASSES
+from trainables.record import AUC_COLUMNS, AUC_KEYS, SALIENCY_KEYS  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
-AUC_KEYS: tuple[str, ...] = tuple(f"auc_{c.lower()}" for c in CLASSES) + ("auc_mean",)
-"""Keys of :func:`per_class_auc`: one per class (in class-id order), then their mean."""
-
-AUC_COLUMNS: tuple[str, ...] = ("auc_mean", *AUC_KEYS[:-1])
-"""The same keys in the paper's table order: the mean first, then Normal, CHF, pneumonia."""
-
-SALIENCY_KEYS: tuple[str, ...] = ("cc", "kl", "nss", "auc_judd")
-"""Keys of :func:`saliency_metrics`."""
 
 FIXATION_QUANTILE = 0.9
 """Default fixation mask: pixels whose gaze density is in its top decile (see saliency_metrics)."""

@@ -26,7 +26,26 @@ from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-TRIAL_STATUSES: tuple[str, ...] = ("running", "ok", "diverged", "failed", "stopped")
+from trainables.record import (
+    ARTIFACT_DIRS,
+    EPOCH_PREFIXES,
+    FINAL_PREFIXES,
+    ROLE_STUDY,
+    ROLE_TRIAL,
+    SEARCH_METRIC,
+    STUDY_CONFIG,
+    TAG_ARM,
+    TAG_ERROR,
+    TAG_PARENT,
+    TAG_PRESET,
+    TAG_ROLE,
+    TAG_STAGE,
+    TAG_STATUS,
+    TAG_STUDY_NAME,
+    TAG_TRIAL_ID,
+    TRIAL_STATUSES,
+)
+
 # MLflow's own run lifecycle for each of our statuses; "running" keeps the run open.
 _RUN_STATUS = {
     "running": "RUNNING",
@@ -35,9 +54,6 @@ _RUN_STATUS = {
     "diverged": "FAILED",
     "failed": "FAILED",
 }
-EPOCH_PREFIXES: tuple[str, ...] = ("train/", "val/")  # logged every epoch with step = epoch
-FINAL_PREFIXES: tuple[str, ...] = ("best/", "test/")  # logged once, when a trial finished
-ARTIFACT_DIRS: tuple[str, ...] = ("predictions", "explain", "heatmaps", "model")  # fit's out_dir
 _MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 _T = TypeVar("_T")
 
@@ -186,18 +202,18 @@ def find_study_run(
     preset: str | None = None,
 ) -> tuple[str, str] | None:
     """(run id, study_name) of the newest study parent run matching the filters, or None."""
-    parts = ["tags.role = 'study'"]
+    parts = [f"tags.{TAG_ROLE} = '{ROLE_STUDY}'"]
     if study_name:
-        parts.append(f"tags.study_name = '{study_name}'")
+        parts.append(f"tags.{TAG_STUDY_NAME} = '{study_name}'")
     if preset:
-        parts.append(f"tags.preset = '{preset}'")
+        parts.append(f"tags.{TAG_PRESET} = '{preset}'")
     runs = _search(
         _client(tracking_uri),
         experiment_id,
         " and ".join(parts),
         order_by=["attributes.start_time DESC"],
     )
-    return (runs[0].info.run_id, runs[0].data.tags["study_name"]) if runs else None
+    return (runs[0].info.run_id, runs[0].data.tags[TAG_STUDY_NAME]) if runs else None
 
 
 def start_study_run(
@@ -235,14 +251,14 @@ def start_study_run(
         client.create_run,
         experiment_id,
         run_name=study_name,
-        tags={"role": "study", "study_name": study_name, "preset": preset},
+        tags={TAG_ROLE: ROLE_STUDY, TAG_STUDY_NAME: study_name, TAG_PRESET: preset},
     )
     _retry(client.log_batch, run.info.run_id, params=_params(params))
     _retry(
         client.log_dict,
         run.info.run_id,
         json.loads(json.dumps(config, default=str)),
-        "study/config.json",
+        STUDY_CONFIG,
     )
     return TrackingContext(tracking_uri, experiment_id, run.info.run_id)
 
@@ -257,7 +273,7 @@ def find_trial_run(ctx: TrackingContext, trial_id: str) -> str | None:
     runs = _search(
         _client(ctx.tracking_uri),
         ctx.experiment_id,
-        f"tags.trial_id = '{trial_id}' and tags.`mlflow.parentRunId` = '{ctx.parent_run_id}'",
+        f"tags.{TAG_TRIAL_ID} = '{trial_id}' and tags.`{TAG_PARENT}` = '{ctx.parent_run_id}'",
     )
     return runs[0].info.run_id if runs else None
 
@@ -303,10 +319,10 @@ def trial_run(
         ctx.experiment_id,
         run_name=f"{tags.get('arm', 'trial')}-{trial_id}",
         tags={
-            "mlflow.parentRunId": ctx.parent_run_id,
-            "role": "trial",
-            "trial_id": trial_id,
-            "status": "running",
+            TAG_PARENT: ctx.parent_run_id,
+            TAG_ROLE: ROLE_TRIAL,
+            TAG_TRIAL_ID: trial_id,
+            TAG_STATUS: "running",
             **tags,
         },
     )
@@ -333,7 +349,7 @@ def log_epoch(ctx: TrackingContext, run_id: str, metrics: Mapping[str, Any], ste
         _retry(_client(ctx.tracking_uri).log_batch, run_id, metrics=batch)
 
 
-def logged_epochs(ctx: TrackingContext, run_id: str, key: str = "val/auc_mean") -> set[int]:
+def logged_epochs(ctx: TrackingContext, run_id: str, key: str = SEARCH_METRIC) -> set[int]:
     """Epochs (steps) of ``key`` the run already holds: what a restarted trial must not log again."""
     history = _retry(_client(ctx.tracking_uri).get_metric_history, run_id, key)
     return {m.step for m in history}
@@ -363,7 +379,7 @@ def set_status(ctx: TrackingContext, run_id: str, status: str, error: str | None
     if status not in TRIAL_STATUSES:
         raise ValueError(f"unknown trial status {status!r}; valid: {', '.join(TRIAL_STATUSES)}")
     client = _client(ctx.tracking_uri)
-    tags = {"status": status, "error": (error or "")[:5000]}
+    tags = {TAG_STATUS: status, TAG_ERROR: (error or "")[:5000]}
     _retry(client.log_batch, run_id, tags=_tags(tags))
     if status == "running":
         _retry(client.update_run, run_id, status="RUNNING")
@@ -373,20 +389,20 @@ def set_status(ctx: TrackingContext, run_id: str, status: str, error: str | None
 
 def trial_records(ctx: TrackingContext, *, stage: str | None = None) -> list[TrialRecord]:
     """All child runs of the study (optionally of one stage), oldest first."""
-    filt = f"tags.`mlflow.parentRunId` = '{ctx.parent_run_id}' and tags.role = 'trial'"
+    filt = f"tags.`{TAG_PARENT}` = '{ctx.parent_run_id}' and tags.{TAG_ROLE} = '{ROLE_TRIAL}'"
     if stage:
-        filt += f" and tags.stage = '{stage}'"
+        filt += f" and tags.{TAG_STAGE} = '{stage}'"
     runs = _search(
         _client(ctx.tracking_uri), ctx.experiment_id, filt, order_by=["attributes.start_time ASC"]
     )
     return [
         TrialRecord(
             run_id=r.info.run_id,
-            trial_id=r.data.tags.get("trial_id", ""),
-            arm=r.data.tags.get("arm", ""),
-            stage=r.data.tags.get("stage", ""),
-            status=r.data.tags.get("status", ""),
-            error=r.data.tags.get("error", ""),
+            trial_id=r.data.tags.get(TAG_TRIAL_ID, ""),
+            arm=r.data.tags.get(TAG_ARM, ""),
+            stage=r.data.tags.get(TAG_STAGE, ""),
+            status=r.data.tags.get(TAG_STATUS, ""),
+            error=r.data.tags.get(TAG_ERROR, ""),
             params=dict(r.data.params),
             metrics=dict(r.data.metrics),
         )

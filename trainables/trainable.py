@@ -25,9 +25,8 @@ from trainables import tracking
 from trainables.config import TrialConfig
 from trainables.data.cached import CachedData
 from trainables.model_sets import get_arm
+from trainables.record import DIVERGED, DONE, EPOCH, SEARCH_METRIC, STAGES, trial_tags
 
-SEARCH_METRIC = "val/auc_mean"  # what Optuna and ASHA optimise (mode "max"), stated once
-STAGES: tuple[str, ...] = ("search", "seeds")
 _TRIAL_FIELDS = {f.name for f in dataclasses.fields(TrialConfig)}
 
 
@@ -94,12 +93,7 @@ def train_trial(config: dict[str, Any], data: CachedData, study: StudyContext) -
         study.tracking,
         trial_id,
         run_id=run_id,
-        tags={
-            "arm": arm.name,
-            "model_set": arm.model_set,
-            "generator": arm.generator,
-            "stage": study.stage,
-        },
+        tags=trial_tags(arm.name, study.stage, arm.model_set, arm.generator),
         params=cfg.to_dict(),
     )
     # A trial restarted from an older checkpoint than its last report (Tune had not recorded the
@@ -109,10 +103,10 @@ def train_trial(config: dict[str, Any], data: CachedData, study: StudyContext) -
     out_dir = Path(context.get_trial_dir()).resolve() / "fit"
 
     def report(metrics: dict[str, float], checkpoint_dir: str | None) -> None:
-        epoch = int(metrics["epoch"])
+        epoch = int(metrics[EPOCH])
         tune_metrics = {**_finite_for_tune(metrics), "node_id": node_id}
         ckpt = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
-        if metrics.get("diverged"):
+        if metrics.get(DIVERGED):
             # fit reports a diverged run once, with done and a placeholder val/auc_mean of 0 for
             # Optuna; MLflow gets the status, not the placeholder.
             tracking.set_status(
@@ -129,7 +123,7 @@ def train_trial(config: dict[str, Any], data: CachedData, study: StudyContext) -
         if epoch not in logged:
             tracking.log_epoch(study.tracking, run_id, metrics, step=epoch)
             logged.add(epoch)
-        if metrics.get("done"):
+        if metrics.get(DONE):
             tracking.log_final(study.tracking, run_id, metrics, out_dir)
             tracking.set_status(study.tracking, run_id, "ok")
         tune.report(tune_metrics, checkpoint=ckpt)
