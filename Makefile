@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 
 ## Run the default (demo) study on the embedded synthetic twin, then write the report.
 study: $(STAMP)
-	$(PY) study/run.py $(ARGS)
+	$(PY) -m study $(ARGS)
 
 ## Run the test suite.
 test: $(STAMP)

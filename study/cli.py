@@ -15,7 +15,7 @@ def _arms(text: str) -> tuple[str, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python study/run.py",
+        prog="gaze-study",
         description="Distributed hyperparameter study of gaze-guided U-Nets (Ray Tune + Optuna + "
         "MLflow). Without flags: the demo preset (all arms, synthetic data, 2-core CPU).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -180,18 +180,20 @@ def build_config(args: argparse.Namespace) -> StudyConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python study/run.py``; returns the process exit code."""
+    """Entry point of ``gaze-study`` / ``python -m study``; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     cfg = build_config(args)
-    from study.run import run_single_trial, run_study
-
     if args.single_trial:
         if not args.arm:
             parser.error("--single-trial needs --arm")
+        from study.single_trial import run_single_trial
+
         result = run_single_trial(
             cfg, arm=args.arm, lr=args.lr, seg_ratio=args.seg_ratio, gamma=args.gamma, out=args.out
         )
         return 0 if result.status == "ok" else 1
+    from study.driver import run_study
+
     summary = run_study(cfg)
     return 130 if summary.interrupted else 0

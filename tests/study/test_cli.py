@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import os
 import subprocess
 import sys
 
@@ -57,6 +58,7 @@ def test_help_lists_every_flag_with_text():
     out = subprocess.run(
         [sys.executable, str(PROJECT_DIR / "study" / "run.py"), "--help"],
         cwd=PROJECT_DIR.parent,  # any directory: the script finds the project itself
+        env={**os.environ, "PYTHONPATH": str(PROJECT_DIR)},  # this tree, even from a worktree
         capture_output=True,
         text=True,
         check=True,

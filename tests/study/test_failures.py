@@ -6,7 +6,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from study import tuner
-from study.run import close_open_trials
+from study.reconcile import close_open_trials
 from tests.study.conftest import tiny_study, tiny_trial
 from trainables import tracking
 from trainables.trainable import StudyContext

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.cluster_utils import Cluster
 
-from study.run import run_study
+from study.driver import run_study
 from tests.study.conftest import ray_runtime_env, tiny_study, tiny_trial
 
 pytestmark = pytest.mark.slow

@@ -1,5 +1,5 @@
 """Interrupt the driver (Ctrl-C) after its first finished trial, then --resume: the study finishes
-and no finished trial is repeated. Runs ``python study/run.py`` by path, as a user would."""
+and no finished trial is repeated. Runs ``python -m study`` in a subprocess, as a user would."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ TRIALS = 2
 def _command(tmp: Path, data_dir: str, *extra: str) -> list[str]:
     return [
         sys.executable,
-        "study/run.py",
+        "-m",
+        "study",
         "--smoke-test",
         "--study-name",
         "resume-me",

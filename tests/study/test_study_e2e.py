@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from study.run import per_arm_table, run_study
+from study.console import per_arm_table
+from study.driver import run_study
 from tests.study.conftest import tiny_study
 from trainables import tracking
 from trainables.config import TrialConfig

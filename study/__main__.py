@@ -1,0 +1,5 @@
+"""``python -m study [flags]`` (same as ``gaze-study``)."""
+
+from study.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,240 @@
+"""The study driver: ``run_study`` prepares the data once, opens the MLflow parent run, searches
+each arm with its own Tuner (``study.tuner``), optionally re-runs each arm's best config with more
+seeds, closes the records of early-stopped trials, prints the per-arm table and writes the analysis
+report. The command line is ``study.cli`` (``gaze-study``, ``python -m study``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from study.console import per_arm_table
+from study.presets import StudyConfig
+from study.reconcile import close_open_trials
+from trainables import tracking
+from trainables.config import replace
+from trainables.model_sets import get_arm, list_arms
+
+
+@dataclass
+class StudySummary:
+    """What a study invocation produced."""
+
+    study_name: str
+    tracking: tracking.TrackingContext
+    interrupted: bool = False  # stopped by Ctrl-C; continue with --resume
+    records: list[tracking.TrialRecord] = field(default_factory=list)
+    report_path: str | None = None  # analysis report, when analysis/ is available
+    wall_s: float = 0.0
+    outcomes: dict[str, Any] = field(default_factory=dict)  # Tune experiment name -> ArmOutcome
+
+
+def _study_name(cfg: StudyConfig, uri: str, experiment_id: str) -> str:
+    if cfg.study_name:
+        return cfg.study_name
+    if cfg.resume:
+        found = tracking.find_study_run(uri, experiment_id, preset=cfg.preset)
+        if found is None:
+            raise SystemExit(
+                f"--resume: no study of preset {cfg.preset!r} in this MLflow experiment; "
+                f"pass --study-name"
+            )
+        return found[1]
+    return f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _connect_ray(cfg: StudyConfig) -> bool:
+    """Start or join Ray; True when this call started it (and should shut it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    # Workers import trainables/ and study/ from the project root, wherever the driver was started.
+    path = os.pathsep.join(p for p in (cfg.project_dir, os.environ.get("PYTHONPATH")) if p)
+    kwargs: dict[str, Any] = {"runtime_env": {"env_vars": {"PYTHONPATH": path}}}
+    if cfg.address is None:
+        kwargs["include_dashboard"] = False
+    ray.init(address=cfg.address, **kwargs)
+    return True
+
+
+def study_params(cfg: StudyConfig, arms: Sequence[str]) -> dict[str, Any]:
+    """The study settings logged as params of the parent run (full config goes to config.json)."""
+    from study.tuner import arm_space
+
+    params: dict[str, Any] = {
+        "preset": cfg.preset,
+        "study_name": cfg.study_name,
+        "arms": ",".join(arms),
+        "trials_per_arm": cfg.trials_per_arm,
+        "epochs": cfg.trial.epochs,
+        "image_size": cfg.trial.image_size,
+        "encoder": cfg.trial.encoder,
+        "encoder_weights": cfg.trial.encoder_weights,
+        "batch_size": cfg.trial.batch_size,
+        "seed": cfg.seed,
+        "seeds": cfg.seeds,
+        "search_space": cfg.search_space,
+        "max_concurrent": cfg.max_concurrent,
+        "cpus_per_trial": cfg.cpus_per_trial,
+        "gpus_per_trial": cfg.gpus_per_trial,
+        "grace_period": cfg.grace_period,
+        "reduction_factor": cfg.reduction_factor,
+        "max_failures": cfg.max_failures,
+        "data": "egd-cxr" if cfg.data.egd_root else "synthetic",
+    }
+    for arm in arms:
+        space = arm_space(cfg, arm)
+        params[f"space/{arm}"] = ",".join(
+            f"{k}:{r.low:g}-{r.high:g}{' log' if r.log else ''}" for k, r in space.params.items()
+        )
+    return params
+
+
+def _write_analysis_report(
+    cfg: StudyConfig, ctx: tracking.TrackingContext, study_name: str
+) -> str | None:
+    # analysis/ is written separately; the study runs without it.
+    if importlib.util.find_spec("analysis.report") is None:
+        return None
+    from analysis.report import write_report
+
+    out_dir = Path(cfg.project_dir) / "outputs" / "reports" / study_name
+    path = write_report(
+        ctx.tracking_uri, cfg.experiment, out_dir, parent=ctx.parent_run_id, seed=cfg.seed
+    )
+    return str(path)
+
+
+def run_study(cfg: StudyConfig, *, callbacks: Sequence[Any] = ()) -> StudySummary:
+    """Run (or resume) a whole study; see the module docstring.
+
+    Args:
+        cfg: the resolved StudyConfig (``study.cli`` builds it from a preset and flags).
+        callbacks: extra Tune callbacks for every Tuner (tests use them to inject failures).
+
+    Returns:
+        StudySummary; ``interrupted`` when Ctrl-C stopped it (re-run with ``--resume``).
+    """
+    import ray
+
+    from study import tuner
+    from trainables.data.prepare import prepare_data
+
+    t0 = time.perf_counter()
+    arms = list(cfg.arms) or list_arms()
+    for arm in arms:
+        get_arm(arm)  # unknown arm: KeyError listing the valid ones, before anything starts
+    uri = tracking.resolve_tracking_uri(cfg.tracking_uri, cfg.project_dir)
+    experiment_id = tracking.get_or_create_experiment(uri, cfg.experiment)
+    cfg = replace(cfg, study_name=_study_name(cfg, uri, experiment_id))
+    if cfg.data.egd_root is None and cfg.preset == "paper":
+        print(
+            "[study] note: no --data given; the paper preset runs on the synthetic twin", flush=True
+        )
+
+    if not cfg.resume:
+        taken = tuner.existing_experiments(cfg, arms)
+        if taken:
+            raise SystemExit(
+                f"study {cfg.study_name!r} already has results for {', '.join(taken)} in "
+                f"{tuner.experiment_root(cfg)}: pass --resume, or another --study-name"
+            )
+    owns_ray = _connect_ray(cfg)
+    try:
+        tuner.check_storage_path(
+            cfg.storage_root(), tuner.cluster_hosts(), shared=cfg.storage_is_shared
+        )
+        data = prepare_data(cfg.data)
+        print(f"[study] data: {data.summary()}", flush=True)
+        ctx = tracking.start_study_run(
+            uri,
+            experiment_id,
+            study_name=str(cfg.study_name),
+            preset=cfg.preset,
+            params=study_params(cfg, arms),
+            config=cfg.to_dict(),
+            resume=cfg.resume,
+        )
+        summary = StudySummary(str(cfg.study_name), ctx)
+        try:
+            return _run_stages(cfg, arms, data, summary, callbacks, t0)
+        except KeyboardInterrupt:  # Ctrl-C outside Tuner.fit (which handles its own)
+            return _interrupted(cfg, summary, t0)
+    finally:
+        if owns_ray:
+            ray.shutdown()
+
+
+def _run_stages(
+    cfg: StudyConfig,
+    arms: Sequence[str],
+    data: Any,
+    summary: StudySummary,
+    callbacks: Sequence[Any],
+    t0: float,
+) -> StudySummary:
+    from study import tuner
+    from trainables.trainable import StudyContext
+
+    ctx = summary.tracking
+    outcomes = {}
+    for arm in arms:
+        study_ctx = StudyContext(ctx, "search", cfg.cpus_per_trial)
+        outcome = tuner.run_arm(cfg, arm, data, study_ctx, callbacks)
+        summary.outcomes[outcome.name] = outcome
+        if outcome.interrupted:
+            return _interrupted(cfg, summary, t0)
+        close_open_trials(ctx, outcome, "search")
+        outcomes[arm] = outcome
+    if cfg.seeds > 0:
+        seeds = [cfg.seed + i + 1 for i in range(cfg.seeds)]
+        for arm, outcome in outcomes.items():
+            best = tuner.best_config(outcome)
+            if best is None:
+                print(f"[study] {arm}: no finished trial, no seeds stage", flush=True)
+                continue
+            seeds_outcome = tuner.run_grid(
+                cfg,
+                f"{arm}-seeds",
+                best,
+                {"seed": seeds},
+                data,
+                StudyContext(ctx, "seeds", cfg.cpus_per_trial),
+                callbacks,
+            )
+            summary.outcomes[seeds_outcome.name] = seeds_outcome
+            if seeds_outcome.interrupted:
+                return _interrupted(cfg, summary, t0)
+            close_open_trials(ctx, seeds_outcome, "seeds")
+    summary.records = tracking.trial_records(ctx)
+    print("\n" + per_arm_table(summary.records, arms), flush=True)
+    if tracking.is_local_store(ctx.tracking_uri):
+        print(f"\nBrowse the runs: mlflow ui --backend-store-uri {ctx.tracking_uri}", flush=True)
+    else:
+        print(f"\nBrowse the runs: {ctx.tracking_uri}", flush=True)
+    if cfg.report:
+        summary.report_path = _write_analysis_report(cfg, ctx, summary.study_name)
+    if summary.report_path:
+        print(f"Report: {summary.report_path}", flush=True)
+    tracking.end_study_run(ctx, "FINISHED")
+    summary.wall_s = time.perf_counter() - t0
+    print(f"[study] {summary.study_name} finished in {summary.wall_s:.0f} s", flush=True)
+    return summary
+
+
+def _interrupted(cfg: StudyConfig, summary: StudySummary, t0: float) -> StudySummary:
+    tracking.end_study_run(summary.tracking, "KILLED")
+    summary.interrupted, summary.wall_s = True, time.perf_counter() - t0
+    print(
+        f"\n[study] interrupted. Continue with: python -m study --preset {cfg.preset} "
+        f"--study-name {summary.study_name} --resume",
+        flush=True,
+    )
+    return summary
