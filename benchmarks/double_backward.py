@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from trainables.generators import generator_map, to_heatmap
 from trainables.model import build_model
+from trainables.saliency import generator_map, to_heatmap
 
 
 def machine() -> str:

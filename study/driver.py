@@ -19,7 +19,7 @@ from study.presets import StudyConfig
 from study.reconcile import close_open_trials
 from trainables import tracking
 from trainables.config import replace
-from trainables.model_sets import get_arm, list_arms
+from trainables.model_sets import get_arm, paper_arms
 
 
 @dataclass
@@ -128,7 +128,7 @@ def run_study(cfg: StudyConfig, *, callbacks: Sequence[Any] = ()) -> StudySummar
     from trainables.data.prepare import prepare_data
 
     t0 = time.perf_counter()
-    arms = list(cfg.arms) or list_arms()
+    arms = list(cfg.arms) or paper_arms()
     for arm in arms:
         get_arm(arm)  # unknown arm: KeyError listing the valid ones, before anything starts
     uri = tracking.resolve_tracking_uri(cfg.tracking_uri, cfg.project_dir)

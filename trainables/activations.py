@@ -13,10 +13,12 @@ Rules, for an activation ``y = f(x)`` receiving the gradient ``g = dL/dy``:
 - ``normal``: ``g * f'(x)`` (the true derivative).
 - ``guided`` (guided backprop): positive input and positive gradient,
   ``g.clamp(min=0) * f'(x) * 1[x > 0]``. For ReLU ``f'(x) = 1[x > 0]``.
-- ``deconv`` (deconvNet): positive gradient only. ReLU: ``g.clamp(min=0)``, no input mask
-  (captum's ``Deconvolution``). SiLU: ``g.clamp(min=0) * silu'(x)``: deconvNet's rule replaces
-  the rectifier's input mask by a mask on the gradient; SiLU has no input mask to drop, so we
-  keep its true derivative wherever the rule passes the gradient.
+- ``deconv`` (deconvNet): ``g.clamp(min=0)``, whatever the forward input. deconvNet replaces the
+  rectifier's input-dependent mask by a rectification of the gradient; multiplying by SiLU's
+  derivative would keep the soft input mask and, as SiLU sharpens toward ReLU, turn "deconv" into
+  guided backprop (cosine 0.97-0.99 between the two maps on efficientnet-b0). Dropping it makes
+  both rules converge to their ReLU versions as SiLU sharpens (``x * sigmoid(beta * x)``,
+  beta -> infinity; tested).
 """
 
 from __future__ import annotations
@@ -76,29 +78,42 @@ def _relu_derivative(x: torch.Tensor) -> torch.Tensor:
     return (x > 0).to(x.dtype)
 
 
-def _silu_derivative(x: torch.Tensor) -> torch.Tensor:
+def _silu(x: torch.Tensor, beta: float) -> torch.Tensor:
+    return F.silu(x) if beta == 1.0 else x * torch.sigmoid(beta * x)
+
+
+def _silu_derivative(x: torch.Tensor, beta: float) -> torch.Tensor:
     # Written out (not torch's silu_backward) so that it is differentiable again.
-    s = torch.sigmoid(x)
-    return s * (1 + x * (1 - s))
+    s = torch.sigmoid(beta * x)
+    return s * (1 + beta * x * (1 - s))
 
 
-_FORWARD: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": torch.relu, "silu": F.silu}
-_DERIVATIVE: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+def _relu(x: torch.Tensor, beta: float) -> torch.Tensor:
+    return torch.relu(x)
+
+
+def _relu_derivative(x: torch.Tensor, beta: float) -> torch.Tensor:
+    return (x > 0).to(x.dtype)
+
+
+_FORWARD: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {"relu": _relu, "silu": _silu}
+_DERIVATIVE: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
     "relu": _relu_derivative,
     "silu": _silu_derivative,
 }
 
 
-def rule_gradient(grad: torch.Tensor, x: torch.Tensor, kind: str, rule: str) -> torch.Tensor:
+def rule_gradient(
+    grad: torch.Tensor, x: torch.Tensor, kind: str, rule: str, beta: float = 1.0
+) -> torch.Tensor:
     """Gradient passed to the activation's input under ``rule`` (pure, differentiable)."""
-    derivative = _DERIVATIVE[kind](x)
+    if rule == "deconv":
+        return grad.clamp(min=0)
+    derivative = _DERIVATIVE[kind](x, beta)
     if rule == "normal":
         return grad * derivative
-    positive_grad = grad.clamp(min=0)
     if rule == "guided":
-        return positive_grad * derivative * (x > 0).to(x.dtype)
-    if rule == "deconv":
-        return positive_grad if kind == "relu" else positive_grad * derivative
+        return grad.clamp(min=0) * derivative * (x > 0).to(x.dtype)
     raise ValueError(f"unknown backward rule {rule!r}; valid rules: {', '.join(RULES)}")
 
 
@@ -107,35 +122,40 @@ class _RuleActivationFn(torch.autograd.Function):
     # caller asks for create_graph=True and the map can be differentiated again.
 
     @staticmethod
-    def forward(x: torch.Tensor, kind: str) -> torch.Tensor:
-        return _FORWARD[kind](x)
+    def forward(x: torch.Tensor, kind: str, beta: float) -> torch.Tensor:
+        return _FORWARD[kind](x, beta)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        x, kind = inputs
-        ctx.kind = kind
+        x, kind, beta = inputs
+        ctx.kind, ctx.beta = kind, beta
         ctx.save_for_backward(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (x,) = ctx.saved_tensors
-        return rule_gradient(grad, x, ctx.kind, _RULE.get()), None
+        return rule_gradient(grad, x, ctx.kind, _RULE.get(), ctx.beta), None, None
 
 
 class RuleActivation(nn.Module):
-    """ReLU or SiLU whose backward follows the rule of :func:`backward_rule` (see module doc)."""
+    """ReLU or SiLU whose backward follows the rule of :func:`backward_rule` (see module doc).
 
-    def __init__(self, kind: ActivationKind = "relu") -> None:
+    ``beta`` sharpens SiLU to ``x * sigmoid(beta * x)`` (tends to ReLU as beta grows); 1 is SiLU.
+    """
+
+    def __init__(self, kind: ActivationKind = "relu", beta: float = 1.0) -> None:
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"unknown activation kind {kind!r}; valid kinds: {', '.join(KINDS)}")
-        self.kind = kind
+        if not beta > 0:
+            raise ValueError(f"beta must be positive, got {beta}")
+        self.kind, self.beta = kind, float(beta)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _RuleActivationFn.apply(x, self.kind)
+        return _RuleActivationFn.apply(x, self.kind, self.beta)
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}"
+        return f"kind={self.kind!r}" + (f", beta={self.beta:g}" if self.beta != 1.0 else "")
 
 
 def _optional_classes(module_name: str, names: tuple[str, ...]) -> list[type]:

@@ -58,6 +58,7 @@ class TrialConfig:
     lr: float = 1e-3  # Adam learning rate
     seg_ratio: float = 0.5  # set 3: r * L(decoder, gaze) + (1 - r) * L(generator map, gaze)
     gamma: float = 0.41731  # total = gamma * L_cls + (1 - gamma) * L_seg (baseline code's value)
+    rrr_lambda: float = 10.0  # rrr arm: weight of the outside-gaze input-gradient penalty
     epochs: int = 5  # training epochs; best epoch chosen by validation mean AUC
     batch_size: int = 16  # training batch size
     eval_batch_size: int = 64  # batch size for validation / test inference
@@ -76,9 +77,9 @@ class TrialConfig:
     weight_decay: float = 0.0  # Adam weight decay
     grad_clip_value: float | None = 0.1  # clip gradient values (baseline code: 0.1); None = off
     scheduler: Literal["none", "cosine", "plateau"] = "cosine"  # LR schedule over epochs
-    bn_mode: Literal["frozen", "batch"] = (
-        "batch"  # BN in the saliency pass: batch stats (as the training forward) or running stats
-    )
+    # BN statistics in the training saliency pass, as constants (each image's map is its own):
+    # "batch" = those of the training forward, "frozen" = the running statistics.
+    bn_mode: Literal["frozen", "batch"] = "batch"
     fast_conv: bool = True  # batched double backward for convs in the saliency pass (same results)
     augment: bool = True  # small random affine on the device (image and gaze map share it)
     bootstrap_resamples: int = 1000  # resamples for the test AUC confidence intervals

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 
 from trainables.config import CLASSES
 from trainables.device_data import DeviceData
-from trainables.generators import generator_map, to_heatmap
 from trainables.metrics import saliency_metrics
 from trainables.model import MultiTaskUNet
 from trainables.model_sets import Arm
 from trainables.record import PANEL_MAPS
+from trainables.saliency import generator_map, to_heatmap
 
 
 @torch.no_grad()

@@ -27,7 +27,6 @@ from trainables.config import CLASSES, TrialConfig
 from trainables.data.cached import CachedData
 from trainables.device_data import DeviceData, random_affine
 from trainables.evaluate import choose_panel_keys, explain, predict
-from trainables.generators import generator_map, to_heatmap
 from trainables.metrics import bootstrap_auc_ci, per_class_auc
 from trainables.model import MultiTaskUNet, build_model
 from trainables.model_sets import Arm, StepOutputs, get_arm
@@ -45,6 +44,7 @@ from trainables.record import (
     test_metric,
     val_metric,
 )
+from trainables.saliency import generator_map, record_batch_stats, to_heatmap
 
 ReportFn = Callable[[dict[str, float], str | None], None]
 _STATE_FILE, _EXTRA_FILE = "state.pt", "extra.json"
@@ -75,16 +75,20 @@ def seed_everything(seed: int) -> None:
 
 
 def step_terms(model: MultiTaskUNet, arm: Arm, cfg: TrialConfig, x, gaze, labels) -> dict[str, torch.Tensor]:
-    """The loss terms of one training batch for an arm (a pure function of model and batch)."""
-    if arm.uses_decoder:
-        mask_logits, class_logits = model(x)
-    else:
-        mask_logits, class_logits = None, model.classify(x)
+    """The loss terms of one training batch for an arm (a pure function of model and batch).
+
+    The generator map of image i is the gradient of image i's own score, with the BatchNorm
+    statistics of this training forward as constants (``trainables.saliency``)."""
+    with record_batch_stats(model) as stats:
+        if arm.uses_decoder:
+            mask_logits, class_logits = model(x)
+        else:
+            mask_logits, class_logits = None, model.classify(x)
     out = StepOutputs(class_logits=class_logits, mask_logits=mask_logits)
     if arm.needs_map != "none":
         raw = generator_map(arm.generator, model, x, labels, create_graph=arm.needs_map == "graph",
-                            bn_mode=cfg.bn_mode, fast_conv=cfg.fast_conv)
-        out.generator_map = to_heatmap(raw)
+                            bn_mode=cfg.bn_mode, bn_stats=stats, fast_conv=cfg.fast_conv)
+        out.raw_map, out.generator_map = raw, to_heatmap(raw)
     return arm.loss(out, labels, gaze, cfg)
 
 

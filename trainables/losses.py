@@ -30,6 +30,22 @@ def bce_prob(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(target * prob.log() + (1.0 - target) * (1.0 - prob).log()).mean()
 
 
+def outside_gradient_penalty(grad: torch.Tensor, gaze: torch.Tensor) -> torch.Tensor:
+    """Ross et al. 2017's "right for the right reasons" term: the squared input gradient where the
+    gaze map is low, ``((1 - gaze) * grad)^2``, averaged over pixels and images.
+
+    Ross et al. sum over pixels; the mean differs by the pixel count only, and keeps the weight
+    lambda meaningful across image sizes.
+
+    Args:
+        grad: (B, C, H, W) input gradient (raw, signed).
+        gaze: (B, 1, H, W) gaze map in [0, 1]; 1 - gaze weights the pixels the radiologist did not
+            look at (Ross et al. use a binary annotation mask; a soft map keeps the fixation blur).
+    """
+    outside = (1.0 - gaze.to(grad.dtype)) * grad
+    return outside.pow(2).mean()
+
+
 def combine(cls: torch.Tensor, seg: torch.Tensor | None, gamma: float) -> torch.Tensor:
     """total = gamma * L_cls + (1 - gamma) * L_seg; classification alone when there is no seg term."""
     if seg is None:

@@ -1,33 +1,42 @@
 """The arm registry: which loss terms each arm trains with.
 
-An arm is a model set (how the segmentation loss is formed) crossed with a heatmap generator. Model sets
-are small loss functions registered with ``@register_model_set``; arms are generated from them and from
-``TRAINING_GENERATORS``, so a new set or a new generator is one entry:
+An arm is a model set (how the loss besides classification is formed) with a heatmap generator. The
+paper's model sets are crossed with every generator registered with ``training=True``
+(``trainables.generators``); further arms pair a model set with one generator explicitly
+(``register_arm``). A new set, generator or arm is one entry.
 
-| arm          | loss besides classification                                   | paper         |
-|--------------|---------------------------------------------------------------|---------------|
-| no-seg       | none (encoder + head only)                                    | Table 1 row 2 |
-| unet         | BCEWithLogits(decoder logits, gaze map)                       | Table 1 row 1 |
-| set1-<gen>   | BCE(generator map, gaze map)                                  | Table 2       |
-| set2-<gen>   | BCEWithLogits(decoder logits, generator map (detached))      | Table 3       |
-| set3-<gen>   | r * BCEWithLogits(decoder, gaze) + (1 - r) * BCE(gen map, gaze) | Table 4     |
+| arm            | loss besides classification                                     | source        |
+|----------------|-----------------------------------------------------------------|---------------|
+| no-seg         | none (encoder + head only)                                      | Table 1 row 2 |
+| unet           | BCEWithLogits(decoder logits, gaze map)                         | Table 1 row 1 |
+| set1-<gen>     | BCE(generator map, gaze map)                                    | Table 2       |
+| set2-<gen>     | BCEWithLogits(decoder logits, generator map (detached))        | Table 3       |
+| set3-<gen>     | r * BCEWithLogits(decoder, gaze) + (1 - r) * BCE(gen map, gaze) | Table 4       |
+| rrr            | squared input gradient of the log-probabilities outside the gaze | Ross 2017    |
+| set1-gradcam   | BCE(Grad-CAM map, gaze map)                                     | GAIN-like     |
 
 total = gamma * L_cls + (1 - gamma) * L_seg (``trainables.losses.combine``).
+
+Torch-free at import (losses are imported on first use), so the CLI lists and checks arms fast.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
+from trainables.generators import training_generators
+from trainables.registry import Registry, lazy_module
 
-from trainables.config import TrialConfig
-from trainables.losses import bce_logits, bce_prob, classification_loss, combine
+if TYPE_CHECKING:
+    import torch
 
-TRAINING_GENERATORS: tuple[str, ...] = ("gbp", "deconv")  # generators crossed with the sets that use one
+    from trainables.config import TrialConfig
+
+L = lazy_module("trainables.losses")
 MapNeed = Literal["none", "graph", "detached"]
+ArmGroup = Literal["paper", "extension"]
 
 
 @dataclass
@@ -37,9 +46,10 @@ class StepOutputs:
     class_logits: torch.Tensor
     mask_logits: torch.Tensor | None = None  # decoder output (B,1,H,W), logits
     generator_map: torch.Tensor | None = None  # to_heatmap(generator map) in [0, 1], (B,1,H,W)
+    raw_map: torch.Tensor | None = None  # the generator's raw map (B,C,H,W), before to_heatmap
 
 
-LossFn = Callable[[StepOutputs, torch.Tensor, torch.Tensor, TrialConfig], dict[str, torch.Tensor]]
+LossFn = Callable[[StepOutputs, "torch.Tensor", "torch.Tensor", "TrialConfig"], dict]
 
 
 @dataclass(frozen=True)
@@ -48,7 +58,8 @@ class ModelSet:
     loss: LossFn  # (outputs, labels, gaze (B,1,H,W), cfg) -> terms, with "total"
     uses_decoder: bool  # the decoder runs (and is trained) in the training step
     needs_map: MapNeed  # generator map: none, differentiable (create_graph), or a detached target
-    hyperparams: tuple[str, ...]  # which of lr / gamma / seg_ratio change this set's loss
+    hyperparams: tuple[str, ...]  # which TrialConfig fields change this set's loss (searchable)
+    paper: bool  # one of the paper's model sets (crossed with the training generators)
 
 
 @dataclass(frozen=True)
@@ -61,76 +72,126 @@ class Arm:
     uses_decoder: bool
     needs_map: MapNeed
     hyperparams: tuple[str, ...]
+    group: ArmGroup  # "paper": the paper's eight arms; "extension": arms added beyond the paper
 
-    def loss(self, out: StepOutputs, labels: torch.Tensor, gaze: torch.Tensor, cfg: TrialConfig):
-        return _MODEL_SETS[self.model_set].loss(out, labels, gaze, cfg)
-
-
-_MODEL_SETS: dict[str, ModelSet] = {}
+    def loss(self, out: StepOutputs, labels, gaze, cfg: TrialConfig) -> dict:
+        return MODEL_SETS.get(self.model_set).loss(out, labels, gaze, cfg)
 
 
-def register_model_set(name: str, *, uses_decoder: bool, needs_map: MapNeed, hyperparams: tuple[str, ...]):
-    """Register a loss function as a model set; sets with a generator map become one arm per generator."""
+MODEL_SETS: Registry[ModelSet] = Registry("model set")
+_EXTRA_ARMS: Registry[tuple[str, str]] = Registry("arm")  # name -> (model set, generator)
+
+
+def register_model_set(
+    name: str,
+    *,
+    uses_decoder: bool,
+    needs_map: MapNeed,
+    hyperparams: tuple[str, ...],
+    paper: bool = True,
+):
+    """Register a loss function as a model set; a paper set with a generator map becomes one arm
+    per training generator, ``<set>-<generator>``."""
 
     def deco(fn: LossFn) -> LossFn:
-        if name in _MODEL_SETS:
-            raise ValueError(f"model set '{name}' registered twice")
-        _MODEL_SETS[name] = ModelSet(name, fn, uses_decoder, needs_map, hyperparams)
+        MODEL_SETS.add(name, ModelSet(name, fn, uses_decoder, needs_map, hyperparams, paper))
         return fn
 
     return deco
 
 
+def register_arm(name: str, *, model_set: str, generator: str) -> None:
+    """Register one arm beyond the paper's: a model set paired with one named generator."""
+    _EXTRA_ARMS.add(name, (model_set, generator))
+
+
 @register_model_set("no-seg", uses_decoder=False, needs_map="none", hyperparams=("lr",))
 def _no_seg(out, labels, gaze, cfg):
-    cls = classification_loss(out.class_logits, labels)
+    cls = L.classification_loss(out.class_logits, labels)
     return {"cls": cls, "total": cls}
 
 
 @register_model_set("unet", uses_decoder=True, needs_map="none", hyperparams=("lr", "gamma"))
 def _unet(out, labels, gaze, cfg):
-    cls = classification_loss(out.class_logits, labels)
-    seg = bce_logits(out.mask_logits, gaze)
-    return {"cls": cls, "seg_decoder": seg, "total": combine(cls, seg, cfg.gamma)}
+    cls = L.classification_loss(out.class_logits, labels)
+    seg = L.bce_logits(out.mask_logits, gaze)
+    return {"cls": cls, "seg_decoder": seg, "total": L.combine(cls, seg, cfg.gamma)}
 
 
 @register_model_set("set1", uses_decoder=False, needs_map="graph", hyperparams=("lr", "gamma"))
 def _set1(out, labels, gaze, cfg):
-    cls = classification_loss(out.class_logits, labels)
-    seg = bce_prob(out.generator_map, gaze)
-    return {"cls": cls, "seg_generator": seg, "total": combine(cls, seg, cfg.gamma)}
+    cls = L.classification_loss(out.class_logits, labels)
+    seg = L.bce_prob(out.generator_map, gaze)
+    return {"cls": cls, "seg_generator": seg, "total": L.combine(cls, seg, cfg.gamma)}
 
 
 @register_model_set("set2", uses_decoder=True, needs_map="detached", hyperparams=("lr", "gamma"))
 def _set2(out, labels, gaze, cfg):
-    cls = classification_loss(out.class_logits, labels)
-    seg = bce_logits(out.mask_logits, out.generator_map.detach())  # the map is a target, not trained
-    return {"cls": cls, "seg_decoder_vs_map": seg, "total": combine(cls, seg, cfg.gamma)}
+    cls = L.classification_loss(out.class_logits, labels)
+    seg = L.bce_logits(out.mask_logits, out.generator_map.detach())  # a target, not trained
+    return {"cls": cls, "seg_decoder_vs_map": seg, "total": L.combine(cls, seg, cfg.gamma)}
 
 
-@register_model_set("set3", uses_decoder=True, needs_map="graph", hyperparams=("lr", "gamma", "seg_ratio"))
+@register_model_set(
+    "set3", uses_decoder=True, needs_map="graph", hyperparams=("lr", "gamma", "seg_ratio")
+)
 def _set3(out, labels, gaze, cfg):
-    cls = classification_loss(out.class_logits, labels)
-    seg_dec = bce_logits(out.mask_logits, gaze)
-    seg_gen = bce_prob(out.generator_map, gaze)
+    cls = L.classification_loss(out.class_logits, labels)
+    seg_dec = L.bce_logits(out.mask_logits, gaze)
+    seg_gen = L.bce_prob(out.generator_map, gaze)
     seg = cfg.seg_ratio * seg_dec + (1.0 - cfg.seg_ratio) * seg_gen
-    return {"cls": cls, "seg_decoder": seg_dec, "seg_generator": seg_gen,
-            "total": combine(cls, seg, cfg.gamma)}
+    return {
+        "cls": cls,
+        "seg_decoder": seg_dec,
+        "seg_generator": seg_gen,
+        "total": L.combine(cls, seg, cfg.gamma),
+    }
+
+
+@register_model_set(
+    "rrr", uses_decoder=False, needs_map="graph", hyperparams=("lr", "rrr_lambda"), paper=False
+)
+def _rrr(out, labels, gaze, cfg):
+    # Ross et al. 2017: cross-entropy + lambda * ||(1 - gaze) * d(sum log p)/dx||^2; the raw input
+    # gradient, not a normalised heatmap, is what the classifier's decision actually depends on.
+    cls = L.classification_loss(out.class_logits, labels)
+    penalty = L.outside_gradient_penalty(out.raw_map, gaze)
+    return {"cls": cls, "rrr": penalty, "total": cls + cfg.rrr_lambda * penalty}
+
+
+register_arm("rrr", model_set="rrr", generator="logprob-gradient")
+register_arm("set1-gradcam", model_set="set1", generator="gradcam")
 
 
 def _build_arms() -> dict[str, Arm]:
     arms: dict[str, Arm] = {}
-    for ms in _MODEL_SETS.values():
-        gens = ("none",) if ms.needs_map == "none" else TRAINING_GENERATORS
-        for gen in gens:
-            name = ms.name if gen == "none" else f"{ms.name}-{gen}"
-            arms[name] = Arm(name, ms.name, gen, ms.uses_decoder, ms.needs_map, ms.hyperparams)
+
+    def add(name: str, ms: ModelSet, gen: str, group: ArmGroup) -> None:
+        arms[name] = Arm(name, ms.name, gen, ms.uses_decoder, ms.needs_map, ms.hyperparams, group)
+
+    for entry in MODEL_SETS:
+        ms = entry.obj
+        if not ms.paper:
+            continue
+        if ms.needs_map == "none":
+            add(ms.name, ms, "none", "paper")
+        else:
+            for gen in training_generators():
+                add(f"{ms.name}-{gen}", ms, gen, "paper")
+    for entry in _EXTRA_ARMS:
+        model_set, gen = entry.obj
+        add(entry.name, MODEL_SETS.get(model_set), gen, "extension")
     return arms
 
 
-def list_arms() -> list[str]:
-    """All arm names, in the paper's table order."""
-    return list(_build_arms())
+def list_arms(group: ArmGroup | None = None) -> list[str]:
+    """Arm names: the paper's eight in its table order, then the extensions (or one group)."""
+    return [a.name for a in _build_arms().values() if group is None or a.group == group]
+
+
+def paper_arms() -> list[str]:
+    """The paper's eight arms (what a study runs by default)."""
+    return list_arms("paper")
 
 
 def get_arm(name: str) -> Arm:

@@ -46,7 +46,7 @@ def _expected(kind: str, rule: str, x: torch.Tensor, g: torch.Tensor) -> torch.T
     g_pos = torch.where(g > 0, g, torch.zeros_like(g))
     if rule == "guided":
         return torch.where(x > 0, g_pos * true_derivative, torch.zeros_like(g))
-    return g_pos if kind == "relu" else g_pos * true_derivative  # deconv
+    return g_pos  # deconv: the positive gradient, whatever the input (ReLU and SiLU alike)
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -59,6 +59,21 @@ def test_rule_backward_matches_formula(kind: str, rule: str) -> None:
     with backward_rule(rule):
         (grad,) = torch.autograd.grad(y, x, g)
     torch.testing.assert_close(grad, _expected(kind, rule, x, g), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_sharpened_silu_rule_tends_to_relu(rule: str) -> None:
+    """x * sigmoid(beta * x): forward and every rule's backward approach ReLU's as beta grows."""
+    x = _input()
+    g = torch.randn(4, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with backward_rule(rule):
+        (relu_grad,) = torch.autograd.grad(RuleActivation("relu")(x), x, g)
+        y = RuleActivation("silu", beta=1000.0)(x)
+        (sharp_grad,) = torch.autograd.grad(y, x, g)
+    torch.testing.assert_close(y, torch.relu(x), rtol=0, atol=1e-3)
+    torch.testing.assert_close(sharp_grad, relu_grad, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="positive"):
+        RuleActivation("silu", beta=0.0)
 
 
 def test_rules_differ_where_they_should() -> None:

@@ -20,7 +20,8 @@ from trainables.fast_conv import (
     fast_conv2d,
     fast_conv_enabled,
 )
-from trainables.generators import generator_map, list_generators, to_heatmap
+from trainables.generators import list_generators
+from trainables.saliency import generator_map, to_heatmap
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

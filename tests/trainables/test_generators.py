@@ -1,4 +1,5 @@
-"""Heatmap generators: captum and finite differences as oracles, BN modes, real smp models."""
+"""Heatmap generators: captum and finite differences as oracles, per-image maps under BatchNorm,
+deconvNet on smooth activations, real smp models."""
 
 from __future__ import annotations
 
@@ -13,13 +14,21 @@ from scipy.ndimage import gaussian_filter
 from torch import nn
 from torch.func import functional_call
 
-from trainables.activations import patch_activations
+from trainables.activations import RuleActivation, patch_activations
 from trainables.generators import (
-    batchnorm_mode,
-    generator_map,
+    GENERATORS as REGISTRY,
+)
+from trainables.generators import (
     get_generator,
     list_generators,
     register_generator,
+    training_generators,
+)
+from trainables.saliency import (
+    batch_stats,
+    batchnorm_mode,
+    generator_map,
+    record_batch_stats,
     to_heatmap,
 )
 
@@ -76,8 +85,11 @@ def test_registry_lists_and_rejects() -> None:
     assert set(GENERATORS) >= {"gbp", "deconv", "gradient", "gradcam"}
     with pytest.raises(KeyError, match="gbp"):
         get_generator("guided")
-    with pytest.raises(ValueError, match="already registered"):
+    with pytest.raises(ValueError, match="registered twice"):
         register_generator("gbp")(get_generator("gbp"))
+    # The generators crossed with the paper's model sets are those flagged at registration.
+    assert training_generators() == tuple(e.name for e in REGISTRY if e.meta["training"])
+    assert set(training_generators()) == {"gbp", "deconv"}
 
 
 @pytest.mark.parametrize("name", ["gbp", "deconv"])
@@ -119,6 +131,58 @@ def test_silu_net_gbp_differs_from_gradient_and_deconv() -> None:
     assert not torch.allclose(maps["deconv"], maps["gradient"])
 
 
+class _SharpSiLU(nn.Module):
+    """x * sigmoid(beta * x): SiLU for beta = 1, tends to ReLU as beta grows."""
+
+    beta = 1000.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(self.beta * x)
+
+
+def _sharpened(net: nn.Module, beta: float) -> nn.Module:
+    out = copy.deepcopy(net)
+    for parent in list(out.modules()):
+        for child_name, child in list(parent.named_children()):
+            if isinstance(child, RuleActivation):
+                setattr(parent, child_name, RuleActivation("silu", beta=beta))
+    return out
+
+
+@pytest.mark.parametrize("name", ["gbp", "deconv"])
+def test_sharpened_silu_maps_converge_to_relu_maps(name: str) -> None:
+    """With SiLU sharpened (beta = 1000) guided backprop and deconvNet give the ReLU net's maps:
+    the deconv rule passes the positive gradient only and ignores the forward input (issue 9)."""
+    relu_net = _net(nn.ReLU, bn=True, seed=2)
+    patch_activations(relu_net)
+    relu_net.eval()
+    with torch.no_grad():
+        for m in relu_net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    x = _batch(b=4, size=12, seed=4)
+    target = torch.tensor([0, 1, 2, 1])
+    relu_map = generator_map(name, relu_net, x, target, create_graph=False)
+    cosines = []
+    for beta in (1.0, 10.0, 1000.0):
+        sharp = _sharpened(relu_net, beta).eval()
+        got = generator_map(name, sharp, x, target, create_graph=False)
+        cosines.append(nn.functional.cosine_similarity(got.flatten(1), relu_map.flatten(1)))
+    assert (cosines[-1] > 0.999).all(), cosines[-1]
+    if name == "deconv":  # the rule ignores the forward input: the ReLU map at every sharpness
+        assert all((c > 1 - 1e-9).all() for c in cosines), cosines
+    else:
+        assert cosines[-1].mean() > cosines[0].mean()  # closer as SiLU sharpens
+    # ... while the two rules stay distinct on the sharpened net.
+    other = {"gbp": "deconv", "deconv": "gbp"}[name]
+    sharp = _sharpened(relu_net, 1000.0).eval()
+    assert not torch.allclose(
+        generator_map(name, sharp, x, target, create_graph=False),
+        generator_map(other, sharp, x, target, create_graph=False),
+    )
+
+
 @pytest.mark.parametrize("name", GENERATORS)
 @pytest.mark.parametrize("act", [nn.ReLU, nn.SiLU])
 def test_loss_on_map_trains_every_conv(name: str, act: type[nn.Module]) -> None:
@@ -138,8 +202,9 @@ def test_loss_on_map_trains_every_conv(name: str, act: type[nn.Module]) -> None:
         assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
 
 
-def _map_of(name: str, net: nn.Module, bn_mode: str, fast_conv: bool):
-    """The map as a function of the input and of every parameter (for gradcheck)."""
+def _map_of(name: str, net: nn.Module, bn_mode: str, fast_conv: bool, stats=None):
+    """The map as a function of the input and of every parameter (for gradcheck); in batch mode
+    with the batch statistics ``stats`` as constants, as in training."""
     names = [n for n, _ in net.named_parameters()]
 
     class MapOf(nn.Module):
@@ -150,7 +215,7 @@ def _map_of(name: str, net: nn.Module, bn_mode: str, fast_conv: bool):
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             raw = generator_map(
                 name, self.net, x, TARGET[: x.shape[0]], create_graph=True,
-                bn_mode=bn_mode, fast_conv=fast_conv,
+                bn_mode=bn_mode, bn_stats=stats, fast_conv=fast_conv,
             )  # fmt: skip
             return raw
 
@@ -176,18 +241,20 @@ def test_map_gradgradcheck_float64(name: str, act: type[nn.Module], bn_mode: str
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.2, 0.2)
                 m.running_var.uniform_(0.5, 1.5)
-    fn, params = _map_of(name, net, bn_mode, fast_conv=True)
-    inputs = _reachable(fn, (_batch(b=2, size=6).requires_grad_(), *params), order=1)
+    x = _batch(b=2, size=6)
+    stats = _train_forward_stats(net, x) if bn_mode == "batch" else None
+    fn, params = _map_of(name, net, bn_mode, fast_conv=True, stats=stats)
+    inputs = _reachable(fn, (x.requires_grad_(), *params), order=1)
     assert torch.autograd.gradcheck(fn, inputs, fast_mode=True)
-    if bn_mode == "frozen":
-        # Train-mode batch_norm has no 3rd derivative in torch, so this order runs frozen only.
-        # Input and conv weights only: every extra tensor costs finite-difference evaluations.
-        conv_weight = [n.endswith("weight") and p.dim() == 4 for n, p in net.named_parameters()]
-        inputs = tuple(
-            t.detach().requires_grad_(t.requires_grad and keep)
-            for t, keep in zip(_reachable(fn, inputs, order=2), [True, *conv_weight])
-        )
-        assert torch.autograd.gradgradcheck(fn, inputs, fast_mode=True)
+    # The saliency pass normalises with constant statistics (eval-mode batch_norm), which torch
+    # differentiates to any order. Input and conv weights only: every extra tensor costs
+    # finite-difference evaluations.
+    conv_weight = [n.endswith("weight") and p.dim() == 4 for n, p in net.named_parameters()]
+    inputs = tuple(
+        t.detach().requires_grad_(t.requires_grad and keep)
+        for t, keep in zip(_reachable(fn, inputs, order=2), [True, *conv_weight])
+    )
+    assert torch.autograd.gradgradcheck(fn, inputs, fast_mode=True)
 
 
 def _reachable(fn, inputs: tuple[torch.Tensor, ...], order: int) -> tuple[torch.Tensor, ...]:
@@ -205,30 +272,108 @@ def _reachable(fn, inputs: tuple[torch.Tensor, ...], order: int) -> tuple[torch.
     return tuple(t.detach().requires_grad_(t.requires_grad and next(keep)) for t in inputs)
 
 
+def _train_forward_stats(net: nn.Module, x: torch.Tensor):
+    """The batch statistics of a training forward, as the fit loop records them."""
+    with torch.no_grad(), record_batch_stats(net) as stats:
+        net.classify(x)
+    return stats
+
+
+def _coupled_map(name: str, net: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The old behaviour: BatchNorm computing batch statistics inside the saliency pass."""
+    with batchnorm_mode(net, "frozen"):  # any mode, only to borrow its restore logic
+        pass
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in norms:
+        m.track_running_stats = False
+    try:
+        x = x.detach().requires_grad_()
+        score = net.classify(x).gather(1, target.view(-1, 1)).sum()
+        rule = {"gbp": "guided", "deconv": "deconv"}.get(name, "normal")
+        from trainables.activations import backward_rule
+
+        with backward_rule(rule):
+            (grad,) = torch.autograd.grad(score, x)
+        return grad
+    finally:
+        for m in norms:
+            m.track_running_stats = True
+
+
+@pytest.mark.parametrize("name", GENERATORS)
+def test_training_maps_are_per_image_float64(name: str) -> None:
+    """Each image's training map equals the map of that image alone with the same statistics fixed
+    (issue 9): the batch's BatchNorm statistics are constants of the saliency pass."""
+    net = _net(nn.SiLU, bn=True)
+    patch_activations(net)
+    net.train()
+    x, target = _batch(b=6, seed=3), torch.tensor([0, 1, 2, 0, 1, 2])
+    stats = _train_forward_stats(net, x)
+    assert len(stats) == 3
+    batch = generator_map(name, net, x, target, create_graph=True, bn_mode="batch", bn_stats=stats)
+    for i in range(len(x)):
+        alone = generator_map(
+            name, net, x[i : i + 1], target[i : i + 1], create_graph=True, bn_mode="batch",
+            bn_stats=stats,
+        )  # fmt: skip
+        torch.testing.assert_close(batch[i : i + 1], alone, rtol=0, atol=1e-8)
+    # Without recorded statistics generator_map computes the same ones from the batch.
+    torch.testing.assert_close(
+        generator_map(name, net, x, target, create_graph=False, bn_mode="batch"), batch.detach()
+    )
+    # Independent oracle: a copy whose running statistics ARE those values, in plain eval mode.
+    oracle = copy.deepcopy(net).eval()
+    for (m, (mean, var)), m_copy in zip(
+        stats.items(), [m for m in oracle.modules() if isinstance(m, nn.BatchNorm2d)]
+    ):
+        m_copy.running_mean.copy_(mean)
+        m_copy.running_var.copy_(var)
+    expected = generator_map(name, oracle, x, target, create_graph=False, bn_mode="frozen")
+    torch.testing.assert_close(batch.detach(), expected, rtol=1e-10, atol=1e-12)
+    if name in ("gbp", "deconv", "gradient"):
+        # The old coupled map is a different map (this test fails on the code before the fix).
+        coupled = _coupled_map(name, net, x, target)
+        cosine = nn.functional.cosine_similarity(coupled.flatten(1), batch.detach().flatten(1))
+        assert cosine.min() < 0.99
+
+
 @pytest.mark.parametrize("name", GENERATORS)
 def test_batchnorm_modes(name: str) -> None:
     net = _net(nn.SiLU, bn=True)
     patch_activations(net)
     net.train()
     norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
-    before = [copy.deepcopy(m.state_dict()) for m in norms]
     x = _batch()
     x_other = x.clone()
     x_other[1:] = _batch(seed=7)[1:]
-    for bn_mode, depends_on_batch in (("frozen", False), ("batch", True)):
+    stats = _train_forward_stats(net, x)  # the training forward updates the running statistics
+    before = [copy.deepcopy(m.state_dict()) for m in norms]  # ... the saliency passes must not
+    for bn_mode in ("frozen", "batch"):
         maps = [
-            generator_map(name, net, inp, TARGET, create_graph=True, bn_mode=bn_mode)
+            generator_map(
+                name, net, inp, TARGET, create_graph=True, bn_mode=bn_mode, bn_stats=stats
+            )
             for inp in (x, x_other)
         ]
-        same_first = torch.allclose(maps[0][0], maps[1][0], rtol=1e-12, atol=1e-14)
-        assert same_first != depends_on_batch, bn_mode
+        # Image 0 is the same in both batches: with the statistics fixed, so is its map.
+        torch.testing.assert_close(maps[0][0], maps[1][0], rtol=1e-12, atol=1e-14)
         assert all(m.training for m in norms)
         for norm, state in zip(norms, before):
             for key, value in norm.state_dict().items():
                 assert torch.equal(value, state[key]), (bn_mode, key)
+    frozen = generator_map(name, net, x, TARGET, create_graph=False, bn_mode="frozen")
+    batch = generator_map(name, net, x, TARGET, create_graph=False, bn_mode="batch")
+    if name != "gradcam" or frozen.abs().sum() + batch.abs().sum() > 0:
+        assert not torch.allclose(frozen, batch)  # the two modes use different statistics
     with pytest.raises(ValueError, match="valid modes"):
         bad_mode = "eval"
         generator_map(name, net, x, TARGET, create_graph=False, bn_mode=bad_mode)
+    with (
+        pytest.raises(ValueError, match="training forward's statistics"),
+        batchnorm_mode(net, "batch", {}),
+    ):
+        net.classify(x)
+    assert set(batch_stats(net, x)) == set(stats)
 
 
 def test_frozen_mode_needs_running_statistics() -> None:
@@ -348,8 +493,10 @@ def test_real_smp_models(smp_model: SmpClassifier, bn_mode: str) -> None:
         else:
             assert (to_heatmap(raw).amax((1, 2, 3)) > 0.99).all()
         maps[name] = raw.detach()
+        if name == "gradient":
+            trained = raw
     smp_model.zero_grad()
-    to_heatmap(raw).mean().backward()  # the last map: "gradient"
+    to_heatmap(trained).mean().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in smp_model.parameters())
     # captum's "GBP" on SiLU networks is the plain gradient; ours is not.
     assert not torch.allclose(maps["gbp"], maps["gradient"])
