@@ -74,6 +74,7 @@ class Trial:
     start_time: int
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def val_auc(self) -> float:
@@ -106,6 +107,7 @@ def _trial(run: Run) -> Trial:
         start_time=int(run.info.start_time or 0),
         params=dict(run.data.params),
         metrics=dict(run.data.metrics),
+        tags=dict(tags),
     )
 
 

@@ -12,8 +12,8 @@ from trainables.record import (
     AUC_COLUMNS,
     SELECTION_METRIC,
     STATUS_OK,
+    metric_key,
     select_best,
-    test_metric,
 )
 
 if TYPE_CHECKING:
@@ -21,11 +21,11 @@ if TYPE_CHECKING:
 
 
 def format_ci(metrics: dict[str, float], key: str) -> str:
-    value = metrics.get(test_metric(key))
+    value = metrics.get(metric_key("test", key))
     if value is None or not math.isfinite(value):
         return "-"
-    low = metrics.get(test_metric(key, "low"), math.nan)
-    high = metrics.get(test_metric(key, "high"), math.nan)
+    low = metrics.get(metric_key("test", key, "low"), math.nan)
+    high = metrics.get(metric_key("test", key, "high"), math.nan)
     return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
@@ -65,9 +65,9 @@ def per_arm_table(records: Sequence[tracking.TrialRecord], arms: Sequence[str]) 
         srows = [["arm", "seeds", "test mean AUC (mean +- sd over seeds)"]]
         for arm in arms:
             vals = [
-                r.metrics[test_metric("auc_mean")]
+                r.metrics[metric_key("test", "auc_mean")]
                 for r in seeds
-                if r.arm == arm and test_metric("auc_mean") in r.metrics
+                if r.arm == arm and metric_key("test", "auc_mean") in r.metrics
             ]
             if vals:
                 sd = statistics.stdev(vals) if len(vals) > 1 else 0.0

@@ -115,9 +115,7 @@ def demo() -> StudyConfig:
         cpus_per_trial=1.0,
         grace_period=1,
         reduction_factor=2,
-        # the twin's DICOMs are 640-1024 px, about a third of MIMIC's: sigma 150 px would blur the
-        # gaze map over the whole chest, so it is scaled down with them
-        data=DataConfig(data_dir=_data_dir(), image_size=64, synthetic_images=240, gaze_sigma=50.0),
+        data=DataConfig(data_dir=_data_dir(), image_size=64, synthetic_images=240),
         trial=TrialConfig(
             epochs=3,
             image_size=64,
@@ -181,6 +179,50 @@ def smoke() -> StudyConfig:
             panels=3,
             augment=False,
         ),
+    )
+
+
+@register_preset("shortcut")
+def shortcut() -> StudyConfig:
+    """The demo study on the shortcut twin: a corner marker encodes the class in train/val images
+    and a random class in test (``trainables.data.synthetic.shortcuts``)."""
+    cfg = demo()
+    return dataclasses.replace(
+        cfg,
+        preset="shortcut",
+        data=dataclasses.replace(
+            cfg.data, synthetic_shortcut="marker", synthetic_shortcut_test="shuffled"
+        ),
+    )
+
+
+# The evidence experiment (``python -m study.evidence``): fixed hyperparameters, every arm x 5
+# seeds x 2 twins = 100 trials, sized for about half an hour on a 2-core CPU.
+@register_preset("evidence")
+def evidence() -> StudyConfig:
+    """Trial settings of the evidence experiment (clean twin; study.evidence adds the shortcut)."""
+    cfg = demo()
+    return dataclasses.replace(
+        cfg,
+        preset="evidence",
+        max_concurrent=2,
+        experiment="gaze-unet-evidence",
+        data=dataclasses.replace(cfg.data, synthetic_images=300),
+        trial=dataclasses.replace(
+            cfg.trial, epochs=8, lr=1e-3, bootstrap_resamples=200, panels=3, augment=True
+        ),
+    )
+
+
+@register_preset("evidence-quick")
+def evidence_quick() -> StudyConfig:
+    """The evidence experiment in a few minutes: fewer images and epochs (and 2 seeds)."""
+    cfg = evidence()
+    return dataclasses.replace(
+        cfg,
+        preset="evidence-quick",
+        data=dataclasses.replace(cfg.data, synthetic_images=150),
+        trial=dataclasses.replace(cfg.trial, epochs=4, bootstrap_resamples=50, panels=2),
     )
 
 

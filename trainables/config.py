@@ -36,9 +36,16 @@ class DataConfig:
         300  # size of the synthetic twin made on first use when egd_root is None
     )
     synthetic_seed: int = 0  # seed of the synthetic twin
+    # A class-correlated shortcut planted in the twin's train/val images (trainables.data.synthetic
+    # .shortcuts: marker, intensity, border), broken in its test split; None = a clean twin.
+    synthetic_shortcut: str | None = None
+    synthetic_shortcut_fraction: float = 0.9  # train/val images carrying the shortcut
+    synthetic_shortcut_test: Literal["absent", "shuffled"] = "absent"  # test: none or random class
     image_size: int = 128  # square training size; aspect kept, padded
     image_dtype: Literal["uint8", "float16"] = "uint8"  # how cached images are stored
-    gaze_sigma: float = 150.0  # Gaussian sigma in native DICOM pixels (published code: 150)
+    # Gaussian sigma of the gaze maps in MIMIC-CXR pixels (published code: 150); on the synthetic
+    # twin, whose images are about a third of MIMIC's size, scaled by its twin.json pixel_scale.
+    gaze_sigma: float = 150.0
     gaze_weighting: Literal["count", "duration"] = "count"  # +1 per fixation, or weight by FPOGD
     gaze_coordinates: Literal["pads", "original"] = (
         "pads"  # FPOGX/Y through the pads, or X/Y_ORIGINAL
@@ -59,6 +66,7 @@ class TrialConfig:
     seg_ratio: float = 0.5  # set 3: r * L(decoder, gaze) + (1 - r) * L(generator map, gaze)
     gamma: float = 0.41731  # total = gamma * L_cls + (1 - gamma) * L_seg (baseline code's value)
     rrr_lambda: float = 10.0  # rrr arm: weight of the outside-gaze input-gradient penalty
+    gaze_mask_threshold: float = 0.1  # gaze map level below which a pixel is "not looked at"
     epochs: int = 5  # training epochs; best epoch chosen by validation mean AUC
     batch_size: int = 16  # training batch size
     eval_batch_size: int = 64  # batch size for validation / test inference

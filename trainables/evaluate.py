@@ -15,7 +15,7 @@ from trainables.device_data import DeviceData
 from trainables.metrics import saliency_metrics
 from trainables.model import MultiTaskUNet
 from trainables.model_sets import Arm
-from trainables.record import PANEL_MAPS
+from trainables.record import PANEL_MAPS, PROBE_MAPS
 from trainables.saliency import generator_map, to_heatmap
 
 
@@ -58,16 +58,19 @@ def explain(model: MultiTaskUNet, dd: DeviceData, split: str, arm: Arm, batch_si
     """Map-vs-gaze metrics per image, and the maps of the panel images.
 
     The "generator" map is the arm's own generator (GBP for arms that train with none); the decoder map
-    is left out for arms whose decoder is never trained (no-seg).
+    is left out for arms whose decoder is never trained (``arm.uses_decoder`` False). "probe" rows
+    score every generator of ``PROBE_MAPS`` on every model, so arms can be compared map for map
+    (the evidence experiment compares, e.g., the input gradient of the rrr arm with no-seg's).
 
     Returns:
-        rows: dicts with key, label, map ("generator" | "decoder"), generator, cc, kl, nss, auc_judd.
+        rows: dicts with key, label, map ("generator" | "decoder" | "probe"), generator, cc, kl,
+            nss, auc_judd.
         panels: dict of arrays for ``heatmaps/maps.npz`` (keys, labels, probs, image, gaze, gbp, deconv,
-            gradcam, decoder), in ``panel_keys`` order.
+            gradcam, decoder, and "generator": the arm's own map), in ``panel_keys`` order.
     """
     model.eval()
     gen_name = arm.generator if arm.generator != "none" else "gbp"
-    with_decoder = arm.model_set != "no-seg"
+    with_decoder = arm.uses_decoder
     wanted = set(panel_keys)
     rows: list[dict] = []
     panel: dict[str, dict[str, np.ndarray]] = {}
@@ -75,16 +78,17 @@ def explain(model: MultiTaskUNet, dd: DeviceData, split: str, arm: Arm, batch_si
         x, gaze, y = dd.batch(idx)
         keys = [dd.keys[i] for i in idx.tolist()]
         need_panel = any(k in wanted for k in keys)
-        names = tuple(dict.fromkeys((gen_name,) + (PANEL_MAPS if need_panel else ())))
+        names = tuple(dict.fromkeys((gen_name, *PROBE_MAPS, *(PANEL_MAPS if need_panel else ()))))
         maps, probs = _maps(model, x, names, with_decoder, fast_conv)
         g = gaze[:, 0].cpu().numpy()
-        scored = {"generator": maps[gen_name]}
+        scored = [("generator", gen_name, maps[gen_name])]
         if with_decoder:
-            scored["decoder"] = maps["decoder"]
-        for kind, m in scored.items():
+            scored.append(("decoder", gen_name, maps["decoder"]))
+        scored += [("probe", name, maps[name]) for name in PROBE_MAPS]
+        for kind, generator, m in scored:
             m = m[:, 0].float().cpu().numpy()
             for i, key in enumerate(keys):
-                rows.append({"key": key, "label": int(y[i]), "map": kind, "generator": gen_name,
+                rows.append({"key": key, "label": int(y[i]), "map": kind, "generator": generator,
                              **saliency_metrics(m[i], g[i])})
         if need_panel:
             probs = probs.cpu().numpy()
@@ -96,13 +100,14 @@ def explain(model: MultiTaskUNet, dd: DeviceData, split: str, arm: Arm, batch_si
                     m = maps.get(name)
                     entry[name] = (m[i, 0].float().cpu().numpy() if m is not None
                                    else np.full_like(g[i], np.nan))
+                entry["generator"] = maps[gen_name][i, 0].float().cpu().numpy()  # the arm's own
                 panel[key] = entry
     order = [k for k in panel_keys if k in panel]
     arrays: dict[str, np.ndarray] = {"keys": np.array(order, dtype=str)}
     if order:
         arrays["labels"] = np.array([panel[k]["label"] for k in order], dtype=np.int64)
         arrays["probs"] = np.stack([panel[k]["probs"] for k in order]).astype(np.float32)
-        for name in ("image", "gaze") + PANEL_MAPS + ("decoder",):
+        for name in ("image", "gaze", *PANEL_MAPS, "decoder", "generator"):
             arrays[name] = np.stack([panel[k][name] for k in order]).astype(np.float32)
     return rows, arrays
 

@@ -41,9 +41,8 @@ from trainables.record import (
     SEARCH_METRIC,
     SELECTION_METRIC,
     explain_metric,
-    test_metric,
-    val_metric,
-)
+    metric_key,
+    )
 from trainables.saliency import generator_map, record_batch_stats, to_heatmap
 
 ReportFn = Callable[[dict[str, float], str | None], None]
@@ -201,7 +200,7 @@ class _Trainer:
     def validate(self) -> dict[str, float]:
         probs, labels, loss = predict(self.model, self.dd, "val", self.cfg.eval_batch_size)
         aucs = per_class_auc(labels, probs) if len(labels) else {k: math.nan for k in AUC_KEYS}
-        out = {val_metric(k): _finite(aucs[k], 0.5) for k in AUC_KEYS}
+        out = {metric_key("val", k): _finite(aucs[k], 0.5) for k in AUC_KEYS}
         out["val/loss"] = _finite(loss, 1e6)
         return out
 
@@ -217,8 +216,8 @@ class _Trainer:
         point = per_class_auc(labels, probs)
         ci = bootstrap_auc_ci(labels, probs, resamples=cfg.bootstrap_resamples, seed=cfg.seed)
         for k in AUC_KEYS:
-            res[test_metric(k)] = point[k]
-            res[test_metric(k, "low")], res[test_metric(k, "high")] = ci[k][1], ci[k][2]
+            res[metric_key("test", k)] = point[k]
+            res[metric_key("test", k, "low")], res[metric_key("test", k, "high")] = ci[k][1], ci[k][2]
 
         pred = pd.DataFrame({"key": keys, "split": "test", "label": labels,
                              "label_name": [CLASSES[i] for i in labels]})
@@ -233,8 +232,12 @@ class _Trainer:
         exp = pd.DataFrame(rows)
         (out_dir / "explain").mkdir(parents=True, exist_ok=True)
         exp.to_csv(out_dir / "explain" / "test.csv", index=False)
-        for (kind, metric), v in exp.groupby("map")[list(SALIENCY_KEYS)].mean().stack().items():
+        own = exp[exp["map"] != "probe"].groupby("map")[list(SALIENCY_KEYS)].mean()
+        for (kind, metric), v in own.stack().items():
             res[explain_metric(kind, metric)] = float(v)
+        probe = exp[exp["map"] == "probe"].groupby("generator")[list(SALIENCY_KEYS)].mean()
+        for (generator, metric), v in probe.stack().items():
+            res[explain_metric("probe", metric, generator)] = float(v)
         heat = out_dir / "heatmaps"
         heat.mkdir(parents=True, exist_ok=True)
         np.savez(heat / "maps.npz", **arrays)

@@ -30,20 +30,43 @@ def bce_prob(prob: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(target * prob.log() + (1.0 - target) * (1.0 - prob).log()).mean()
 
 
-def outside_gradient_penalty(grad: torch.Tensor, gaze: torch.Tensor) -> torch.Tensor:
-    """Ross et al. 2017's "right for the right reasons" term: the squared input gradient where the
-    gaze map is low, ``((1 - gaze) * grad)^2``, averaged over pixels and images.
+def outside_mask(gaze: torch.Tensor, threshold: float) -> torch.Tensor:
+    """1 where the gaze map is below ``threshold`` (the pixels the radiologist did not look at or
+    near), else 0: Ross et al.'s binary "irrelevant" annotation, from a max-normalised gaze map."""
+    return (gaze < threshold).to(gaze.dtype)
+
+
+def outside_gradient_penalty(
+    grad: torch.Tensor, gaze: torch.Tensor, threshold: float = 0.1
+) -> torch.Tensor:
+    """Ross et al. 2017's "right for the right reasons" term: the squared input gradient outside
+    the gaze, ``(A * grad)^2`` with ``A = outside_mask(gaze, threshold)``, averaged over pixels and
+    images.
 
     Ross et al. sum over pixels; the mean differs by the pixel count only, and keeps the weight
     lambda meaningful across image sizes.
 
     Args:
         grad: (B, C, H, W) input gradient (raw, signed).
-        gaze: (B, 1, H, W) gaze map in [0, 1]; 1 - gaze weights the pixels the radiologist did not
-            look at (Ross et al. use a binary annotation mask; a soft map keeps the fixation blur).
+        gaze: (B, 1, H, W) max-normalised gaze map in [0, 1].
+        threshold: gaze level below which a pixel counts as "not looked at".
     """
-    outside = (1.0 - gaze.to(grad.dtype)) * grad
+    outside = outside_mask(gaze.to(grad.dtype), threshold) * grad
     return outside.pow(2).mean()
+
+
+def outside_gradient_share(
+    grad: torch.Tensor, gaze: torch.Tensor, threshold: float = 0.1, eps: float = 1e-12
+) -> torch.Tensor:
+    """The share of the input gradient's energy that lies outside the gaze, per image, averaged:
+    ``sum (A * grad)^2 / sum grad^2`` in [0, 1].
+
+    Scale-free, unlike :func:`outside_gradient_penalty`: it cannot be lowered by making the model
+    flat everywhere (shrinking every gradient), only by moving its sensitivity into the gaze.
+    """
+    energy = grad.pow(2).flatten(1)
+    outside = outside_mask(gaze.to(grad.dtype), threshold).flatten(1) * energy
+    return (outside.sum(1) / (energy.sum(1) + eps)).mean()
 
 
 def combine(cls: torch.Tensor, seg: torch.Tensor | None, gamma: float) -> torch.Tensor:

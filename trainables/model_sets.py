@@ -152,14 +152,26 @@ def _set3(out, labels, gaze, cfg):
     "rrr", uses_decoder=False, needs_map="graph", hyperparams=("lr", "rrr_lambda"), paper=False
 )
 def _rrr(out, labels, gaze, cfg):
-    # Ross et al. 2017: cross-entropy + lambda * ||(1 - gaze) * d(sum log p)/dx||^2; the raw input
+    # Ross et al. 2017: cross-entropy + lambda * ||A * d(sum log p)/dx||^2, A = outside the gaze; the raw input
     # gradient, not a normalised heatmap, is what the classifier's decision actually depends on.
     cls = L.classification_loss(out.class_logits, labels)
-    penalty = L.outside_gradient_penalty(out.raw_map, gaze)
+    penalty = L.outside_gradient_penalty(out.raw_map, gaze, cfg.gaze_mask_threshold)
     return {"cls": cls, "rrr": penalty, "total": cls + cfg.rrr_lambda * penalty}
 
 
+@register_model_set(
+    "rrr-share", uses_decoder=False, needs_map="graph", hyperparams=("lr", "rrr_lambda"),
+    paper=False,
+)  # fmt: skip
+def _rrr_share(out, labels, gaze, cfg):
+    # The scale-free variant: the share of the gradient's energy outside the gaze, in [0, 1].
+    cls = L.classification_loss(out.class_logits, labels)
+    share = L.outside_gradient_share(out.raw_map, gaze, cfg.gaze_mask_threshold)
+    return {"cls": cls, "outside_share": share, "total": cls + cfg.rrr_lambda * share}
+
+
 register_arm("rrr", model_set="rrr", generator="logprob-gradient")
+register_arm("rrr-share", model_set="rrr-share", generator="logprob-gradient")
 register_arm("set1-gradcam", model_set="set1", generator="gradcam")
 
 

@@ -19,7 +19,8 @@ def write_panels(arrays: dict[str, np.ndarray], generator: str, out_dir: Path) -
     paths = []
     for i, key in enumerate(arrays.get("keys", [])):
         image = arrays["image"][i]
-        columns = [("input", None), ("gaze", "gaze map"), (generator, f"{generator} map"),
+        # "generator": the arm's own map (maps.npz also keeps gbp / deconv / gradcam of every arm)
+        columns = [("input", None), ("gaze", "gaze map"), ("generator", f"{generator} map"),
                    ("decoder", "decoder map")]
         fig, axes = plt.subplots(1, len(columns), figsize=(3 * len(columns), 3.3))
         for ax, (name, title) in zip(axes, columns, strict=True):

@@ -42,22 +42,21 @@ FINAL_PREFIXES: tuple[str, ...] = ("best/", "test/")  # logged once, when a tria
 DONE, DIVERGED = "done", "diverged"
 
 
-def val_metric(key: str) -> str:
-    """``val/<key>`` for an AUC key."""
-    return f"val/{key}"
-
-
-def test_metric(key: str, bound: str | None = None) -> str:
-    """``test/<key>``, or its CI bound ``test/<key>_ci_low`` / ``_ci_high`` (bound "low"/"high")."""
+def metric_key(split: str, key: str, bound: str | None = None) -> str:
+    """``<split>/<key>`` (e.g. ``test/auc_mean``), or a CI bound ``test/<key>_ci_low`` /
+    ``_ci_high`` (bound "low" / "high")."""
     if bound is None:
-        return f"test/{key}"
+        return f"{split}/{key}"
     if bound not in ("low", "high"):
         raise ValueError(f"unknown CI bound {bound!r}; valid: low, high")
-    return f"test/{key}_ci_{bound}"
+    return f"{split}/{key}_ci_{bound}"
 
 
-def explain_metric(map_kind: str, metric: str) -> str:
-    """``test/explain/<map>_<metric>``: a map-vs-gaze mean over the test images."""
+def explain_metric(map_kind: str, metric: str, generator: str | None = None) -> str:
+    """``test/explain/<map>_<metric>``: a map-vs-gaze mean over the test images; for probe maps
+    ``test/explain/probe_<generator>_<metric>``."""
+    if map_kind == "probe":
+        return f"test/explain/probe_{generator}_{metric}"
     return f"test/explain/{map_kind}_{metric}"
 
 
@@ -70,7 +69,9 @@ TAG_STAGE, TAG_TRIAL_ID = "stage", "trial_id"
 TAG_STATUS, TAG_ERROR = "status", "error"
 TAG_PARENT = "mlflow.parentRunId"
 
-STAGES: tuple[str, ...] = ("search", "seeds")
+STAGES: tuple[str, ...] = ("search", "seeds", "evidence")
+TAG_TWIN = "twin"  # evidence experiment: "clean" or "shortcut"
+TAG_KIND = "kind"  # study parent runs: "study" or "evidence"
 
 
 def trial_tags(arm: str, stage: str, model_set: str | None = None, generator: str | None = None):
@@ -97,8 +98,11 @@ ANALYSIS_DIR = "analysis"  # artifact folder of the parent run that analysis out
 PROB_COLUMNS: tuple[str, ...] = tuple(f"prob_{c.lower()}" for c in CLASSES)
 PREDICTION_COLUMNS: tuple[str, ...] = ("key", "split", "label", "label_name", *PROB_COLUMNS)
 EXPLAIN_COLUMNS: tuple[str, ...] = ("key", "label", "map", "generator", *SALIENCY_KEYS)
-MAP_KINDS: tuple[str, ...] = ("generator", "decoder")  # values of the explain CSV's "map" column
+# Values of the explain CSV's "map" column: the arm's own generator map, its decoder map, and the
+# "probe" maps (every generator of PROBE_MAPS on every model, to compare arms map for map).
+MAP_KINDS: tuple[str, ...] = ("generator", "decoder", "probe")
 PANEL_MAPS: tuple[str, ...] = ("gbp", "deconv", "gradcam")  # generator maps drawn in the panels
+PROBE_MAPS: tuple[str, ...] = ("gbp", "deconv", "gradient", "logprob-gradient", "gradcam")
 MAP_ARRAYS: tuple[str, ...] = ("keys", "labels", "probs", "image", "gaze", *PANEL_MAPS, "decoder")
 
 

@@ -263,6 +263,13 @@ def start_study_run(
     return TrackingContext(tracking_uri, experiment_id, run.info.run_id)
 
 
+def set_run_tags(ctx: TrackingContext, tags: Mapping[str, Any], run_id: str | None = None) -> None:
+    """Set tags on a run (default: the study's parent run)."""
+    _retry(
+        _client(ctx.tracking_uri).log_batch, run_id or ctx.parent_run_id, tags=_tags(tags)
+    )
+
+
 def end_study_run(ctx: TrackingContext, status: str = "FINISHED") -> None:
     """Close the parent run ("FINISHED", "FAILED" or "KILLED" for an interrupted study)."""
     _retry(_client(ctx.tracking_uri).set_terminated, ctx.parent_run_id, status)

@@ -35,8 +35,9 @@ class StudyContext:
     """What every trial of one Tuner shares besides the data (picklable, no Ray objects)."""
 
     tracking: tracking.TrackingContext  # the study's MLflow parent run
-    stage: str = "search"  # "search" (Optuna) or "seeds" (best config re-run with another seed)
+    stage: str = "search"  # "search" (Optuna), "seeds" (best config, other seeds), "evidence"
     cpus_per_trial: float = 1.0  # sets torch's CPU threads
+    tags: tuple[tuple[str, str], ...] = ()  # extra tags of every trial run (e.g. the twin)
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -93,7 +94,7 @@ def train_trial(config: dict[str, Any], data: CachedData, study: StudyContext) -
         study.tracking,
         trial_id,
         run_id=run_id,
-        tags=trial_tags(arm.name, study.stage, arm.model_set, arm.generator),
+        tags={**trial_tags(arm.name, study.stage, arm.model_set, arm.generator), **dict(study.tags)},
         params=cfg.to_dict(),
     )
     # A trial restarted from an older checkpoint than its last report (Tune had not recorded the

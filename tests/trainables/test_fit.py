@@ -14,6 +14,8 @@ from sklearn.metrics import roc_auc_score
 from tests.tiny import tiny_config
 from trainables.config import CLASSES
 from trainables.fit import fit, read_checkpoint_extra
+from trainables.model_sets import get_arm, list_arms
+from trainables.record import PROBE_MAPS
 
 QUIET = lambda *_: None
 
@@ -88,13 +90,22 @@ def test_outputs_best_epoch_and_auc_match_sklearn(tiny_data, tmp_path):
         assert lo <= hi
 
     exp = pd.read_csv(tmp_path / "explain" / "test.csv")
-    assert set(exp["map"]) == {"generator", "decoder"} and set(exp["generator"]) == {"deconv"}
-    assert len(exp) == 2 * len(test_idx)
+    own = exp[exp["map"] != "probe"]
+    assert set(own["map"]) == {"generator", "decoder"} and set(own["generator"]) == {"deconv"}
+    assert len(own) == 2 * len(test_idx)
+    # Every generator's map of every model ("probe"), to compare arms map for map.
+    probe = exp[exp["map"] == "probe"]
+    assert set(probe["generator"]) == set(PROBE_MAPS) and len(probe) == len(PROBE_MAPS) * len(
+        test_idx
+    )
     assert math.isfinite(res.test["test/explain/generator_cc"])
+    own_mean = own[own["map"] == "generator"]["cc"].mean()
+    assert res.test["test/explain/probe_deconv_cc"] == pytest.approx(own_mean)  # the same map
 
     maps = np.load(tmp_path / "heatmaps" / "maps.npz")
     assert len(maps["keys"]) == 3 and sorted(maps["labels"]) == [0, 1, 2]  # one panel per class
-    for name in ("image", "gaze", "gbp", "deconv", "gradcam", "decoder"):
+    np.testing.assert_array_equal(maps["generator"], maps["deconv"])  # the arm's own map
+    for name in ("image", "gaze", "gbp", "deconv", "gradcam", "decoder", "generator"):
         assert maps[name].shape == (3, 32, 32)
         assert np.nanmin(maps[name]) >= 0 and np.nanmax(maps[name]) <= 1 + 1e-6
     assert sorted(p.stem for p in (tmp_path / "heatmaps").glob("*.png")) == sorted(maps["keys"])
@@ -102,10 +113,12 @@ def test_outputs_best_epoch_and_auc_match_sklearn(tiny_data, tmp_path):
     assert state["config"]["arm"] == "set3-deconv"
 
 
-def test_no_seg_has_no_decoder_map(tiny_data, tmp_path):
-    res = fit(tiny_config(arm="no-seg", epochs=1), tiny_data, tmp_path, log=QUIET)
+@pytest.mark.parametrize("arm", [a for a in list_arms() if not get_arm(a).uses_decoder][:3])
+def test_arms_that_train_no_decoder_report_no_decoder_map(arm, tiny_data, tmp_path):
+    # no-seg, and the set 1 arms too: their decoder is never trained (issue 10, item 12).
+    res = fit(tiny_config(arm=arm, epochs=1), tiny_data, tmp_path, log=QUIET)
     exp = pd.read_csv(tmp_path / "explain" / "test.csv")
-    assert set(exp["map"]) == {"generator"}
+    assert set(exp["map"]) == {"generator", "probe"}
     assert not any(k.startswith("test/explain/decoder") for k in res.test)
     assert np.isnan(np.load(tmp_path / "heatmaps" / "maps.npz")["decoder"]).all()
 

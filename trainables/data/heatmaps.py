@@ -78,6 +78,42 @@ def screen_to_image(
     return x, y
 
 
+def published_on_image(fpogx: np.ndarray, fpogy: np.ndarray, pads: Pads) -> np.ndarray:
+    """The published mapping's test of a fixation being on the displayed image: strictly inside
+    the screen area the pads leave (EGD-CXR's ``map_eye_gaze_from_screen_to_image_coordinates.py``).
+    """
+    x = np.asarray(fpogx, np.float64) * SCREEN_WIDTH
+    y = np.asarray(fpogy, np.float64) * SCREEN_HEIGHT
+    return (
+        (x > pads.left)
+        & (x < SCREEN_WIDTH - pads.right)
+        & (y > pads.top)
+        & (y < SCREEN_HEIGHT - pads.bottom)
+    )
+
+
+def published_xy_original(
+    fpogx: np.ndarray, fpogy: np.ndarray, pads: Pads, native_shape: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """X_ORIGINAL / Y_ORIGINAL exactly as EGD-CXR's published mapping writes them.
+
+    On the image: ``int(W' / (1920 - L - R) * (FPOGX * 1920 - L))`` (and likewise for y), where W'
+    and H' are the DICOM's columns and rows rounded up to even numbers (the script pads odd sizes)
+    and ``int`` truncates toward zero. Off the image both coordinates are computed from -1, i.e.
+    ``int(-W' / (1920 - L - R))``: negative when the image is larger than its display (MIMIC), but
+    0 when it is displayed enlarged -- so the sign alone does not say "off the image";
+    :func:`published_on_image` does.
+    """
+    h, w = native_shape
+    w_even, h_even = w + w % 2, h + h % 2
+    shown_w = SCREEN_WIDTH - pads.left - pads.right
+    shown_h = SCREEN_HEIGHT - pads.top - pads.bottom
+    on = published_on_image(fpogx, fpogy, pads)
+    ex = np.where(on, np.asarray(fpogx, np.float64) * SCREEN_WIDTH - pads.left, -1.0)
+    ey = np.where(on, np.asarray(fpogy, np.float64) * SCREEN_HEIGHT - pads.top, -1.0)
+    return np.trunc(w_even / shown_w * ex).astype(int), np.trunc(h_even / shown_h * ey).astype(int)
+
+
 def native_fixations(
     fix: Fixations, pads: Pads, native_shape: tuple[int, int], source: CoordinateSource = "pads"
 ) -> NativeFixations:
@@ -100,7 +136,10 @@ def native_fixations(
         xs, ys = ex - 0.5, ey - 0.5  # edge-based -> pixel-centre coordinates
     elif source == "original":
         xs, ys = np.asarray(fix.x_original, np.float64), np.asarray(fix.y_original, np.float64)
-        on = (xs >= 0) & (xs <= w - 1) & (ys >= 0) & (ys <= h - 1)
+        # The published mapping marks off-image fixations by coordinates computed from -1, which
+        # truncate to 0 (a real pixel) for images displayed enlarged: decide with its own test.
+        on = published_on_image(fix.fpogx, fix.fpogy, pads)
+        on &= (xs >= 0) & (xs <= w - 1) & (ys >= 0) & (ys <= h - 1)
     else:
         raise ValueError(f"unknown coordinate source {source!r}; valid: {COORDINATE_SOURCES}")
     return NativeFixations(xs[on], ys[on], np.asarray(fix.fpogd, np.float64)[on], int((~on).sum()))

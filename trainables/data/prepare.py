@@ -15,16 +15,28 @@ from trainables.data.cache import load_or_build
 from trainables.data.cached import CachedData
 from trainables.data.egd import read_egd
 from trainables.data.split import patient_split, read_split_file
-from trainables.data.synthetic import write_synthetic
+from trainables.data.synthetic import read_manifest, write_synthetic
+from trainables.data.synthetic.shortcuts import ShortcutSpec
 
 logger = logging.getLogger(__name__)
 
 
-def synthetic_root(cfg: DataConfig) -> Path:
-    """Where the synthetic twin for ``cfg`` lives: ``{data_dir}/synthetic-{N}-seed{S}``."""
-    return (
-        Path(cfg.data_dir).resolve() / f"synthetic-{cfg.synthetic_images}-seed{cfg.synthetic_seed}"
+def shortcut_spec(cfg: DataConfig) -> ShortcutSpec | None:
+    """The shortcut the twin of ``cfg`` carries, or None (ValueError/KeyError for a bad one)."""
+    if cfg.synthetic_shortcut is None:
+        return None
+    return ShortcutSpec(
+        cfg.synthetic_shortcut, cfg.synthetic_shortcut_fraction, cfg.synthetic_shortcut_test
     )
+
+
+def synthetic_root(cfg: DataConfig) -> Path:
+    """Where the synthetic twin for ``cfg`` lives: ``{data_dir}/synthetic-{N}-seed{S}[-shortcut]``."""
+    name = f"synthetic-{cfg.synthetic_images}-seed{cfg.synthetic_seed}"
+    spec = shortcut_spec(cfg)
+    if spec is not None:
+        name += f"-{spec.tag()}"
+    return Path(cfg.data_dir).resolve() / name
 
 
 def ensure_synthetic(cfg: DataConfig) -> Path:
@@ -46,7 +58,7 @@ def ensure_synthetic(cfg: DataConfig) -> Path:
             cfg.synthetic_seed,
             root,
         )
-        write_synthetic(tmp, cfg.synthetic_images, cfg.synthetic_seed)
+        write_synthetic(tmp, cfg.synthetic_images, cfg.synthetic_seed, shortcut=shortcut_spec(cfg))
         try:
             os.rename(tmp, root)
         except OSError:
@@ -100,9 +112,19 @@ def prepare_data(cfg: DataConfig, *, progress: bool = True) -> CachedData:
     """
     cfg = resolve_sources(cfg)
     index = read_egd(cfg.egd_root, cfg.resolved_mimic_root(), cfg.image_list)
-    content = load_or_build(index, cfg, progress=progress, coordinates=cfg.gaze_coordinates)
-    if cfg.split_file:
-        split = read_split_file(cfg.split_file, content.keys)
+    manifest = read_manifest(cfg.egd_root)
+    # The twin's images are smaller than MIMIC's: gaze_sigma is in MIMIC pixels everywhere.
+    scale = float(manifest["pixel_scale"]) if manifest else 1.0
+    cache_cfg = dataclasses.replace(cfg, gaze_sigma=cfg.gaze_sigma * scale)
+    content = load_or_build(index, cache_cfg, progress=progress, coordinates=cfg.gaze_coordinates)
+    split_file = cfg.split_file
+    if split_file is None and manifest and manifest.get("shortcut"):
+        # A shortcut twin's test split is where its shortcut is broken: use the split it was
+        # written with, not one drawn again.
+        split_file = str(Path(cfg.egd_root) / manifest["split_file"])
+        logger.info("shortcut twin: using its split file %s", split_file)
+    if split_file:
+        split = read_split_file(split_file, content.keys)
     else:
         split = patient_split(content.labels, content.patients, seed=cfg.split_seed)
     exclusions = Counter(index.exclusions)

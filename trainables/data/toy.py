@@ -32,10 +32,15 @@ def make_toy_cached(n: int = 48, size: int = 32, seed: int = 0) -> CachedData:
         g = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (r + 0.05) ** 2))
         gaze[i] = g / g.max()
     split = np.zeros(n, np.int8)
-    split[int(0.6 * n):int(0.8 * n)] = 1
-    split[int(0.8 * n):] = 2
+    split[int(0.6 * n) : int(0.8 * n)] = 1
+    split[int(0.8 * n) :] = 2
     return CachedData(
-        images=(images * 255).round().astype(np.uint8), gaze=gaze.astype(np.float16),
-        labels=labels.astype(np.int64), keys=[f"img{i:04d}" for i in range(n)],
-        patients=[f"p{i:04d}" for i in range(n)], split=split, exclusions={}, fingerprint="tiny",
+        images=(images * 255).round().astype(np.uint8),
+        gaze=gaze.astype(np.float16),
+        labels=labels.astype(np.int64),
+        keys=[f"img{i:04d}" for i in range(n)],
+        patients=[f"p{i:04d}" for i in range(n)],
+        split=split,
+        exclusions={},
+        fingerprint="tiny",
     )

@@ -13,6 +13,8 @@ from trainables.data.heatmaps import (
     NativeFixations,
     Pads,
     native_fixations,
+    published_on_image,
+    published_xy_original,
     screen_to_image,
     static_heatmap,
     temporal_heatmaps,
@@ -101,25 +103,41 @@ def test_off_image_fixations_are_dropped_and_counted():
     assert nf.off_image == 3 and len(nf) == 2
     # (FPOGX * 1920 - 420) * 500 / 1080 at the centre = 250 (edge coords) -> pixel centre 249.5
     np.testing.assert_allclose(nf.xs[0], 249.5)
-    orig = Fixations(
-        fx, fy, np.full(5, 0.3), np.array([10, -3, 499, 500, 20.0]), np.array([10, 10, 0, 10, -1.0])
+    # X/Y_ORIGINAL as the published mapping writes them: off-image fixations of this enlarged
+    # display (500 px shown on 1080) truncate to (0, 0), a real pixel; they must still be dropped.
+    xo, yo = published_xy_original(fx, fy, pads, (500, 500))
+    assert (xo[1:4] == 0).all() and (yo[1:4] == 0).all()
+    orig = Fixations(fx, fy, np.full(5, 0.3), xo.astype(float), yo.astype(float))
+    kept = native_fixations(orig, pads, (500, 500), source="original")
+    assert kept.off_image == 3 and len(kept) == 2
+    np.testing.assert_array_equal(
+        kept.xs, np.trunc((np.array([0.5, 0.7]) * 1920 - 420) * 500 / 1080)
     )
-    assert native_fixations(orig, pads, (500, 500), source="original").off_image == 3
+    # A coordinate off the pixel grid is dropped too, whatever the screen test says.
+    bad = Fixations(fx, fy, np.full(5, 0.3), np.array([10, -3, 0, 0, 520.0]), yo.astype(float))
+    assert native_fixations(bad, pads, (500, 500), source="original").off_image == 4
+    # A larger-than-display image (MIMIC's case) gets negative sentinels, as the published code.
+    big_x, big_y = published_xy_original(fx, fy, pads, (2500, 2500))
+    assert (big_x[1:4] < 0).all() and (big_y[1:4] < 0).all()
     with pytest.raises(ValueError, match="coordinate source"):
         native_fixations(orig, pads, (500, 500), source="eyes")  # type: ignore[arg-type]
 
 
 def test_pad_formula_agrees_with_x_original_in_the_twin(synthetic_root):
-    # The twin's X_ORIGINAL/Y_ORIGINAL are floor() of the pad formula: both sources give one map.
+    # The twin's X_ORIGINAL/Y_ORIGINAL are the published mapping of FPOGX/FPOGY (even-rounded
+    # size, truncation): on the image they agree with the pad formula; both sources give one map.
     import pydicom
 
     rec = read_egd(synthetic_root).records[0]
     ds = pydicom.dcmread(rec.dicom_path, stop_before_pixels=True)
     shape = (int(ds.Rows), int(ds.Columns))
-    x, y = screen_to_image(rec.fixations.fpogx, rec.fixations.fpogy, rec.pads, shape)
-    on = (x >= 0) & (x < shape[1]) & (y >= 0) & (y < shape[0])
-    np.testing.assert_array_equal(np.floor(x[on]), rec.fixations.x_original[on])
-    np.testing.assert_array_equal(np.floor(y[on]), rec.fixations.y_original[on])
+    xo, yo = published_xy_original(rec.fixations.fpogx, rec.fixations.fpogy, rec.pads, shape)
+    np.testing.assert_array_equal(xo, rec.fixations.x_original)
+    np.testing.assert_array_equal(yo, rec.fixations.y_original)
+    x, _ = screen_to_image(rec.fixations.fpogx, rec.fixations.fpogy, rec.pads, shape)
+    on = published_on_image(rec.fixations.fpogx, rec.fixations.fpogy, rec.pads)
+    assert 0 < (~on).sum() and on.sum() > 10
+    assert np.abs(x[on] - rec.fixations.x_original[on]).max() < 3  # even rounding + truncation
     t = letterbox_transform(shape, 64)
     a = static_heatmap(native_fixations(rec.fixations, rec.pads, shape, "pads"), t, 64)
     b = static_heatmap(native_fixations(rec.fixations, rec.pads, shape, "original"), t, 64)

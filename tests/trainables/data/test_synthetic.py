@@ -14,6 +14,7 @@ import pydicom
 from pydicom.uid import JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
 
 from trainables.data.egd import read_egd
+from trainables.data.heatmaps import Pads, published_on_image
 from trainables.data.synthetic import (
     dicom_relpath,
     gaze_tables,
@@ -87,9 +88,28 @@ def test_gaze_files_timing_calibration_and_boxes(synthetic_root):
         assert g["Time (in secs)"].iloc[0] < 1.5 and (np.diff(g["Time (in secs)"]) > 0).all()
     calib = set(gaze["DICOM_ID"]) - ids
     assert calib and all(any(i[:-5] == c for i in ids) for c in calib)
+    # Calibration screens: one dot in the centre of the display, as in EGD-CXR.
+    cal_rows = gaze[gaze["DICOM_ID"].isin(calib)]
+    assert (abs(cal_rows["FPOGX"] - 0.5) < 0.05).all() and (
+        abs(cal_rows["FPOGY"] - 0.5) < 0.05
+    ).all()
+    np.testing.assert_array_equal(cal_rows["X_ORIGINAL"], np.trunc(cal_rows["FPOGX"] * 1920))
     assert set(dense["DICOM_ID"]) == set(gaze["DICOM_ID"])
-    off = (real["X_ORIGINAL"] < 0) | (real["Y_ORIGINAL"] < 0)
+    pads = master.set_index("dicom_id")[
+        ["image_top_pad", "image_bottom_pad", "image_left_pad", "image_right_pad"]
+    ].astype(int)
+    off = np.concatenate([
+        ~published_on_image(g["FPOGX"], g["FPOGY"], Pads(*pads.loc[key]))
+        for key, g in real.groupby("DICOM_ID", sort=False)
+    ])  # fmt: skip
     assert 0 < off.mean() < 0.1  # a few glances off the image
+    # ... written as the published mapping writes them: computed from -1, which truncates to 0
+    # for these images (smaller than their display), so off-image rows read (0, 0).
+    off_rows = pd.concat([
+        g[~published_on_image(g["FPOGX"], g["FPOGY"], Pads(*pads.loc[key]))]
+        for key, g in real.groupby("DICOM_ID", sort=False)
+    ])  # fmt: skip
+    assert (off_rows["X_ORIGINAL"] <= 0).all() and (off_rows["Y_ORIGINAL"] <= 0).all()
     boxes = pd.read_csv(synthetic_root / "bounding_boxes.csv")
     per_image = boxes.groupby("dicom_id")["bbox_name"].nunique()
     assert set(per_image.index) == ids and (per_image == 17).all()

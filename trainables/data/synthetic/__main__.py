@@ -1,0 +1,5 @@
+"""``python -m trainables.data.synthetic OUT --images N --seed S``."""
+
+from trainables.data.synthetic import main
+
+main()
