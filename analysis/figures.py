@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from sklearn.metrics import roc_curve
 
 from analysis.cli import run_cli
@@ -176,14 +177,28 @@ _LINESTYLES = ("-", "--", ":", "-.")  # arms with identical predictions stay vis
 def roc_figure(
     record: Record, best: Mapping[str, Trial | None], out_dir: Path
 ) -> tuple[Path | None, dict[str, dict[str, float]]]:
-    """``roc.png``: one panel per class, one curve per arm, one legend below the panels.
+    """``roc.png`` of each arm's best run (see :func:`draw_roc`).
 
     Returns:
         The path (None without any finished arm) and ``arm -> AUC key -> AUC`` as shown.
     """
-    present = {arm: t for arm, t in best.items() if t is not None}
+    present = {arm: record.predictions(t.run_id) for arm, t in best.items() if t is not None}
     if not present:
         return None, {}
+    fig, shown = draw_roc(present)
+    return save(fig, out_dir / "roc.png"), shown
+
+
+def draw_roc(predictions: Mapping[str, pd.DataFrame]) -> tuple[Figure, dict[str, dict[str, float]]]:
+    """One panel per class, one curve per arm, one legend below the panels (never over a curve).
+
+    Args:
+        predictions: arm -> its ``predictions/test.csv`` frame.
+
+    Returns:
+        The figure and ``arm -> AUC key -> AUC`` (``per_class_auc``, as the tables) it shows.
+    """
+    present = predictions
     n_cls, side = len(CLASSES), 3.3
     legend_rows = -(-len(present) // 2)
     bottom_in = 0.75 + 0.24 * legend_rows + 0.25  # axis labels, legend, padding
@@ -195,8 +210,7 @@ def roc_figure(
     ]
     shown: dict[str, dict[str, float]] = {}
     handles = []
-    for i, (arm, trial) in enumerate(present.items()):
-        frame = record.predictions(trial.run_id)
+    for i, (arm, frame) in enumerate(present.items()):
         labels = frame["label"].to_numpy()
         probs = frame[list(PROB_COLUMNS)].to_numpy(dtype=np.float64)
         shown[arm] = per_class_auc(labels, probs)
@@ -206,11 +220,11 @@ def roc_figure(
             if positive.all() or not positive.any():
                 continue
             fpr, tpr, _ = roc_curve(positive, probs[:, c])
-            (line,) = ax.plot(fpr, tpr, **style)
+            ax.plot(fpr, tpr, **style)
         aucs = ", ".join(
             f"{CLASSES[c]} {format_auc(shown[arm][k])}" for c, k in enumerate(AUC_KEYS[:-1])
         )
-        handles.append((line, f"{ARM_LABELS.get(arm, arm)}: {aucs}"))
+        handles.append((Line2D([], [], **style), f"{ARM_LABELS.get(arm, arm)}: {aucs}"))
     for c, ax in enumerate(axes):
         ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=0.8)
         ax.set_title(f"{CLASSES[c]} vs rest", fontsize=FONT_PT + 1)
@@ -223,7 +237,7 @@ def roc_figure(
         fontsize=FONT_PT, frameon=False, bbox_to_anchor=(0.5, 0.1 / height),
         title="Arm: whole-test-set AUC per class", title_fontsize=FONT_PT,
     )  # fmt: skip
-    return save(fig, out_dir / "roc.png"), shown
+    return fig, shown
 
 
 @dataclass(frozen=True)

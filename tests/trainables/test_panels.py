@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.text import Text
@@ -18,6 +22,8 @@ from trainables.panels import (
     save,
     write_panels,
 )
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 
 def _texts(fig: Figure) -> list[str]:
@@ -89,3 +95,12 @@ def test_write_panels_one_png_per_image_with_its_font_size(tmp_path):
         png = Image.open(p)
         assert float(png.text["min_font_px"]) >= MIN_FONT_PX and png.size[0] <= MAX_WIDTH_PX
         assert png.text["layout_problems"] == ""
+
+
+def test_the_renderer_imports_without_mlflow_or_torch():
+    probe = "import sys, trainables.panels; print(sorted({'mlflow', 'torch'} & set(sys.modules)))"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=PROJECT_DIR, capture_output=True, text=True,
+        timeout=120, check=True,
+    )  # fmt: skip
+    assert done.stdout.strip() == "[]"
