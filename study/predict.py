@@ -98,13 +98,14 @@ def load_model(path: Path, device: str = "cpu"):
     """The model and the TrialConfig of a ``model.pt`` (``{"state_dict", "config"}``).
 
     Raises:
-        PredictError: not loadable with ``weights_only=True``, or not such a dict, or the weights do
-            not fit the model its config describes.
+        PredictError: not loadable with ``weights_only=True``, not such a dict, a config naming an
+            unknown arm or field values, or weights that do not fit the model it describes.
     """
     import torch
 
     from trainables.config import TrialConfig
     from trainables.model import build_model
+    from trainables.model_sets import get_arm
 
     try:
         saved = torch.load(path, map_location=device, weights_only=True)
@@ -118,7 +119,14 @@ def load_model(path: Path, device: str = "cpu"):
     config: dict[str, Any] = {k: v for k, v in saved["config"].items() if k in known}
     if "decoder_channels" in config:
         config["decoder_channels"] = tuple(config["decoder_channels"])
-    cfg = TrialConfig(**config)
+    try:
+        cfg = TrialConfig(**config)
+        get_arm(cfg.arm)
+    except (KeyError, TypeError, ValueError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        raise PredictError(
+            f"{path}: its config does not describe a model here ({message})"
+        ) from err
     # No pretrained weights: the state dict holds every parameter, and smp would download them.
     model = build_model(cfg.encoder, None, cfg.decoder_channels)
     try:

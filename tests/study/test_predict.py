@@ -115,6 +115,11 @@ def test_model_files_that_are_not_plain_weights_are_refused(test_image, tmp_path
     assert f"error: {planted}: cannot load as weights" in capsys.readouterr().err
     assert predict.main(["--model", "nonsense", "--dicom", str(dicom)]) == 2
     assert "no such file, and not an MLflow run id" in capsys.readouterr().err
+    unknown_arm = tmp_path / "unknown_arm.pt"
+    torch.save({"state_dict": {}, "config": {"arm": "set9-magic"}}, unknown_arm)
+    assert predict.main(["--model", str(unknown_arm), "--dicom", str(dicom)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {unknown_arm}: its config does not describe" in err and "set9-magic" in err
 
 
 def test_real_cli_bad_dicom_and_help_without_torch(trained, tmp_path):
