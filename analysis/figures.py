@@ -4,8 +4,9 @@
 
 Reads each arm's best run (chosen on validation, as for the tables): ``explain/test.csv`` for the
 agreement table (``explain.md`` / ``explain.csv``), ``heatmaps/maps.npz`` for the panels (like the
-paper's Figures 9-11: rows = arms; input, GBP, deconvNet, gaze and decoder maps), and
-``predictions/test.csv`` for the ROC curves. PNGs via matplotlib's Agg canvas (no pyplot state).
+paper's Figures 9-11: rows = arms; input, GBP, deconvNet, gaze and decoder maps; drawn by
+``trainables.panels``, the renderer the trials use), and ``predictions/test.csv`` for the ROC
+curves. PNGs via matplotlib's object API (no pyplot state), sized to be shown 1:1.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from sklearn.metrics import roc_curve
 
 from analysis.cli import run_cli
@@ -35,17 +37,13 @@ from analysis.records import (
 )
 from trainables.config import CLASSES
 from trainables.metrics import SALIENCY_KEYS, bootstrap_indices, per_class_auc, percentile_summary
+from trainables.panels import DPI, FONT_PT, PanelRow, panel_figure, save, title_for
+from trainables.record import AUC_KEYS
 
 log = logging.getLogger(__name__)
 
 MAP_KINDS: tuple[str, ...] = ("generator", "decoder")
-PANEL_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("image", "Input"),
-    ("gbp", "GBP map"),
-    ("deconv", "deconvNet map"),
-    ("gaze", "Gaze map"),
-    ("decoder", "Decoder map"),
-)
+PANEL_COLUMNS: tuple[str, ...] = ("image", "gbp", "deconv", "gaze", "decoder")
 METRIC_NAMES = {"cc": "CC ↑", "kl": "KL ↓", "nss": "NSS ↑", "auc_judd": "AUC-Judd ↑"}
 
 
@@ -140,7 +138,8 @@ def _panel_arms(record: Record, best: Mapping[str, Trial | None]) -> dict[str, d
 
 
 def panel_figures(record: Record, best: Mapping[str, Trial | None], out_dir: Path) -> list[Path]:
-    """One PNG per panel image (keys shared by every arm): rows = arms, columns = PANEL_COLUMNS."""
+    """One PNG per panel image (keys shared by every arm): rows = arms, columns = PANEL_COLUMNS,
+    drawn by the trials' own renderer (``trainables.panels``)."""
     maps = _panel_arms(record, best)
     if not maps:
         return []
@@ -149,72 +148,96 @@ def panel_figures(record: Record, best: Mapping[str, Trial | None], out_dir: Pat
         log.warning("the arms' heatmap panels share no image key: no panel figures")
     paths = []
     for key in keys:
-        # A fixed grid instead of a layout engine: constrained layout redraws the figure several
-        # times and made each panel ~5x slower to save.
-        fig = Figure(figsize=(2.2 * len(PANEL_COLUMNS) + 0.6, 2.2 * len(maps) + 0.5))
-        axes = fig.subplots(
-            len(maps),
-            len(PANEL_COLUMNS),
-            squeeze=False,
-            gridspec_kw={"left": 0.08, "right": 0.99, "bottom": 0.01, "top": 0.90, "wspace": 0.04},
-        )
-        label = None
-        for i, (arm, arrays) in enumerate(maps.items()):
+        rows, label = [], None
+        for arm, arrays in maps.items():
             k = int(np.flatnonzero(arrays["keys"] == key)[0])
             label = int(arrays["labels"][k])
-            image = arrays["image"][k]
-            for j, (name, title) in enumerate(PANEL_COLUMNS):
-                ax = axes[i, j]
-                ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="bilinear")
-                heat = arrays[name][k]
-                if name != "image" and np.isfinite(heat).all():
-                    ax.imshow(heat, cmap="jet", alpha=0.5, vmin=0, vmax=1, interpolation="bilinear")
-                elif name != "image":
-                    ax.text(0.5, 0.5, "n/a", transform=ax.transAxes, ha="center", color="w")
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if i == 0:
-                    ax.set_title(title, fontsize=9)
-                if j == 0:
-                    probs = ", ".join(f"{p:.2f}" for p in arrays["probs"][k])
-                    ax.set_ylabel(f"{ARM_LABELS.get(arm, arm)}\np = ({probs})", fontsize=7)
-        fig.suptitle(f"Test image {key} ({CLASSES[label]})", fontsize=10)
-        path = out_dir / f"panel_{key}.png"
-        fig.savefig(path, dpi=80)
-        paths.append(path)
+            rows.append(
+                PanelRow(
+                    label=ARM_LABELS.get(arm, arm),
+                    image=arrays["image"][k],
+                    maps={name: arrays[name][k] for name in PANEL_COLUMNS[1:]},
+                    probs=arrays["probs"][k],
+                    true_label=label,
+                )
+            )
+        fig = panel_figure(rows, PANEL_COLUMNS, title_for(key, label))
+        paths.append(save(fig, out_dir / f"panel_{key}.png"))
     return paths
 
 
-def roc_figure(record: Record, best: Mapping[str, Trial | None], out_dir: Path) -> Path | None:
-    """``roc.png``: one-vs-rest ROC curves, one panel per class, one curve per arm."""
-    present = {arm: t for arm, t in best.items() if t is not None}
+ROC_NOTE = (
+    "One-vs-rest ROC curves of each arm's best run on the whole test set. The AUC in the legend is "
+    "the area under the drawn curve: the same whole-test-set AUC as the tables and results.csv "
+    "(scikit-learn's roc_auc_score, ties counted one half)."
+)
+_LINESTYLES = ("-", "--", ":", "-.")  # arms with identical predictions stay visible
+
+
+def roc_figure(
+    record: Record, best: Mapping[str, Trial | None], out_dir: Path
+) -> tuple[Path | None, dict[str, dict[str, float]]]:
+    """``roc.png`` of each arm's best run (see :func:`draw_roc`).
+
+    Returns:
+        The path (None without any finished arm) and ``arm -> AUC key -> AUC`` as shown.
+    """
+    present = {arm: record.predictions(t.run_id) for arm, t in best.items() if t is not None}
     if not present:
-        return None
-    fig = Figure(figsize=(4.2 * len(CLASSES), 4.4))
-    grid = {"left": 0.05, "right": 0.99, "bottom": 0.12, "top": 0.93, "wspace": 0.2}
-    axes = fig.subplots(1, len(CLASSES), squeeze=False, gridspec_kw=grid)[0]
-    for arm, trial in present.items():
-        frame = record.predictions(trial.run_id)
+        return None, {}
+    fig, shown = draw_roc(present)
+    return save(fig, out_dir / "roc.png"), shown
+
+
+def draw_roc(predictions: Mapping[str, pd.DataFrame]) -> tuple[Figure, dict[str, dict[str, float]]]:
+    """One panel per class, one curve per arm, one legend below the panels (never over a curve).
+
+    Args:
+        predictions: arm -> its ``predictions/test.csv`` frame.
+
+    Returns:
+        The figure and ``arm -> AUC key -> AUC`` (``per_class_auc``, as the tables) it shows.
+    """
+    present = predictions
+    n_cls, side = len(CLASSES), 3.3
+    legend_rows = -(-len(present) // 2)
+    bottom_in = 0.75 + 0.24 * legend_rows + 0.25  # axis labels, legend, padding
+    width, height = 0.75 + n_cls * side + (n_cls - 1) * 0.55 + 0.2, 0.45 + side + bottom_in
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    lefts = [0.75 + c * (side + 0.55) for c in range(n_cls)]
+    axes = [
+        fig.add_axes((x / width, bottom_in / height, side / width, side / height)) for x in lefts
+    ]
+    shown: dict[str, dict[str, float]] = {}
+    handles = []
+    for i, (arm, frame) in enumerate(present.items()):
         labels = frame["label"].to_numpy()
         probs = frame[list(PROB_COLUMNS)].to_numpy(dtype=np.float64)
-        aucs = per_class_auc(labels, probs)
+        shown[arm] = per_class_auc(labels, probs)
+        style = {"lw": 1.4, "ls": _LINESTYLES[i % len(_LINESTYLES)], "color": f"C{i % 10}"}
         for c, ax in enumerate(axes):
             positive = labels == c
             if positive.all() or not positive.any():
                 continue
             fpr, tpr, _ = roc_curve(positive, probs[:, c])
-            auc = aucs[f"auc_{CLASSES[c].lower()}"]
-            ax.plot(fpr, tpr, label=f"{ARM_LABELS.get(arm, arm)} ({auc:.3f})", lw=1.2)
-    for c, ax in enumerate(axes):
-        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-        ax.set(
-            title=f"{CLASSES[c]} vs rest", xlabel="False positive rate", ylabel="True positive rate"
+            ax.plot(fpr, tpr, **style)
+        aucs = ", ".join(
+            f"{CLASSES[c]} {format_auc(shown[arm][k])}" for c, k in enumerate(AUC_KEYS[:-1])
         )
-        ax.set_aspect("equal")
-        ax.legend(fontsize=7, loc="lower right")
-    path = out_dir / "roc.png"
-    fig.savefig(path, dpi=80)
-    return path
+        handles.append((Line2D([], [], **style), f"{ARM_LABELS.get(arm, arm)}: {aucs}"))
+    for c, ax in enumerate(axes):
+        ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=0.8)
+        ax.set_title(f"{CLASSES[c]} vs rest", fontsize=FONT_PT + 1)
+        ax.set_xlabel("False positive rate", fontsize=FONT_PT)
+        ax.set_ylabel("True positive rate" if c == 0 else "", fontsize=FONT_PT)
+        ax.tick_params(labelsize=FONT_PT)
+        ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), aspect="equal")
+    fig.legend(
+        [h for h, _ in handles], [t for _, t in handles], loc="lower center", ncol=2,
+        fontsize=FONT_PT, frameon=False, bbox_to_anchor=(0.5, 0.1 / height),
+        title="Arm: whole-test-set AUC per class", title_fontsize=FONT_PT,
+    )  # fmt: skip
+    return fig, shown
 
 
 @dataclass(frozen=True)
@@ -225,6 +248,7 @@ class FiguresOutput:
     explain_markdown: str
     panels: list[Path]
     roc: Path | None
+    roc_aucs: dict[str, dict[str, float]]  # arm -> AUC key -> the AUC the ROC legend shows
     files: list[Path]
 
 
@@ -239,9 +263,9 @@ def write_figures_from(
     (out_dir / "explain.md").write_text(markdown)
     summary.to_csv(out_dir / "explain.csv", index=False)
     panels = panel_figures(record, best, out_dir)
-    roc = roc_figure(record, best, out_dir)
+    roc, roc_aucs = roc_figure(record, best, out_dir)
     files = [out_dir / "explain.md", out_dir / "explain.csv", *panels, *([roc] if roc else [])]
-    return FiguresOutput(summary, markdown, panels, roc, files)
+    return FiguresOutput(summary, markdown, panels, roc, roc_aucs, files)
 
 
 def write_figures(

@@ -40,6 +40,7 @@ from trainables.record import (
     SELECTION_METRIC,
     STATUS_OK,
     STUDY_CONFIG,
+    STUDY_DATA,
     TAG_ARM,
     TAG_PARENT,
     TAG_ROLE,
@@ -75,6 +76,14 @@ class Trial:
     params: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    end_time: int | None = None  # ms; None while the run is open
+
+    @property
+    def seconds(self) -> float | None:
+        """Wall time of the run, None while it is open."""
+        if not self.end_time or self.end_time < self.start_time:
+            return None
+        return (self.end_time - self.start_time) / 1000.0
 
     @property
     def val_auc(self) -> float:
@@ -108,6 +117,7 @@ def _trial(run: Run) -> Trial:
         params=dict(run.data.params),
         metrics=dict(run.data.metrics),
         tags=dict(tags),
+        end_time=int(run.info.end_time) if run.info.end_time else None,
     )
 
 
@@ -122,6 +132,7 @@ class Record:
         self._tmp = tempfile.TemporaryDirectory(prefix="analysis-")
         self._cache: dict[tuple[str, str], Any] = {}
         self._listing: dict[tuple[str, str], set[str]] = {}
+        self._history: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
 
     def _search(self, experiment_id: str, filter_string: str) -> list[Run]:
         runs: list[Run] = []
@@ -212,10 +223,46 @@ class Record:
             return None
         return self._cached(parent_run_id, STUDY_CONFIG, lambda p, _: json.loads(p.read_text()))
 
+    def study_data(self, parent_run_id: str) -> dict[str, Any] | None:
+        """The parent run's ``study/data.json`` (split sizes, class balance, exclusions), or None.
+
+        Raises:
+            ValueError: the file is not a JSON object (naming the run and file).
+        """
+        if not self.has_artifact(parent_run_id, STUDY_DATA):
+            return None
+        return self._cached(parent_run_id, STUDY_DATA, read_json_object)
+
+    def metric_history(self, run_id: str, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(steps, values)`` of a per-epoch metric, sorted by step; a step logged twice (a
+        restarted trial) keeps its latest value. Empty arrays when the run never logged it."""
+        if (run_id, key) not in self._history:
+            latest: dict[int, tuple[int, float]] = {}
+            for m in self.client.get_metric_history(run_id, key):
+                if m.step not in latest or m.timestamp >= latest[m.step][0]:
+                    latest[m.step] = (m.timestamp, m.value)
+            steps = np.array(sorted(latest), dtype=np.int64)
+            values = np.array([latest[s][1] for s in steps.tolist()], dtype=np.float64)
+            self._history[(run_id, key)] = (steps, values)
+        return self._history[(run_id, key)]
+
     def log_outputs(self, parent_run_id: str, files: Iterable[Path]) -> None:
         """Log analysis outputs as artifacts of the parent run under ``analysis/``."""
         for path in files:
             self.client.log_artifact(parent_run_id, str(path), ANALYSIS_DIR)
+
+
+def read_json_object(path: Path, name: str = "") -> dict[str, Any]:
+    """Read a JSON file that must hold one object."""
+    name = name or str(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{name}: not JSON ({err})") from err
+    if not isinstance(value, dict):
+        # ValueError like every malformed artifact: the analysis CLIs report those in one line.
+        raise ValueError(f"{name}: expected a JSON object, got {type(value).__name__}")  # noqa: TRY004
+    return value
 
 
 def read_predictions(path: Path, name: str = "") -> pd.DataFrame:

@@ -1,26 +1,53 @@
-"""One self-contained HTML report of a study: configuration, Tables 1-4, seeds, explainability.
+"""One self-contained HTML report of a study that explains itself.
 
 ``python -m analysis.report --tracking-uri URI --experiment NAME [--out DIR] [--parent RUN_ID]``
 
-Figures are embedded as base64 PNGs, so the single file opens anywhere (no network, no assets).
-``write_report`` is what the study's ``make study`` calls at the end.
+Sections (``SECTIONS``, in page order; each a small function of the ``ReportContext``): the best
+trial of each arm (hyperparameters, validation and test AUCs, ``results.csv``) with the test set's
+AUC resolution and arms that predicted identically; trials and wall time per arm; the data; Tables
+1-4 and seeds; ROC curves; learning curves; DOCTOR misclassification detection; explainability and
+heatmap panels; the configuration that ran. Figures are embedded as base64 PNGs shown 1:1, so the
+single file opens anywhere. Run ids link to the MLflow UI when the tracking server is HTTP(S).
+``write_report`` is what the study calls at the end.
 """
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from analysis import html as h
 from analysis.cli import run_cli
-from analysis.figures import EXPLAIN_NOTE, FiguresOutput, explain_display, write_figures_from
-from analysis.records import Record, Study
+from analysis.curves import CURVES_NOTE, arm_trials, curves_figure, has_curves
+from analysis.data_summary import DataSummary, data_summary
+from analysis.doctor import DoctorOutput, doctor_display, doctor_note, write_doctor_from
+from analysis.figures import (
+    EXPLAIN_NOTE,
+    ROC_NOTE,
+    FiguresOutput,
+    explain_display,
+    write_figures_from,
+)
+from analysis.paper import table_arms
+from analysis.records import PROB_COLUMNS, Record, Study
+from analysis.results import (
+    arm_summaries,
+    best_display,
+    identical_groups,
+    resolution_note,
+    results_frame,
+    trials_display,
+)
+from analysis.stats import align_arms
 from analysis.tables import (
     TablesOutput,
     display_frame,
@@ -33,74 +60,252 @@ from analysis.tables import (
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "report.html"
+RESULTS_NAME = "results.csv"
+PER_TRIAL = "per trial: see the best trial of each arm"  # replaces searched template fields
 _CSS = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 78em; color: #222; }
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 78em; padding: 0 1em;
+       color: #222; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
 th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; text-align: left; }
 th { background: #eee; }
 p.note { font-size: 0.85em; color: #555; max-width: 70em; }
-img { max-width: 100%; border: 1px solid #ddd; margin: 0.4em 0; }
+img { max-width: 100%; height: auto; border: 1px solid #ddd; margin: 0.4em 0; }
 pre { background: #f6f6f6; padding: 0.8em; overflow-x: auto; font-size: 0.8em; }
 """
 
 
-def _table(frame: pd.DataFrame, css_class: str) -> str:
-    return frame.reset_index().to_html(escape=True, classes=css_class, border=0, index=False)
+@dataclass(frozen=True)
+class ReportContext:
+    """Everything the sections draw on, computed once."""
+
+    record: Record
+    study: Study
+    experiment: str
+    tables: TablesOutput
+    figures: FiguresOutput
+    doctor: DoctorOutput
+    results: pd.DataFrame  # results.csv
+    results_path: Path
+    curves: Path | None
+    data: DataSummary
+    labels: np.ndarray | None  # test labels in key order (None without a finished arm)
+    identical: list[tuple[str, ...]]
+    link: h.Linker
 
 
-def _img(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+def _header(ctx: ReportContext) -> list[str]:
+    study = ctx.study
+    title = f"Gaze-guided U-Net study {study.name or study.parent_run_id}"
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return [
+        h.heading(1, title),
+        h.note(f"experiment {ctx.experiment}; study run {study.parent_run_id}; "
+               f"{len(study.trials)} trial runs; tracking {ctx.record.tracking_uri}; generated "
+               f"{stamp}", ctx.link),
+    ]  # fmt: skip
 
 
-def _note(text: str) -> str:
-    return f'<p class="note">{html.escape(text)}</p>'
-
-
-def _config_section(record: Record, study: Study) -> list[str]:
-    parts = ["<h2>Study configuration</h2>"]
-    params = pd.DataFrame(sorted(study.params.items()), columns=["param", "value"])
-    parts.append(_table(params, "config") if len(params) else _note("no params"))
-    config = record.study_config(study.parent_run_id)
-    if config is not None:
-        text = json.dumps(config, indent=2, sort_keys=True)
-        parts += ["<h3>study/config.json</h3>", f"<pre>{html.escape(text)}</pre>"]
+def _best_section(ctx: ReportContext) -> list[str]:
+    parts = [h.heading(2, "Best trial of each arm", "best")]
+    parts += [h.table(best_display(ctx.results), "best", ctx.link)]
+    parts += [
+        h.note(
+            "The best trial of an arm has the highest validation mean AUC of its best epoch (the "
+            "test set is never used to choose). Searched: the hyperparameters the arm's search "
+            "varied (the parent run's space/<arm> params); the others were fixed (see the "
+            "configuration). Test AUCs: whole test set, with the 2.5th-97.5th percentile over the "
+            "bootstrap resamples of Tables 1-4."
+        )
+    ]
+    if ctx.labels is not None:
+        parts += [h.note(resolution_note(ctx.labels, ctx.identical))]
+    parts += [h.links_note([ctx.results_path])]
     return parts
 
 
-def render_html(
-    record: Record, study: Study, tables: TablesOutput, figures: FiguresOutput, experiment: str
-) -> str:
-    """The report page as one HTML string."""
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    title = f"Gaze-guided U-Net study {study.name or study.parent_run_id}"
-    parts = [
-        f"<h1>{html.escape(title)}</h1>",
-        _note(f"experiment {experiment}; study run {study.parent_run_id}; "
-              f"{len(study.trials)} trial runs; tracking {record.tracking_uri}; generated {stamp}"),
-    ]  # fmt: skip
-    parts += ["<h2>Classification: Tables 1-4</h2>"]
-    for t in tables.tables:
-        parts += [f"<h3>Table {t.spec.number}. {html.escape(t.spec.title)}</h3>"]
-        parts += [_table(display_frame(t), "auc"), _note(method_note(t))]
+def _trials_section(ctx: ReportContext) -> list[str]:
+    return [
+        h.heading(2, "Trials and wall time per arm", "trials"),
+        h.table(trials_display(ctx.results), "trials"),
+        h.note(
+            "Trials by status: finished, stopped early by ASHA, diverged (non-finite loss), "
+            "failed (error), still running. Trial time: the summed wall time of the arm's trial "
+            "runs (trials of an arm may run at the same time); wall time: from the first trial's "
+            "start to the last one's end."
+        ),
+    ]
+
+
+def _data_section(ctx: ReportContext) -> list[str]:
+    d = ctx.data
+    parts = [h.heading(2, "Data", "data"), h.table(d.splits, "splits")]
+    if d.exclusions is not None:
+        parts += [h.heading(3, "Exclusions"), h.table(d.exclusions, "exclusions")]
+    else:
+        parts += [h.note("Exclusions: not recorded.")]
+    if d.other:
+        other = pd.DataFrame(sorted(d.other.items()), columns=["field", "value"]).set_index("field")
+        parts += [h.table(other, "data-other")]
+    return parts + [h.note(d.source)]
+
+
+def _tables_section(ctx: ReportContext) -> list[str]:
+    parts = [h.heading(2, "Classification: Tables 1-4", "tables")]
+    for t in ctx.tables.tables:
+        parts += [h.heading(3, f"Table {t.spec.number}. {t.spec.title}")]
+        parts += [h.table(display_frame(t), "auc"), h.note(method_note(t), ctx.link)]
         parts += [
-            "<h4>Our median vs the paper's</h4>",
-            _table(display_frame(t, vs_paper=True), "paper"),
+            h.heading(4, "Our bootstrap median vs the paper's"),
+            h.table(display_frame(t, vs_paper=True), "paper"),
         ]
-    parts += ["<h3>Seeds</h3>", _table(seeds_display(tables.seeds), "seeds")]
-    parts += [_note(seeds_note(tables.seeds))]
-    if figures.roc is not None:
-        parts += ["<h3>ROC curves (best run per arm)</h3>", _img(figures.roc, "ROC curves")]
-    parts += ["<h2>Explainability: map vs gaze</h2>"]
-    parts += [_table(explain_display(figures.explain), "explain"), _note(EXPLAIN_NOTE)]
-    parts += ["<h3>Heatmap panels</h3>"]
-    parts += [_img(p, f"heatmap panel {p.stem}") for p in figures.panels] or [_note("no panels")]
-    parts += _config_section(record, study)
-    body = "\n".join(parts)
+    parts += [h.heading(3, "Seeds"), h.table(seeds_display(ctx.tables.seeds), "seeds")]
+    return parts + [h.note(seeds_note(ctx.tables.seeds))]
+
+
+def _roc_section(ctx: ReportContext) -> list[str]:
+    if ctx.figures.roc is None:
+        return []
+    return [
+        h.heading(3, "ROC curves (best run per arm)", "roc"),
+        h.img(ctx.figures.roc, "ROC curves"),
+        h.note(ROC_NOTE),
+    ]
+
+
+def _curves_section(ctx: ReportContext) -> list[str]:
+    parts = [h.heading(2, "Learning curves", "curves")]
+    if ctx.curves is None:
+        return parts + [h.note("No trial logged a per-epoch metric.")]
+    return parts + [h.img(ctx.curves, "learning curves per arm"), h.note(CURVES_NOTE)]
+
+
+def _doctor_section(ctx: ReportContext) -> list[str]:
+    d = ctx.doctor
+    parts = [h.heading(2, "Which predictions to trust: DOCTOR", "doctor")]
+    if d.frame.empty:
+        return parts + [h.note("No arm has a finished trial.")]
+    parts += [h.table(doctor_display(d.frame), "doctor")]
+    if d.figure is not None:
+        parts += [h.img(d.figure, "risk-coverage curves")]
+    return parts + [
+        h.note(doctor_note(d.frame, ctx.tables.tables[0].resamples, ctx.tables.tables[0].seed))
+    ]
+
+
+def _explain_section(ctx: ReportContext) -> list[str]:
+    parts = [h.heading(2, "Explainability: map vs gaze", "explain")]
+    parts += [h.table(explain_display(ctx.figures.explain), "explain"), h.note(EXPLAIN_NOTE)]
+    parts += [h.heading(3, "Heatmap panels")]
+    panels = [h.img(p, f"heatmap panel {p.stem}") for p in ctx.figures.panels]
+    return parts + (panels or [h.note("no panels")])
+
+
+def what_ran(config: dict[str, Any], study: Study) -> tuple[dict[str, Any], list[str]]:
+    """The study config with the trial template's fields that trials did not share replaced by
+    ``PER_TRIAL`` (the arm, searched hyperparameters, seeds); returns it and those field names."""
+    template = config.get("trial")
+    if not isinstance(template, dict) or not study.trials:
+        return config, []
+
+    def norm(v: Any) -> str:
+        return str(tuple(v)) if isinstance(v, list) else str(v)
+
+    varied = []
+    for key, value in template.items():
+        seen = {t.params[key] for t in study.trials if key in t.params}
+        if len(seen) > 1 or (len(seen) == 1 and seen != {norm(value)}):
+            varied.append(key)
+    shown = dict(config)
+    shown["trial"] = {k: (PER_TRIAL if k in varied else v) for k, v in template.items()}
+    return shown, varied
+
+
+def _config_section(ctx: ReportContext) -> list[str]:
+    study = ctx.study
+    parts = [h.heading(2, "Study configuration (what ran)", "config")]
+    params = pd.DataFrame(sorted(study.params.items()), columns=["param", "value"])
+    parts.append(
+        h.table(params.set_index("param"), "config") if len(params) else h.note("no params")
+    )
+    config = ctx.record.study_config(study.parent_run_id)
+    if config is None:
+        return parts + [h.note("The study run has no study/config.json.")]
+    shown, varied = what_ran(config, study)
+    parts += [
+        h.heading(3, "study/config.json"),
+        h.preformatted(json.dumps(shown, indent=2, sort_keys=True)),
+    ]
+    if varied:
+        parts += [
+            h.note(
+                f"Trial fields that differed between trials ({', '.join(varied)}) are shown as "
+                f"'{PER_TRIAL}': the file holds only the template the search started from."
+            )
+        ]
+    return parts
+
+
+Section = Callable[[ReportContext], list[str]]
+SECTIONS: tuple[Section, ...] = (
+    _header,
+    _best_section,
+    _trials_section,
+    _data_section,
+    _tables_section,
+    _roc_section,
+    _curves_section,
+    _doctor_section,
+    _explain_section,
+    _config_section,
+)
+
+
+def render_html(ctx: ReportContext, sections: Sequence[Section] = SECTIONS) -> str:
+    """The report page as one HTML string."""
+    title = f"Gaze-guided U-Net study {ctx.study.name or ctx.study.parent_run_id}"
+    body = "\n".join(part for section in sections for part in section(ctx))
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n"
         f"<body>\n{body}\n</body></html>\n"
+    )
+
+
+def build_context(
+    record: Record, study: Study, experiment: str, out_dir: Path, *, resamples: int, seed: int
+) -> ReportContext:
+    """Compute every table and figure of the report, writing them to ``out_dir``."""
+    tables = write_tables_from(record, study, out_dir, resamples=resamples, seed=seed)
+    figures = write_figures_from(record, study, out_dir, resamples=resamples, seed=seed)
+    doctor = write_doctor_from(record, study, out_dir, resamples=resamples, seed=seed)
+    summaries = arm_summaries(study, tables.best, table_arms())
+    results = results_frame(summaries, tables.tables)
+    results_path = out_dir / RESULTS_NAME
+    results.to_csv(results_path, index=False)
+    trials = arm_trials(study, [s.arm for s in summaries])
+    curves = (
+        curves_figure(record, trials, tables.best, out_dir) if has_curves(record, trials) else None
+    )
+    present = {a: record.predictions(t.run_id) for a, t in tables.best.items() if t is not None}
+    labels, identical = None, []
+    if present:
+        _, labels, probs = align_arms(present, PROB_COLUMNS)
+        identical = identical_groups(probs)
+    run_ids = frozenset([study.parent_run_id, *(t.run_id for t in study.trials)])
+    return ReportContext(
+        record=record,
+        study=study,
+        experiment=experiment,
+        tables=tables,
+        figures=figures,
+        doctor=doctor,
+        results=results,
+        results_path=results_path,
+        curves=curves,
+        data=data_summary(record, study, tables.best),
+        labels=labels,
+        identical=identical,
+        link=h.Linker(record.tracking_uri, study.experiment_id, run_ids),
     )
 
 
@@ -114,7 +319,8 @@ def write_report(
     seed: int = 0,
     log_to_mlflow: bool = True,
 ) -> Path:
-    """Write tables, figures and ``report.html`` to ``out_dir``; log them to the parent run.
+    """Write tables, figures, ``results.csv`` and ``report.html`` to ``out_dir``; log them to the
+    parent run.
 
     Args:
         tracking_uri: MLflow URI (None: ``$MLFLOW_TRACKING_URI`` or ``<project>/mlflow.db``).
@@ -126,14 +332,17 @@ def write_report(
         The path of ``report.html``.
     """
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     record = Record(tracking_uri)
     study = record.study(experiment, parent)
-    tables = write_tables_from(record, study, out_dir, resamples=resamples, seed=seed)
-    figures = write_figures_from(record, study, out_dir, resamples=resamples, seed=seed)
+    ctx = build_context(record, study, experiment, out_dir, resamples=resamples, seed=seed)
     path = out_dir / REPORT_NAME
-    path.write_text(render_html(record, study, tables, figures, experiment), encoding="utf-8")
+    path.write_text(render_html(ctx), encoding="utf-8")
     if log_to_mlflow:
-        record.log_outputs(study.parent_run_id, [*tables.files, *figures.files, path])
+        files = [*ctx.tables.files, *ctx.figures.files, *ctx.doctor.files, ctx.results_path]
+        record.log_outputs(
+            study.parent_run_id, [*files, *([ctx.curves] if ctx.curves else []), path]
+        )
     return path.resolve()
 
 

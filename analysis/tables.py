@@ -195,14 +195,16 @@ def _labels_probs(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 
 def format_cell(cell: Cell, latex: bool = False) -> str:
-    """``median (2.5th, 97.5th); p`` (no p on the baseline row)."""
+    """``AUC (2.5th, 97.5th); p`` (no p on the baseline row): the whole-test-set AUC, as the ROC
+    figure and results.csv give it, with the bootstrap percentile interval."""
     e = cell.estimate
-    text = f"{format_auc(e.median)} ({format_auc(e.low)}, {format_auc(e.high)})"
+    text = f"{format_auc(cell.point)} ({format_auc(e.low)}, {format_auc(e.high)})"
     return text if cell.p_value is None else f"{text}; {format_p(cell.p_value, latex)}"
 
 
 def format_vs_paper(cell: Cell) -> str:
-    """Our median against the paper's, with the difference."""
+    """Our bootstrap median against the paper's (the statistic it published), with the
+    difference."""
     if cell.paper is None:
         return "not in paper"
     diff = cell.estimate.median - cell.paper.median
@@ -234,9 +236,12 @@ def method_note(table: Table) -> str:
         if r.trial is not None
     )
     note = (
-        f"Cells: median (2.5th, 97.5th percentile) of the AUC over {table.resamples} bootstrap "
-        f"resamples of the {table.n_test} test images, the same resamples for every arm (paired; "
-        f"seed {table.seed}; {table.skipped} resamples lacking a class skipped). p (two-sided, vs "
+        f"Cells: one-vs-rest AUC on the whole test set ({table.n_test} images; the AUC of the ROC "
+        f"figure and results.csv) with the 2.5th-97.5th percentile of the AUC over "
+        f"{table.resamples} bootstrap resamples of the test images, the same resamples for every "
+        f"arm (paired; seed {table.seed}; {table.skipped} resamples lacking a class skipped). The "
+        f"comparison with the paper uses the bootstrap median, the statistic the paper published "
+        f"(tables.csv has both). p (two-sided, vs "
         f"the U-Net baseline): per-class AUCs by DeLong's test for paired AUCs (fast DeLong, Sun & "
         f"Xu 2014); mean AUC by the paired bootstrap of the difference. Each arm is its best "
         f"finished trial by validation mean AUC (test never used for selection). "

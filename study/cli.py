@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from collections.abc import Sequence
 
 from study.presets import StudyConfig, get_preset, list_presets, with_overrides
@@ -180,7 +181,15 @@ def build_config(args: argparse.Namespace) -> StudyConfig:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``gaze-study`` / ``python -m study``; returns the process exit code."""
+    """Entry point of ``gaze-study`` / ``python -m study``; returns the process exit code.
+
+    ``gaze-study predict ...`` runs ``study.predict`` (inference on one DICOM) instead.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["predict"]:
+        from study.predict import main as predict_main  # torch only past this point
+
+        return predict_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     cfg = build_config(args)

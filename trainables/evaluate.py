@@ -36,10 +36,14 @@ def predict(model: MultiTaskUNet, dd: DeviceData, split: str, batch_size: int):
     return torch.cat(probs).numpy().astype(np.float64), torch.cat(labels).numpy(), loss_sum / n
 
 
-def _maps(model: MultiTaskUNet, x: torch.Tensor, names: tuple[str, ...], with_decoder: bool,
-          fast_conv: bool) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def predicted_class_maps(
+    model: MultiTaskUNet, x: torch.Tensor, names: tuple[str, ...], with_decoder: bool,
+    fast_conv: bool = True,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """[0, 1] heatmaps (B,1,H,W) for the predicted class (each named generator, plus the decoder),
-    and the class probabilities (B,3) they were made from."""
+    and the class probabilities (B,3) they were made from. Eval mode: BatchNorm running
+    statistics, so each image's maps depend on that image alone (test evaluation, predict)."""
+    model.eval()
     out: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         mask_logits, class_logits = model(x)
@@ -79,7 +83,7 @@ def explain(model: MultiTaskUNet, dd: DeviceData, split: str, arm: Arm, batch_si
         keys = [dd.keys[i] for i in idx.tolist()]
         need_panel = any(k in wanted for k in keys)
         names = tuple(dict.fromkeys((gen_name, *PROBE_MAPS, *(PANEL_MAPS if need_panel else ()))))
-        maps, probs = _maps(model, x, names, with_decoder, fast_conv)
+        maps, probs = predicted_class_maps(model, x, names, with_decoder, fast_conv)
         g = gaze[:, 0].cpu().numpy()
         scored = [("generator", gen_name, maps[gen_name])]
         if with_decoder:

@@ -1,44 +1,240 @@
-"""Heatmap panels as PNG: input, gaze map, generator map, decoder map, side by side."""
+"""The one heatmap-panel renderer: a grid of radiographs with maps overlaid, one row per model.
+
+Used by the fit loop (``heatmaps/<key>.png`` of each trial: input, gaze, generator and decoder
+maps), by the report (``analysis.figures``: one row per arm) and by ``study.predict`` (one new
+image). Each row says which class the model predicted, with every class probability by name; one
+colour bar gives the scale of the overlays. Sizes are fixed in inches at ``DPI`` so text is at
+least ``MIN_FONT_PX`` pixels tall when the PNG is shown 1:1 (the report never scales images
+down: they are at most ``MAX_WIDTH_PX`` wide). Matplotlib's object API only (no pyplot state),
+importable without MLflow.
+"""
 
 from __future__ import annotations
 
+import logging
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import Normalize
+from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from trainables.config import CLASSES
 
+log = logging.getLogger(__name__)
+
+DPI = 100
+FONT_PT = 9.0  # every text of the renderer: 12.5 px at DPI
+MIN_FONT_PX = 10.0  # the smallest readable text at the size shown (report and README promise)
+MAX_WIDTH_PX = 1200  # the report shows figures up to this width unscaled
+HEAT_CMAP, HEAT_ALPHA = "jet", 0.5
+MAP_TITLES: dict[str, str] = {
+    "image": "Input",
+    "gaze": "Gaze map",
+    "gbp": "GBP map",
+    "deconv": "deconvNet map",
+    "gradcam": "Grad-CAM map",
+    "gradient": "Gradient map",
+    "logprob-gradient": "log-prob gradient map",
+    "decoder": "Decoder map",
+}
+
+_CELL_IN = 1.75  # side of one image
+_GAP_IN = 0.06
+_LABEL_IN = 2.0  # left margin: the row's name and prediction
+_BAR_IN = 0.95  # right margin: the colour bar and its label
+_TITLE_IN, _HEAD_IN = 0.45, 0.3  # figure title, column headings
+_WRAP = 22  # characters per line of a row name
+
+
+@dataclass(frozen=True)
+class PanelRow:
+    """One row of a panel: a model's maps of one image.
+
+    Attributes:
+        label: the row's name (an arm, a trial); may be empty.
+        image: (S, S) grey image in [0, 1].
+        maps: column key -> (S, S) map in [0, 1]; a missing key, None or a non-finite map is
+            drawn as "n/a" (e.g. the decoder of an arm that trains none).
+        probs: class probabilities in ``CLASSES`` order, or None.
+        true_label: the image's class id, when known.
+    """
+
+    label: str
+    image: np.ndarray
+    maps: Mapping[str, np.ndarray | None]
+    probs: Sequence[float] | None = None
+    true_label: int | None = None
+
+
+def prediction_lines(probs: Sequence[float], true_label: int | None = None) -> list[str]:
+    """``predicted: CHF``, ``correct`` / ``wrong`` (when the label is known), then
+    ``p(Normal) 0.10`` ... (the predicted class is the argmax, ties to the lower class id, as in
+    the DOCTOR analysis)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    pred = int(np.argmax(probs))
+    lines = [f"predicted: {CLASSES[pred]}"]
+    if true_label is not None:
+        lines.append("correct" if pred == int(true_label) else "wrong")
+    return lines + [f"p({c}) {p:.2f}" for c, p in zip(CLASSES, probs, strict=True)]
+
+
+def title_for(key: str, true_label: int | None) -> str:
+    """``Test image <key>, true class CHF``."""
+    if true_label is None:
+        return str(key)
+    return f"Test image {key}, true class {CLASSES[int(true_label)]}"
+
+
+def panel_figure(
+    rows: Sequence[PanelRow],
+    columns: Sequence[str],
+    title: str,
+    *,
+    titles: Mapping[str, str] | None = None,
+) -> Figure:
+    """Draw ``rows`` x ``columns``: the image, with the column's map overlaid (key "image": none).
+
+    Args:
+        rows: one per model.
+        columns: map keys, left to right (``MAP_TITLES`` names them; ``titles`` overrides).
+        title: the figure's title.
+        titles: column headings replacing ``MAP_TITLES``.
+
+    Returns:
+        The figure (save with :func:`save`).
+    """
+    if not rows or not columns:
+        raise ValueError("a panel needs at least one row and one column")
+    titles = {**MAP_TITLES, **(titles or {})}
+    n_rows, n_cols = len(rows), len(columns)
+    width = _LABEL_IN + n_cols * _CELL_IN + (n_cols - 1) * _GAP_IN + _BAR_IN
+    grid_h = n_rows * _CELL_IN + (n_rows - 1) * _GAP_IN
+    height = _TITLE_IN + _HEAD_IN + grid_h + 0.1
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    fig.suptitle(title, fontsize=FONT_PT + 1, y=1 - 0.12 / height, va="top")
+    norm = Normalize(0.0, 1.0)
+    for i, row in enumerate(rows):
+        top = height - _TITLE_IN - _HEAD_IN - i * (_CELL_IN + _GAP_IN)
+        for j, key in enumerate(columns):
+            left = _LABEL_IN + j * (_CELL_IN + _GAP_IN)
+            ax = fig.add_axes(
+                (left / width, (top - _CELL_IN) / height, _CELL_IN / width, _CELL_IN / height)
+            )
+            ax.imshow(row.image, cmap="gray", vmin=0, vmax=1, interpolation="bilinear")
+            heat = None if key == "image" else row.maps.get(key)
+            if heat is not None and np.isfinite(heat).all():
+                ax.imshow(
+                    heat, cmap=HEAT_CMAP, alpha=HEAT_ALPHA, norm=norm, interpolation="bilinear"
+                )
+            elif key != "image":
+                ax.text(0.5, 0.5, "n/a", transform=ax.transAxes, ha="center", va="center",
+                        color="w", fontsize=FONT_PT, bbox={"facecolor": "k", "alpha": 0.6})  # fmt: skip
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(titles.get(key, key), fontsize=FONT_PT)
+        lines = textwrap.wrap(row.label, _WRAP) if row.label else []
+        if row.probs is not None:
+            lines += prediction_lines(row.probs, row.true_label)
+        fig.text((_LABEL_IN - 0.08) / width, (top - _CELL_IN / 2) / height, "\n".join(lines),
+                 ha="right", va="center", fontsize=FONT_PT)  # fmt: skip
+    bar_bottom = height - _TITLE_IN - _HEAD_IN - grid_h
+    cax = fig.add_axes(
+        ((width - _BAR_IN + 0.15) / width, bar_bottom / height, 0.14 / width, grid_h / height)
+    )
+    bar = fig.colorbar(ScalarMappable(norm=norm, cmap=HEAT_CMAP), cax=cax)
+    bar.set_label("map value (0 low, 1 high)", fontsize=FONT_PT)
+    bar.ax.tick_params(labelsize=FONT_PT)
+    return fig
+
+
+def layout_problems(fig: Figure) -> list[str]:
+    """What would make ``fig`` hard to read when shown 1:1 at ``DPI``: wider than
+    ``MAX_WIDTH_PX``, a text smaller than ``MIN_FONT_PX``, or a text cut off at the edge."""
+    problems = []
+    width = fig.get_figwidth() * DPI
+    if width > MAX_WIDTH_PX:
+        problems.append(f"figure is {width:.0f} px wide (> {MAX_WIDTH_PX})")
+    canvas = FigureCanvasAgg(fig)
+    fig.draw_without_rendering()  # creates the tick labels
+    renderer = canvas.get_renderer()
+    bounds = fig.bbox.padded(1.0)
+    hidden = _undrawn_tick_labels(fig)
+    for t in fig.findobj(Text):
+        if not t.get_visible() or not t.get_text().strip() or id(t) in hidden:
+            continue
+        px = t.get_fontsize() * DPI / 72.0
+        if px < MIN_FONT_PX:
+            problems.append(f"text {t.get_text()!r} is {px:.1f} px (< {MIN_FONT_PX})")
+        extent = t.get_window_extent(renderer)
+        inside = bounds.contains(extent.x0, extent.y0) and bounds.contains(extent.x1, extent.y1)
+        if not inside:
+            problems.append(f"text {t.get_text()!r} is cut off at the figure's edge")
+    return problems
+
+
+def _undrawn_tick_labels(fig: Figure) -> set[int]:
+    """Ids of tick labels outside their axis' view interval (matplotlib keeps them, never draws
+    them)."""
+    out = set()
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            pad = 1e-9 * max(1.0, abs(hi - lo))
+            for tick in [*axis.get_major_ticks(), *axis.get_minor_ticks()]:
+                if not lo - pad <= tick.get_loc() <= hi + pad:
+                    out |= {id(tick.label1), id(tick.label2)}
+    return out
+
+
+def min_font_px(fig: Figure) -> float:
+    """The smallest visible text of ``fig`` in pixels at ``DPI``."""
+    sizes = [
+        t.get_fontsize() for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()
+    ]
+    return min(sizes, default=0.0) * DPI / 72.0
+
+
+def save(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` as a PNG at ``DPI``.
+
+    The PNG's text chunks record its smallest text (``min_font_px``) and what breaks the
+    readability rules (``layout_problems``, empty when none; see :func:`layout_problems`); the
+    report's tests read them back. A problem is logged, not raised: a figure must never cost a
+    finished trial its results.
+    """
+    problems = "; ".join(layout_problems(fig))
+    if problems:
+        log.warning("%s: %s", path.name, problems)
+    metadata = {"min_font_px": f"{min_font_px(fig):.1f}", "layout_problems": problems}
+    fig.savefig(path, dpi=DPI, metadata=metadata)
+    return path
+
 
 def write_panels(arrays: dict[str, np.ndarray], generator: str, out_dir: Path) -> list[Path]:
-    """One PNG per panel image in ``arrays`` (the ``heatmaps/maps.npz`` layout); returns the paths."""
+    """One PNG per image of a trial's ``heatmaps/maps.npz`` arrays (``<key>.png`` in ``out_dir``):
+    input, gaze map, the arm's generator map and its decoder map."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    columns = ("image", "gaze", generator, "decoder")
+    # The arm's own map is stored as "generator" (maps.npz keeps gbp / deconv / gradcam of every
+    # arm too); older files without it have it under the generator's name.
+    array_of = {generator: "generator"} if "generator" in arrays else {}
     paths = []
     for i, key in enumerate(arrays.get("keys", [])):
-        image = arrays["image"][i]
-        # "generator": the arm's own map (maps.npz also keeps gbp / deconv / gradcam of every arm)
-        columns = [("input", None), ("gaze", "gaze map"), ("generator", f"{generator} map"),
-                   ("decoder", "decoder map")]
-        fig, axes = plt.subplots(1, len(columns), figsize=(3 * len(columns), 3.3))
-        for ax, (name, title) in zip(axes, columns, strict=True):
-            ax.imshow(image, cmap="gray", vmin=0, vmax=1)
-            if name != "input":
-                m = arrays[name][i]
-                if np.isfinite(m).all():
-                    ax.imshow(m, cmap="jet", alpha=0.45, vmin=0, vmax=1)
-                else:
-                    ax.text(0.5, 0.5, "n/a", color="w", ha="center", transform=ax.transAxes)
-            ax.set_title(title or f"{CLASSES[int(arrays['labels'][i])]}", fontsize=9)
-            ax.axis("off")
-        probs = arrays["probs"][i]
-        fig.suptitle(f"{key}  p=" + " ".join(f"{c}:{p:.2f}" for c, p in zip(CLASSES, probs, strict=True)),
-                     fontsize=8)
-        fig.tight_layout()
-        path = out_dir / f"{key}.png"
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-        paths.append(path)
+        label = int(arrays["labels"][i])
+        row = PanelRow(
+            label="",
+            image=arrays["image"][i],
+            maps={k: arrays[array_of.get(k, k)][i] for k in columns[1:] if array_of.get(k, k) in arrays},
+            probs=arrays["probs"][i],
+            true_label=label,
+        )
+        fig = panel_figure([row], columns, title_for(key, label))
+        paths.append(save(fig, out_dir / f"{key}.png"))
     return paths

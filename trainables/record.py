@@ -9,16 +9,18 @@ Layout (see the README, "Reading the results"): one experiment per study name; o
 study (tag ``role=study``); one child run per Tune trial (``role=trial``) tagged with the arm, its
 model set and generator, the stage, Tune's trial id and a status. Per epoch (step = epoch):
 ``train/*`` and ``val/*``. Once, at the end: ``best/*`` and ``test/*`` (with ``_ci_low`` /
-``_ci_high``) and ``test/explain/<map>_<metric>``. Artifacts: the folders in ``ARTIFACT_DIRS``.
+``_ci_high``) and ``test/explain/<map>_<metric>``. Artifacts: the folders in ``ARTIFACT_DIRS``;
+on the parent run ``study/config.json`` (the resolved StudyConfig) and ``study/data.json`` (counts
+only: ``data_summary``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
-from typing import TypeVar
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
-from trainables.config import CLASSES
+from trainables.config import CLASSES, SPLITS
 
 T = TypeVar("T")
 
@@ -93,6 +95,7 @@ EXPLAIN = "explain/test.csv"
 MAPS = "heatmaps/maps.npz"
 MODEL = "model/model.pt"
 STUDY_CONFIG = "study/config.json"
+STUDY_DATA = "study/data.json"  # parent run: what the study trained on (see data_summary)
 ANALYSIS_DIR = "analysis"  # artifact folder of the parent run that analysis outputs go to
 
 PROB_COLUMNS: tuple[str, ...] = tuple(f"prob_{c.lower()}" for c in CLASSES)
@@ -104,6 +107,43 @@ MAP_KINDS: tuple[str, ...] = ("generator", "decoder", "probe")
 PANEL_MAPS: tuple[str, ...] = ("gbp", "deconv", "gradcam")  # generator maps drawn in the panels
 PROBE_MAPS: tuple[str, ...] = ("gbp", "deconv", "gradient", "logprob-gradient", "gradcam")
 MAP_ARRAYS: tuple[str, ...] = ("keys", "labels", "probs", "image", "gaze", *PANEL_MAPS, "decoder")
+
+
+# -- the data summary (``study/data.json``) ---------------------------------------------------
+DATA_IMAGES, DATA_SPLITS, DATA_EXCLUSIONS = "images", "splits", "exclusions"
+DATA_CLASSES = "classes"
+
+
+def data_summary(
+    labels: Sequence[int],
+    split_ids: Sequence[int],
+    exclusions: Mapping[str, int],
+    **extra: Any,
+) -> dict[str, Any]:
+    """The ``study/data.json`` layout: split sizes, class balance per split, exclusion counts.
+
+    ``{"images": N, "splits": {"train": {"images": n, "classes": {"Normal": a, ...}}, ...},
+    "exclusions": {reason: count}, **extra}`` (extra: e.g. ``image_size``, ``fingerprint``).
+    Counts only: no keys or patient ids, so it is safe to log.
+
+    Args:
+        labels: class id per kept image (index into ``CLASSES``).
+        split_ids: split id per kept image (index into ``SPLITS``).
+        exclusions: reason -> number of images or rows left out.
+    """
+    if len(labels) != len(split_ids):
+        raise ValueError(f"{len(labels)} labels but {len(split_ids)} split ids")
+    splits = {}
+    for s, name in enumerate(SPLITS):
+        in_split = [int(c) for c, k in zip(labels, split_ids, strict=True) if int(k) == s]
+        counts = {cls: in_split.count(c) for c, cls in enumerate(CLASSES)}
+        splits[name] = {DATA_IMAGES: len(in_split), DATA_CLASSES: counts}
+    return {
+        DATA_IMAGES: len(labels),
+        DATA_SPLITS: splits,
+        DATA_EXCLUSIONS: {str(k): int(v) for k, v in sorted(exclusions.items())},
+        **extra,
+    }
 
 
 # -- selection ---------------------------------------------------------------------------------

@@ -415,3 +415,21 @@ def trial_records(ctx: TrackingContext, *, stage: str | None = None) -> list[Tri
         )
         for r in runs
     ]
+
+
+def download_artifact(tracking_uri: str, run_id: str, path: str, dst: str | Path) -> Path:
+    """Download one artifact file of a run (e.g. ``model/model.pt``) into the folder ``dst``.
+
+    Raises:
+        FileNotFoundError: no such run in the store, or the run has no such artifact.
+    """
+    client = _client(tracking_uri)
+    try:
+        _retry(client.get_run, run_id)
+    except MlflowException as exc:
+        raise FileNotFoundError(f"no MLflow run {run_id} at {tracking_uri}") from exc
+    folder = str(Path(path).parent)
+    listed = {f.path for f in _retry(client.list_artifacts, run_id, folder)}
+    if path not in listed:
+        raise FileNotFoundError(f"MLflow run {run_id} has no artifact {path}")
+    return Path(_retry(client.download_artifacts, run_id, path, str(dst)))

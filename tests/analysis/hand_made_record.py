@@ -12,6 +12,13 @@ Imported by name (not via conftest) so tests can use its helpers; conftest re-ex
 - ``pneumonia_half``: perfect except two pneumonia images at (0.45, 0.45, 0.1): pneumonia positives
   2 x 0.8 and 2 x 0.1 vs 8 negatives at 0.1 -> (16 + 16/2) / 32 = 0.75; Normal and CHF stay 1.0
   (0.45 < 0.8); mean 2.75 / 3.
+
+Best runs (by validation): unet -> rotated, no-seg -> perfect, set1-gbp -> pneumonia_half,
+set2-gbp -> pneumonia_half, set3-gbp -> perfect: no-seg and set3-gbp predict identically, and so
+do set1-gbp and set2-gbp. Every run logs ``train/loss`` = 1/epoch and ``val/auc_mean`` =
+val - 0.1/epoch for epochs 1, 2 and lasts ``seconds`` (60 unless given). The parent run holds
+``study/config.json`` (a trial template with arm unet, lr 0.001, seed 0, epochs 3) and
+``study/data.json`` (``DATA``).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from trainables.config import CLASSES
+from trainables.record import data_summary
 
 KEYS = [f"img{i:02d}" for i in range(12)]
 LABELS = np.repeat(np.arange(3), 4)
@@ -93,6 +101,15 @@ def maps_arrays(probs: np.ndarray, decoder: bool, seed: int) -> dict[str, np.nda
     return out
 
 
+SPACE = "lr:1e-05-0.01 log,gamma:0.1-0.9"
+DATA = data_summary(
+    labels=[0] * 30 + [1] * 28 + [2] * 26 + list(LABELS),
+    split_ids=[0] * 40 + [1] * 44 + [2] * 12,
+    exclusions={"calibration_screen": 5, "no_fixation_on_image": 2},
+    image_size=16,
+)
+
+
 @dataclass
 class HandMadeRecord:
     tracking_uri: str
@@ -103,7 +120,7 @@ class HandMadeRecord:
     runs: dict[str, str] = field(default_factory=dict)  # name -> run id
 
 
-PARAMS = {"lr": "0.001", "seg_ratio": "0.5", "gamma": "0.41731", "epochs": "3", "image_size": "16",
+PARAMS = {"arm": "unet", "lr": "0.001", "seg_ratio": "0.5", "gamma": "0.41731", "epochs": "3", "image_size": "16",
           "encoder": "efficientnet-b0", "batch_size": "4"}  # fmt: skip
 
 
@@ -125,6 +142,7 @@ def add_trial(
     explain=None,
     maps=None,
     predictions=None,
+    seconds=60,
 ):
     """One child run as the study logs it; ``predictions`` replaces the frame from ``probs``."""
     model_set, _, generator = arm.partition("-")
@@ -134,8 +152,9 @@ def add_trial(
             "generator": generator, "stage": stage, "trial_id": name, "status": status}  # fmt: skip
     run = client.create_run(exp, start_time=start, tags=tags, run_name=name)
     rid = run.info.run_id
-    params = [Param(k, v) for k, v in (PARAMS | {"lr": lr, "seed": str(seed)}).items()]
+    params = [Param(k, v) for k, v in (PARAMS | {"arm": arm, "lr": lr, "seed": str(seed)}).items()]
     metrics = [Metric("val/auc_mean", val - 0.1 / e, start + e, e) for e in (1, 2)]
+    metrics += [Metric("train/loss", 1.0 / e, start + e, e) for e in (1, 2)]
     metrics += [Metric("best/val_auc_mean", val, start + 3, 0)]
     if probs is not None:
         metrics += [Metric("test/auc_mean", 0.0, start + 3, 0)]  # must never drive selection
@@ -154,7 +173,7 @@ def add_trial(
     if maps is not None:
         np.savez(local / "maps.npz", **maps)
         client.log_artifact(rid, str(local / "maps.npz"), "heatmaps")
-    client.set_terminated(rid)
+    client.set_terminated(rid, end_time=start + 1000 * seconds)
     return rid
 
 
@@ -171,9 +190,14 @@ def hand_made_record(tmp_path_factory) -> HandMadeRecord:
         exp, start_time=2_000, tags={"role": "study", "study_name": "hand-made", "preset": "demo"}
     ).info.run_id
     study_params = {"preset": "demo", "arms": "all", "trials_per_arm": "2"}
+    study_params |= {f"space/{a}": SPACE for a in ("unet", "set1-gbp", "set2-gbp", "set3-gbp")}
+    study_params["space/no-seg"] = "lr:1e-05-0.01 log"
     client.log_batch(parent, params=[Param(k, v) for k, v in study_params.items()])
-    (root / "config.json").write_text(json.dumps({"trial": {"epochs": 3}, "data": {"size": 16}}))
+    template = {"arm": "unet", "lr": 0.001, "seed": 0, "epochs": 3, "decoder_channels": [16, 8]}
+    (root / "config.json").write_text(json.dumps({"trial": template, "data": {"size": 16}}))
     client.log_artifact(parent, str(root / "config.json"), "study")
+    (root / "data.json").write_text(json.dumps(DATA))
+    client.log_artifact(parent, str(root / "data.json"), "study")
     rec = HandMadeRecord(uri, "gaze-unet", parent, old, root)
 
     def t(name: str, arm: str, **kw) -> None:
@@ -183,6 +207,7 @@ def hand_made_record(tmp_path_factory) -> HandMadeRecord:
         "unet",
         "unet",
         start=3_000,
+        seconds=90,
         val=0.80,
         probs=rotated(),
         explain=explain_frame(0.40, True),

@@ -5,9 +5,12 @@ from __future__ import annotations
 import matplotlib.image
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from mlflow import MlflowClient
 
 from analysis import figures
+from analysis.paper import table_arms
+from analysis.records import Record, best_trials
 from tests.analysis.hand_made_record import PANEL_KEYS
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -49,7 +52,7 @@ def test_panels_and_roc_are_pngs(written):
     height, width = matplotlib.image.imread(result.panels[0]).shape[:2]
     assert height > 0.5 * width
     roc_h, roc_w = matplotlib.image.imread(result.roc).shape[:2]
-    assert roc_w > 2.5 * roc_h  # one panel per class, side by side
+    assert roc_w > 2 * roc_h  # one panel per class, side by side
 
 
 def test_figures_logged_to_parent(written, hand_made_record):
@@ -60,3 +63,19 @@ def test_figures_logged_to_parent(written, hand_made_record):
         "analysis/explain.csv",
         f"analysis/panel_{PANEL_KEYS[0]}.png",
     } <= logged
+
+
+def test_roc_has_one_legend_below_the_curves(hand_made_record):
+    record = Record(hand_made_record.tracking_uri)
+    best = best_trials(record, record.study("gaze-unet"), table_arms())
+    fig, shown = figures.draw_roc(
+        {arm: record.predictions(t.run_id) for arm, t in best.items() if t is not None}
+    )
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw_without_rendering()
+    legend = fig.legends[0].get_window_extent(renderer)
+    assert all(legend.y1 < ax.get_window_extent(renderer).y0 for ax in fig.axes)
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert texts[0] == "U-Net (baseline): Normal 0.625, CHF 0.625, pneumonia 0.625"
+    assert shown["set1-gbp"]["auc_pneumonia"] == pytest.approx(0.75)

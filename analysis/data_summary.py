@@ -1,0 +1,114 @@
+"""What the study trained and tested on: split sizes, class balance, exclusion counts.
+
+The study logs them on its parent run as ``study/data.json`` (layout:
+``trainables.record.data_summary``). A record without that file (an older study) still has the
+test split in every trial's ``predictions/test.csv``: its size and class balance are shown from
+there, and the rest says "not recorded".
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from analysis.records import Record, Study, Trial
+from trainables.config import CLASSES, SPLITS
+from trainables.record import (
+    DATA_CLASSES,
+    DATA_EXCLUSIONS,
+    DATA_IMAGES,
+    DATA_SPLITS,
+    STUDY_DATA,
+)
+
+NOT_RECORDED = "not recorded"
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """The data section's content, whatever the record held."""
+
+    source: str  # where the numbers come from, said under the tables
+    splits: pd.DataFrame  # one row per split: images and per-class counts (strings)
+    exclusions: pd.DataFrame | None  # reason -> count; None when not recorded
+    other: dict[str, str] = field(default_factory=dict)  # any other recorded field
+
+
+def _count(value: Any) -> str:
+    return str(int(value)) if isinstance(value, int | float) else NOT_RECORDED
+
+
+def _split_row(entry: Any) -> list[str]:
+    if isinstance(entry, int | float):  # a bare split size
+        return [_count(entry)] + [NOT_RECORDED] * len(CLASSES)
+    if not isinstance(entry, Mapping):
+        return [NOT_RECORDED] * (1 + len(CLASSES))
+    classes = entry.get(DATA_CLASSES)
+    classes = classes if isinstance(classes, Mapping) else {}
+    return [_count(entry.get(DATA_IMAGES))] + [_count(classes.get(c)) for c in CLASSES]
+
+
+def _splits_frame(rows: Mapping[str, list[str]]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_dict(dict(rows), orient="index", columns=["Images", *CLASSES])
+    frame.index.name = "Split"
+    return frame
+
+
+def _exclusions_frame(exclusions: Mapping[str, Any]) -> pd.DataFrame:
+    rows = {str(k): [_count(v)] for k, v in sorted(exclusions.items())}
+    total = sum(int(v) for v in exclusions.values() if isinstance(v, int | float))
+    rows["total"] = [str(total)]
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=["Images or rows left out"])
+    frame.index.name = "Reason"
+    return frame
+
+
+def from_recorded(data: Mapping[str, Any]) -> DataSummary:
+    """The summary of a ``study/data.json``; splits or exclusions it lacks say "not recorded"."""
+    splits = data.get(DATA_SPLITS)
+    splits = splits if isinstance(splits, Mapping) else {}
+    names = [s for s in SPLITS if s in splits] + [s for s in splits if s not in SPLITS]
+    rows = {s: _split_row(splits[s]) for s in names} or {
+        s: [NOT_RECORDED] * (1 + len(CLASSES)) for s in SPLITS
+    }
+    exclusions = data.get(DATA_EXCLUSIONS)
+    other = {
+        str(k): v if isinstance(v, str) else json.dumps(v)
+        for k, v in data.items()
+        if k not in (DATA_SPLITS, DATA_EXCLUSIONS)
+    }
+    return DataSummary(
+        source=f"From the study run's {STUDY_DATA}.",
+        splits=_splits_frame(rows),
+        exclusions=_exclusions_frame(exclusions) if isinstance(exclusions, Mapping) else None,
+        other=other,
+    )
+
+
+def from_predictions(record: Record, best: Mapping[str, Trial | None]) -> DataSummary:
+    """The fallback: the test split as the trials' predictions hold it (arms share it)."""
+    rows = {s: [NOT_RECORDED] * (1 + len(CLASSES)) for s in SPLITS}
+    trial = next((t for t in best.values() if t is not None), None)
+    if trial is not None:
+        labels = record.predictions(trial.run_id)["label"]
+        rows["test"] = [str(len(labels))] + [
+            str(int((labels == i).sum())) for i in range(len(CLASSES))
+        ]
+    return DataSummary(
+        source=(
+            f"The study run has no {STUDY_DATA}: the test split is read from the trials' "
+            "predictions/test.csv; training and validation sizes and exclusions were not recorded."
+        ),
+        splits=_splits_frame(rows),
+        exclusions=None,
+    )
+
+
+def data_summary(record: Record, study: Study, best: Mapping[str, Trial | None]) -> DataSummary:
+    """The recorded data summary of the study, else what the trials' records give."""
+    data = record.study_data(study.parent_run_id)
+    return from_recorded(data) if data is not None else from_predictions(record, best)

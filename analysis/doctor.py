@@ -1,0 +1,333 @@
+"""DOCTOR: which test predictions to trust, from each arm's class probabilities.
+
+``python -m analysis.doctor --tracking-uri URI --experiment NAME [--out DIR] [--parent RUN_ID]``
+
+Granese et al., "DOCTOR: A Simple Method for Detecting Misclassification Errors" (NeurIPS 2021)
+reject a prediction when an estimate of its error probability is high. From the soft-predictions
+P(y|x) alone (the paper's totally black-box setting):
+
+- D_alpha(x) = (1 - g(x)) / g(x), with g(x) = sum_y P(y|x)^2 (one minus the Gini impurity);
+- D_beta(x) = P_e(x) / (1 - P_e(x)), with P_e(x) = 1 - max_y P(y|x);
+
+and a prediction is rejected when D(x) > gamma. We use temperature 1 and no input perturbation:
+the record holds probabilities, not logits or images, and no held-out split to tune them on.
+
+Per arm (its best run, chosen on validation as for the tables), from ``predictions/test.csv``: the
+AUROC of separating wrong from right predictions by D (with a percentile-bootstrap CI over the
+test images), and the risk-coverage curve: accepting the predictions with D <= gamma, the error
+rate of the accepted ones against the fraction accepted, for every gamma; AURC is the area under
+it. Writes ``doctor.md``, ``doctor.csv`` and ``doctor.png``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from analysis.cli import run_cli
+from analysis.formats import format_auc, markdown_table
+from analysis.paper import ARM_LABELS, table_arms
+from analysis.records import PROB_COLUMNS, Record, Study, Trial, best_trials, write_and_log
+from trainables.metrics import bootstrap_indices, percentile_summary, rank_auc
+from trainables.panels import DPI, FONT_PT, save
+
+log = logging.getLogger(__name__)
+
+
+def _check(probs: np.ndarray) -> np.ndarray:
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or probs.shape[1] < 2:
+        raise ValueError(f"probabilities must be (N, classes >= 2), got shape {probs.shape}")
+    if not np.isfinite(probs).all() or (probs < 0).any():
+        raise ValueError("probabilities must be finite and non-negative")
+    if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
+        raise ValueError("probability rows must sum to 1 (softmax outputs, not logits)")
+    return probs
+
+
+def d_alpha(probs: np.ndarray) -> np.ndarray:
+    """DOCTOR's D_alpha per row: (1 - g) / g with g = sum of the squared probabilities.
+
+    g >= 1/K for a probability vector over K classes, so D_alpha is finite, from 0 (one class
+    certain) to K - 1 (uniform).
+    """
+    g = np.square(_check(probs)).sum(axis=1)
+    return (1.0 - g) / g
+
+
+def d_beta(probs: np.ndarray) -> np.ndarray:
+    """DOCTOR's D_beta per row: P_e / (1 - P_e) with P_e = 1 - the largest probability.
+
+    1 - P_e = max probability >= 1/K, so D_beta is finite, from 0 to K - 1.
+    """
+    pe = 1.0 - _check(probs).max(axis=1)
+    return pe / (1.0 - pe)
+
+
+DETECTORS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"d_alpha": d_alpha, "d_beta": d_beta}
+DETECTOR_LABELS = {"d_alpha": "D_α", "d_beta": "D_β"}
+
+
+def misclassified(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """Whether the predicted class (argmax; ties to the lower class id) is not the label."""
+    return np.argmax(_check(probs), axis=1) != np.asarray(labels)
+
+
+@dataclass(frozen=True)
+class RiskCoverage:
+    """Selective risk at each threshold: accept a prediction iff its score <= ``thresholds[k]``.
+
+    Predictions with equal scores are accepted together, so a curve has one point per distinct
+    score; the last point accepts everything (coverage 1, risk = the error rate).
+    """
+
+    thresholds: np.ndarray
+    coverage: np.ndarray  # fraction accepted, increasing to 1
+    risk: np.ndarray  # error rate of the accepted predictions
+
+    @property
+    def aurc(self) -> float:
+        """Area under the risk-coverage curve (risk as a step function of coverage from 0):
+        the mean, over k = 1..N accepted predictions, of the risk (lower is better)."""
+        widths = np.diff(self.coverage, prepend=0.0)
+        return float((self.risk * widths).sum())
+
+
+def risk_coverage(scores: np.ndarray, errors: np.ndarray) -> RiskCoverage:
+    """The risk-coverage curve of rejecting high ``scores``.
+
+    Args:
+        scores: (N,) detector values; larger = more likely wrong.
+        errors: (N,) booleans, True where the prediction is wrong.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    errors = np.asarray(errors, dtype=bool)
+    if scores.ndim != 1 or scores.shape != errors.shape or scores.size == 0:
+        raise ValueError(f"scores {scores.shape} and errors {errors.shape}: need equal (N,), N > 0")
+    order = np.argsort(scores, kind="stable")
+    s, e = scores[order], errors[order]
+    ends = np.flatnonzero(np.append(s[1:] != s[:-1], True))  # last index of each tie group
+    accepted = ends + 1
+    return RiskCoverage(
+        thresholds=s[ends],
+        coverage=accepted / s.size,
+        risk=np.cumsum(e)[ends] / accepted,
+    )
+
+
+def detection_auroc(scores: np.ndarray, errors: np.ndarray) -> float:
+    """AUROC of telling wrong (positive) from right predictions by ``scores`` (ties count one
+    half); nan when every prediction is right or every one is wrong."""
+    return float(rank_auc(np.asarray(errors, dtype=bool), np.asarray(scores, dtype=np.float64)))
+
+
+def bootstrap_auroc(
+    scores: np.ndarray, errors: np.ndarray, *, resamples: int, seed: int, alpha: float = 0.05
+) -> tuple[float, float, int]:
+    """Percentile-bootstrap (low, high) of :func:`detection_auroc` over resampled images, and how
+    many resamples had no wrong or no right prediction (left out)."""
+    idx = bootstrap_indices(len(scores), resamples=resamples, seed=seed)
+    aucs = rank_auc(np.asarray(errors, dtype=bool)[idx], np.asarray(scores, dtype=np.float64)[idx])
+    _, low, high = percentile_summary(aucs, alpha)
+    return low, high, int((~np.isfinite(aucs)).sum())
+
+
+@dataclass(frozen=True)
+class ArmDoctor:
+    """DOCTOR on one arm's test predictions."""
+
+    arm: str
+    run_id: str
+    errors: np.ndarray
+    scores: dict[str, np.ndarray]  # detector -> (N,)
+    curves: dict[str, RiskCoverage]
+
+
+def arm_doctor(arm: str, trial: Trial, frame: pd.DataFrame) -> ArmDoctor:
+    labels = frame["label"].to_numpy()
+    probs = frame[list(PROB_COLUMNS)].to_numpy(dtype=np.float64)
+    errors = misclassified(labels, probs)
+    scores = {name: fn(probs) for name, fn in DETECTORS.items()}
+    curves = {name: risk_coverage(s, errors) for name, s in scores.items()}
+    return ArmDoctor(arm, trial.run_id, errors, scores, curves)
+
+
+def doctor_frame(results: Sequence[ArmDoctor], *, resamples: int, seed: int) -> pd.DataFrame:
+    """One row per arm: ``arm, run_id, n, errors, error_rate`` and per detector ``<d>_auroc``,
+    ``<d>_auroc_low``, ``<d>_auroc_high``, ``<d>_aurc``, ``<d>_skipped`` (resamples left out)."""
+    rows = []
+    for r in results:
+        row = {"arm": r.arm, "run_id": r.run_id, "n": int(r.errors.size)}
+        row |= {"errors": int(r.errors.sum()), "error_rate": float(r.errors.mean())}
+        for name, scores in r.scores.items():
+            low, high, skipped = bootstrap_auroc(scores, r.errors, resamples=resamples, seed=seed)
+            row |= {
+                f"{name}_auroc": detection_auroc(scores, r.errors),
+                f"{name}_auroc_low": low,
+                f"{name}_auroc_high": high,
+                f"{name}_aurc": r.curves[name].aurc,
+                f"{name}_skipped": skipped,
+            }
+        rows.append(row)
+    columns = ["arm", "run_id", "n", "errors", "error_rate"]
+    columns += [f"{d}_{c}" for d in DETECTORS for c in ("auroc", "auroc_low", "auroc_high",
+                                                         "aurc", "skipped")]  # fmt: skip
+    return pd.DataFrame.from_records(rows, columns=columns)
+
+
+def doctor_display(frame: pd.DataFrame) -> pd.DataFrame:
+    """The DOCTOR table as display strings."""
+    data = {}
+    for _, r in frame.iterrows():
+        cells = [str(r["n"]), f"{r['errors']} ({r['error_rate']:.1%})"]
+        for d in DETECTORS:
+            auc = r[f"{d}_auroc"]
+            cells.append(
+                "n/a (no wrong or no right prediction)"
+                if not np.isfinite(auc)
+                else f"{format_auc(auc)} ({format_auc(r[f'{d}_auroc_low'])}, "
+                f"{format_auc(r[f'{d}_auroc_high'])})"
+            )
+        cells += [format_auc(r[f"{d}_aurc"]) for d in DETECTORS]
+        data[ARM_LABELS.get(r["arm"], r["arm"])] = cells
+    columns = ["Test images", "Wrong (rate)"]
+    columns += [f"{DETECTOR_LABELS[d]} AUROC" for d in DETECTORS]
+    columns += [f"{DETECTOR_LABELS[d]} AURC ↓" for d in DETECTORS]
+    out = pd.DataFrame.from_dict(data, orient="index", columns=columns)
+    out.index.name = "Arm"
+    return out
+
+
+def doctor_note(frame: pd.DataFrame, resamples: int, seed: int) -> str:
+    skipped = int(frame[[f"{d}_skipped" for d in DETECTORS]].to_numpy().max()) if len(frame) else 0
+    return (
+        "DOCTOR (Granese et al., NeurIPS 2021), from the softmax probabilities of each arm's best "
+        "run (totally black-box: temperature 1, no input perturbation). D_α = (1 - g)/g with g = "
+        "Σ p²; D_β = P_e/(1 - P_e) with P_e = 1 - max p; a prediction is rejected when D > γ. "
+        "AUROC: how well D separates wrong from right predictions (0.5 = not at all; predicted "
+        f"class = argmax), with the 2.5th-97.5th percentile over {resamples} bootstrap resamples "
+        f"of the test images (seed {seed}; up to {skipped} resamples without both a wrong and a "
+        "right prediction left out). AURC: area under the risk-coverage curve (error rate of the "
+        "accepted predictions vs the fraction accepted, over all γ); lower is better, and at "
+        "full coverage the risk is the error rate."
+    )
+
+
+def doctor_figure(results: Sequence[ArmDoctor], out_dir: Path) -> Path | None:
+    """``doctor.png``: risk-coverage curves, one panel per detector, one curve per arm."""
+    if not results:
+        return None
+    side_w, side_h = 4.2, 3.2
+    legend_rows = -(-len(results) // 2)
+    bottom = 0.7 + 0.24 * legend_rows + 0.2
+    width = 0.8 + len(DETECTORS) * side_w + (len(DETECTORS) - 1) * 0.7 + 0.2
+    height = 0.45 + side_h + bottom
+    fig = Figure(figsize=(width, height), dpi=DPI)
+    lines = []
+    for j, d in enumerate(DETECTORS):
+        left = 0.8 + j * (side_w + 0.7)
+        ax = fig.add_axes((left / width, bottom / height, side_w / width, side_h / height))
+        for i, r in enumerate(results):
+            c = r.curves[d]
+            style = {"color": f"C{i % 10}", "ls": ("-", "--", ":", "-.")[i % 4], "lw": 1.3}
+            # Steps: the risk holds from the previous coverage up to each point (the AURC's area).
+            (line,) = ax.plot(
+                np.r_[0.0, c.coverage], np.r_[c.risk[0], c.risk], drawstyle="steps-pre", **style
+            )
+            ax.plot(c.coverage, c.risk, ls="", marker=".", ms=5, color=style["color"])
+            if j == 0:
+                lines.append((line, ARM_LABELS.get(r.arm, r.arm)))
+        ax.set_title(f"Rejecting by {DETECTOR_LABELS[d]} (dots: thresholds)", fontsize=FONT_PT + 1)
+        ax.set_xlabel("coverage (fraction of predictions accepted)", fontsize=FONT_PT)
+        ax.set_ylabel("risk (error rate of the accepted)", fontsize=FONT_PT)
+        ax.tick_params(labelsize=FONT_PT)
+        ax.set_xlim(0, 1.02)
+        ax.set_ylim(bottom=-0.02)
+    fig.legend([h for h, _ in lines], [t for _, t in lines], loc="lower center", ncol=2,
+               fontsize=FONT_PT, frameon=False, bbox_to_anchor=(0.5, 0.1 / height))  # fmt: skip
+    return save(fig, out_dir / "doctor.png")
+
+
+@dataclass(frozen=True)
+class DoctorOutput:
+    """What write_doctor built and wrote."""
+
+    arms: list[ArmDoctor]
+    frame: pd.DataFrame
+    markdown: str
+    figure: Path | None
+    files: list[Path]
+
+
+def doctor_from_best(
+    record: Record, best: Mapping[str, Trial | None], *, resamples: int, seed: int
+) -> tuple[list[ArmDoctor], pd.DataFrame]:
+    arms = [
+        arm_doctor(arm, t, record.predictions(t.run_id)) for arm, t in best.items() if t is not None
+    ]
+    return arms, doctor_frame(arms, resamples=resamples, seed=seed)
+
+
+def write_doctor_from(
+    record: Record, study: Study, out_dir: Path, *, resamples: int = 1000, seed: int = 0
+) -> DoctorOutput:
+    """Write ``doctor.md``, ``doctor.csv`` and ``doctor.png`` for the study's best runs."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    arms, frame = doctor_from_best(
+        record, best_trials(record, study, table_arms()), resamples=resamples, seed=seed
+    )
+    markdown = (
+        "## DOCTOR: detecting misclassified test images\n\n"
+        + markdown_table(doctor_display(frame))
+        + "\n\n"
+        + doctor_note(frame, resamples, seed)
+        + "\n"
+    )
+    (out_dir / "doctor.md").write_text(markdown)
+    frame.to_csv(out_dir / "doctor.csv", index=False)
+    figure = doctor_figure(arms, out_dir)
+    files = [out_dir / "doctor.md", out_dir / "doctor.csv", *([figure] if figure else [])]
+    return DoctorOutput(arms, frame, markdown, figure, files)
+
+
+def write_doctor(
+    tracking_uri: str | None,
+    experiment: str,
+    out_dir: Path,
+    *,
+    parent: str | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+    log_to_mlflow: bool = True,
+) -> DoctorOutput:
+    """DOCTOR for the study (latest, or ``parent``), written to ``out_dir`` and the parent run."""
+    return write_and_log(
+        write_doctor_from,
+        tracking_uri,
+        experiment,
+        out_dir,
+        parent=parent,
+        resamples=resamples,
+        seed=seed,
+        log_to_mlflow=log_to_mlflow,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: print the DOCTOR table and the written files."""
+    return run_cli(
+        "DOCTOR misclassification detection: AUROC and risk-coverage per arm.",
+        write_doctor,
+        lambda out: out.markdown + "\nwrote " + ", ".join(str(f) for f in out.files),
+        argv,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
