@@ -60,7 +60,9 @@ def _connect_ray(cfg: StudyConfig) -> bool:
     kwargs: dict[str, Any] = {"runtime_env": {"env_vars": {"PYTHONPATH": path}}}
     if cfg.address is None:
         kwargs["include_dashboard"] = False
-    ray.init(address=cfg.address, **kwargs)
+    # Without --address: a new local instance ("local"), not whatever cluster a `ray start` left
+    # running on this machine (ray.init(None) would attach to it); --address auto joins one.
+    ray.init(address=cfg.address or "local", **kwargs)
     return True
 
 

@@ -82,8 +82,8 @@ def run_evidence(cfg: EvidenceConfig) -> EvidenceSummary:
     from trainables import tracking
     from trainables.data.prepare import prepare_data
     from trainables.model_sets import get_arm, list_arms
-    from trainables.record import TAG_KIND, TAG_TWIN
-    from trainables.trainable import StudyContext
+    from trainables.record import TAG_KIND
+    from trainables.trainable import DATASET_KEY, StudyContext
 
     t0 = time.perf_counter()
     arms = list(cfg.arms) or list_arms()
@@ -124,22 +124,21 @@ def run_evidence(cfg: EvidenceConfig) -> EvidenceSummary:
         )
         tracking.set_run_tags(ctx, {TAG_KIND: "evidence"})
         summary = EvidenceSummary(name, uri, scfg.experiment, ctx.parent_run_id)
-        for twin, data in datasets.items():
-            study_ctx = StudyContext(ctx, "evidence", scfg.cpus_per_trial, ((TAG_TWIN, twin),))
-            outcome = tuner.run_grid(
-                scfg,
-                twin,
-                scfg.trial,
-                {"arm": arms, "seed": list(cfg.seeds)},
-                data,
-                study_ctx,
-            )
-            if outcome.interrupted:
-                tracking.end_study_run(ctx, "KILLED")
-                summary.interrupted = True
-                print(f"[evidence] interrupted; continue with --resume --study-name {name}")
-                return summary
-            close_open_trials(ctx, outcome, "evidence")
+        # One Tune grid over twin x arm x seed: one experiment to resume, trial actors reused.
+        outcome = tuner.run_grid(
+            scfg,
+            "evidence",
+            scfg.trial,
+            {DATASET_KEY: list(TWINS), "arm": arms, "seed": list(cfg.seeds)},
+            datasets,
+            StudyContext(ctx, "evidence", scfg.cpus_per_trial),
+        )
+        if outcome.interrupted:
+            tracking.end_study_run(ctx, "KILLED")
+            summary.interrupted = True
+            print(f"[evidence] interrupted; continue with --resume --study-name {name}")
+            return summary
+        close_open_trials(ctx, outcome, "evidence")
         from analysis.evidence import write_evidence
 
         out_dir = Path(scfg.project_dir) / "outputs" / "evidence" / name

@@ -66,7 +66,8 @@ class TrialConfig:
     seg_ratio: float = 0.5  # set 3: r * L(decoder, gaze) + (1 - r) * L(generator map, gaze)
     gamma: float = 0.41731  # total = gamma * L_cls + (1 - gamma) * L_seg (baseline code's value)
     rrr_lambda: float = 10.0  # rrr arm: weight of the outside-gaze input-gradient penalty
-    gaze_mask_threshold: float = 0.1  # gaze map level below which a pixel is "not looked at"
+    share_lambda: float = 1.0  # rrr-share / gbp-share arms: weight of the outside-gaze energy share
+    gaze_mask_threshold: float = 0.01  # gaze map level below which a pixel is "not looked at"
     epochs: int = 5  # training epochs; best epoch chosen by validation mean AUC
     batch_size: int = 16  # training batch size
     eval_batch_size: int = 64  # batch size for validation / test inference

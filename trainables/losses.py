@@ -37,7 +37,7 @@ def outside_mask(gaze: torch.Tensor, threshold: float) -> torch.Tensor:
 
 
 def outside_gradient_penalty(
-    grad: torch.Tensor, gaze: torch.Tensor, threshold: float = 0.1
+    grad: torch.Tensor, gaze: torch.Tensor, threshold: float = 0.01
 ) -> torch.Tensor:
     """Ross et al. 2017's "right for the right reasons" term: the squared input gradient outside
     the gaze, ``(A * grad)^2`` with ``A = outside_mask(gaze, threshold)``, averaged over pixels and
@@ -56,7 +56,7 @@ def outside_gradient_penalty(
 
 
 def outside_gradient_share(
-    grad: torch.Tensor, gaze: torch.Tensor, threshold: float = 0.1, eps: float = 1e-12
+    grad: torch.Tensor, gaze: torch.Tensor, threshold: float = 0.01, eps: float = 1e-12
 ) -> torch.Tensor:
     """The share of the input gradient's energy that lies outside the gaze, per image, averaged:
     ``sum (A * grad)^2 / sum grad^2`` in [0, 1].

@@ -13,6 +13,8 @@ paper's model sets are crossed with every generator registered with ``training=T
 | set2-<gen>     | BCEWithLogits(decoder logits, generator map (detached))        | Table 3       |
 | set3-<gen>     | r * BCEWithLogits(decoder, gaze) + (1 - r) * BCE(gen map, gaze) | Table 4       |
 | rrr            | squared input gradient of the log-probabilities outside the gaze | Ross 2017    |
+| rrr-share      | share of that gradient's energy outside the gaze (scale-free)   | ours          |
+| gbp-share      | share of the GBP map's energy outside the gaze                  | ours          |
 | set1-gradcam   | BCE(Grad-CAM map, gaze map)                                     | GAIN-like     |
 
 total = gamma * L_cls + (1 - gamma) * L_seg (``trainables.losses.combine``).
@@ -160,18 +162,21 @@ def _rrr(out, labels, gaze, cfg):
 
 
 @register_model_set(
-    "rrr-share", uses_decoder=False, needs_map="graph", hyperparams=("lr", "rrr_lambda"),
+    "outside-share", uses_decoder=False, needs_map="graph", hyperparams=("lr", "share_lambda"),
     paper=False,
 )  # fmt: skip
-def _rrr_share(out, labels, gaze, cfg):
-    # The scale-free variant: the share of the gradient's energy outside the gaze, in [0, 1].
+def _outside_share(out, labels, gaze, cfg):
+    # A scale-free RRR: the share of the explanation's energy outside the gaze, in [0, 1]. Unlike
+    # the raw penalty it cannot be lowered by flattening the model everywhere, only by moving its
+    # sensitivity into the gaze.
     cls = L.classification_loss(out.class_logits, labels)
     share = L.outside_gradient_share(out.raw_map, gaze, cfg.gaze_mask_threshold)
-    return {"cls": cls, "outside_share": share, "total": cls + cfg.rrr_lambda * share}
+    return {"cls": cls, "outside_share": share, "total": cls + cfg.share_lambda * share}
 
 
 register_arm("rrr", model_set="rrr", generator="logprob-gradient")
-register_arm("rrr-share", model_set="rrr-share", generator="logprob-gradient")
+register_arm("rrr-share", model_set="outside-share", generator="logprob-gradient")
+register_arm("gbp-share", model_set="outside-share", generator="gbp")
 register_arm("set1-gradcam", model_set="set1", generator="gradcam")
 
 

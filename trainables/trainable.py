@@ -13,6 +13,7 @@ import dataclasses
 import math
 import shutil
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,10 @@ from trainables import tracking
 from trainables.config import TrialConfig
 from trainables.data.cached import CachedData
 from trainables.model_sets import get_arm
-from trainables.record import DIVERGED, DONE, EPOCH, SEARCH_METRIC, STAGES, trial_tags
+from trainables.record import DIVERGED, DONE, EPOCH, SEARCH_METRIC, STAGES, TAG_TWIN, trial_tags
 
 _TRIAL_FIELDS = {f.name for f in dataclasses.fields(TrialConfig)}
+DATASET_KEY = TAG_TWIN  # config key naming the dataset when a trial is given several
 
 
 @dataclass(frozen=True)
@@ -69,8 +71,13 @@ def _finite_for_tune(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def train_trial(config: dict[str, Any], data: CachedData, study: StudyContext) -> None:
+def train_trial(
+    config: dict[str, Any], data: CachedData | Mapping[str, CachedData], study: StudyContext
+) -> None:
     """Run one trial: restore, fit with per-epoch reports, log everything to one MLflow run.
+
+    ``data`` may be several named datasets (the evidence experiment's twins): the trial then takes
+    the one its config names under ``DATASET_KEY`` and tags its run with it.
 
     A trial restored by Tune (node lost, study resumed) continues its checkpoint and its MLflow run
     (run id from the checkpoint, else found by the ``trial_id`` tag). A trial that raises is marked
@@ -81,6 +88,11 @@ def train_trial(config: dict[str, Any], data: CachedData, study: StudyContext) -
 
     context = tune.get_context()
     trial_id = context.get_trial_id()
+    extra_tags = dict(study.tags)
+    if isinstance(data, Mapping):
+        config = dict(config)
+        name = config.pop(DATASET_KEY)
+        data, extra_tags[DATASET_KEY] = data[name], name
     cfg = trial_config(config, study, has_gpu=bool(ray.get_gpu_ids()))
     arm = get_arm(cfg.arm)
     node_id = ray.get_runtime_context().get_node_id()
@@ -94,7 +106,7 @@ def train_trial(config: dict[str, Any], data: CachedData, study: StudyContext) -
         study.tracking,
         trial_id,
         run_id=run_id,
-        tags={**trial_tags(arm.name, study.stage, arm.model_set, arm.generator), **dict(study.tags)},
+        tags={**trial_tags(arm.name, study.stage, arm.model_set, arm.generator), **extra_tags},
         params=cfg.to_dict(),
     )
     # A trial restarted from an older checkpoint than its last report (Tune had not recorded the

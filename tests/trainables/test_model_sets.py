@@ -27,7 +27,7 @@ EXPECTED_TERMS = {
     "set2": {"cls", "seg_decoder_vs_map"},
     "set3": {"cls", "seg_decoder", "seg_generator"},
     "rrr": {"cls", "rrr"},
-    "rrr-share": {"cls", "outside_share"},
+    "outside-share": {"cls", "outside_share"},
 }
 
 
