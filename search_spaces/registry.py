@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from trainables.config import TrialConfig
+from trainables.registry import Registry
 
 if TYPE_CHECKING:
     from trainables.model_sets import Arm
@@ -66,38 +67,22 @@ def baseline_values() -> dict[str, float]:
 
 
 SpaceFn = Callable[["Arm"], SearchSpace]
-_SPACES: dict[str, SpaceFn] = {}
+SPACES: Registry[SpaceFn] = Registry("search space")
 
 
 def register_space(name: str) -> Callable[[SpaceFn], SpaceFn]:
     """Decorator registering ``fn(arm) -> SearchSpace`` under ``name``."""
-
-    def wrap(fn: SpaceFn) -> SpaceFn:
-        if name in _SPACES:
-            raise ValueError(f"search space {name!r} is registered twice")
-        _SPACES[name] = fn
-        return fn
-
-    return wrap
+    return SPACES.register(name)
 
 
 def get_space(name: str) -> SpaceFn:
-    """The space function registered as ``name``.
-
-    Raises:
-        KeyError: for an unknown name, listing the valid ones.
-    """
-    try:
-        return _SPACES[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown search space {name!r}; valid: {', '.join(list_spaces())}"
-        ) from None
+    """The space function registered as ``name`` (KeyError listing the valid names)."""
+    return SPACES.get(name)
 
 
 def list_spaces() -> list[str]:
     """Names of all registered search spaces, sorted."""
-    return sorted(_SPACES)
+    return sorted(SPACES.names())
 
 
 def space_for_arm(arm: Arm, ranges: dict[str, FloatRange]) -> SearchSpace:

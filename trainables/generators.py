@@ -94,3 +94,11 @@ def gradcam(
 ) -> torch.Tensor:
     """Grad-CAM of the classification head's input, upsampled to the image: (B, 1, H, W)."""
     return S.gradcam(model, x, target, create_graph=create_graph)
+
+
+@register_generator("gradcam-mid", summary="Grad-CAM on the encoder's stride-8 feature map")
+def gradcam_mid(
+    model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, create_graph: bool
+) -> torch.Tensor:
+    """Grad-CAM three stages before the last (stride 8: 8x8 at 64 px instead of 2x2)."""
+    return S.gradcam(model, x, target, create_graph=create_graph, stage=-3)

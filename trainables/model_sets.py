@@ -16,6 +16,7 @@ paper's model sets are crossed with every generator registered with ``training=T
 | rrr-share      | share of that gradient's energy outside the gaze (scale-free)   | ours          |
 | gbp-share      | share of the GBP map's energy outside the gaze                  | ours          |
 | set1-gradcam   | BCE(Grad-CAM map, gaze map)                                     | GAIN-like     |
+| set1-gradcam-mid | the same at the encoder's stride-8 stage                      | ours          |
 
 total = gamma * L_cls + (1 - gamma) * L_seg (``trainables.losses.combine``).
 
@@ -178,6 +179,7 @@ register_arm("rrr", model_set="rrr", generator="logprob-gradient")
 register_arm("rrr-share", model_set="outside-share", generator="logprob-gradient")
 register_arm("gbp-share", model_set="outside-share", generator="gbp")
 register_arm("set1-gradcam", model_set="set1", generator="gradcam")
+register_arm("set1-gradcam-mid", model_set="set1", generator="gradcam-mid")
 
 
 def _build_arms() -> dict[str, Arm]:

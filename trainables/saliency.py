@@ -86,40 +86,55 @@ def input_gradient(
     return grad
 
 
-def _classification_head(model: nn.Module) -> nn.Module:
-    head = getattr(model, "classification_head", None)
-    if isinstance(head, nn.Module):
-        return head
-    for name, module in model.named_modules():
-        if name.split(".")[-1] == "classification_head":
+def _submodule(model: nn.Module, name: str, why: str) -> nn.Module:
+    """The shallowest submodule called ``name`` (``model.<name>`` or e.g. ``model.unet.<name>``)."""
+    found = getattr(model, name, None)
+    if isinstance(found, nn.Module):
+        return found
+    for path, module in model.named_modules():
+        if path.split(".")[-1] == name:
             return module
-    raise TypeError(
-        f"gradcam needs a submodule named 'classification_head' whose input is the last feature "
-        f"map; {type(model).__name__} has none"
+    raise TypeError(f"{why}: {type(model).__name__} has no submodule named {name!r}")
+
+
+def _classification_head(model: nn.Module) -> nn.Module:
+    return _submodule(
+        model, "classification_head", "gradcam needs the head whose input is the last feature map"
     )
 
 
 def gradcam(
-    model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, create_graph: bool
+    model: nn.Module,
+    x: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    create_graph: bool,
+    stage: int | None = None,
 ) -> torch.Tensor:
-    """Grad-CAM on the last encoder feature map (the classification head's input), upsampled.
+    """Grad-CAM of a feature map, upsampled: ``relu(sum_k mean_hw(d score / d A_k) * A_k)``,
+    bilinearly resized to the input, (B, 1, H, W).
 
-    ``relu(sum_k mean_hw(d score / d A_k) * A_k)``, bilinearly resized to the input: (B, 1, H, W).
-    Differentiable: its graph only reaches back through the head, so it is cheap.
+    ``stage=None``: the last encoder feature map (the classification head's input; its graph only
+    reaches back through the head, so it is cheap). ``stage=k``: the encoder's k-th output (smp
+    encoders return one per stage; -3 is stride 8), finer but reaching back through later stages.
     """
-    captured: list[torch.Tensor] = []
-    handle = _classification_head(model).register_forward_pre_hook(
-        lambda _module, args: captured.append(args[0])
-    )
+    captured: list = []
+    if stage is None:
+        module, pick = _classification_head(model), None
+        handle = module.register_forward_pre_hook(lambda _m, args: captured.append(args[0]))
+    else:
+        module = _submodule(model, "encoder", f"gradcam at stage {stage} needs an smp encoder")
+        handle = module.register_forward_hook(lambda _m, _args, out: captured.append(out))
+        pick = stage
     try:
         score = class_score(model, x, target)
     finally:
         handle.remove()
     if len(captured) != 1:
         raise RuntimeError(
-            f"gradcam expected the classification head to run once, it ran {len(captured)} times"
+            f"gradcam expected {type(module).__name__} to run once, ran {len(captured)}"
         )
-    features = captured[0]
+    features = captured[0] if pick is None else captured[0][pick]
     with backward_rule("normal"):
         (grads,) = torch.autograd.grad(score, features, create_graph=create_graph)
     cam = F.relu((grads.mean((2, 3), keepdim=True) * features).sum(1, keepdim=True))

@@ -38,6 +38,23 @@ GENERATORS = list_generators()
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+class _Stages(nn.Module):
+    """Runs a Sequential and returns the output of each stage, as an smp encoder does."""
+
+    def __init__(self, seq: nn.Sequential, ends: tuple[int, ...]) -> None:
+        super().__init__()
+        self.seq, self.ends = seq, ends
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outs, start = [], 0
+        for end in self.ends:
+            for layer in self.seq[start:end]:
+                x = layer(x)
+            outs.append(x)
+            start = end
+        return outs
+
+
 class TinyNet(nn.Module):
     """conv -> [BN] -> act -> depthwise conv (stride 2) -> [BN] -> act -> grouped conv -> head."""
 
@@ -62,9 +79,10 @@ class TinyNet(nn.Module):
         self.classification_head = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3)
         )
+        self.encoder = _Stages(self.features, ends=(4, 7, 10))
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classification_head(self.features(x))
+        return self.classification_head(self.encoder(x)[-1])
 
     forward = classify  # captum calls forward
 
