@@ -54,6 +54,24 @@ class CachedData:
         """Row indices of one split ('train', 'val' or 'test'), in stored order."""
         return np.flatnonzero(self.split == SPLITS.index(split))
 
+    def summary_dict(self) -> dict:
+        """Split sizes, class balance per split, exclusion counts and the fingerprint (no ids)."""
+        splits = {}
+        for s in SPLITS:
+            idx = self.indices(s)
+            counts = np.bincount(self.labels[idx], minlength=len(CLASSES))
+            splits[s] = {
+                "images": len(idx),
+                "classes": {c: int(k) for c, k in zip(CLASSES, counts, strict=True)},
+            }
+        return {
+            "images": len(self.labels),
+            "image_size": self.image_size,
+            "fingerprint": self.fingerprint,
+            "splits": splits,
+            "exclusions": {k: int(v) for k, v in sorted(self.exclusions.items())},
+        }
+
     def summary(self) -> str:
         parts = []
         for s in SPLITS:
