@@ -19,7 +19,7 @@ from typing import Any
 
 from ray import tune
 
-from trainables.record import DIVERGED, DONE, EPOCH, SEARCH_METRIC, SELECTION_METRIC
+from trainables.record import DIVERGED, EPOCH, SEARCH_METRIC, SELECTION_METRIC
 
 # What a finished trial's line says (the MLflow ``status`` tags are ok / stopped / diverged / failed).
 OK, STOPPED, DIVERGED_TEXT, FAILED = "ok", "stopped early", "diverged", "failed"
@@ -60,13 +60,17 @@ def eta_seconds(
 
 
 def trial_status(last_result: dict[str, Any] | None, *, errored: bool) -> str:
-    """``ok``, ``stopped early`` (ASHA), ``diverged`` or ``failed``, from a trial's last report."""
+    """``ok``, ``stopped early`` (ASHA), ``diverged`` or ``failed``, from a trial's last report.
+
+    A trial that ran to its end reported its best epoch (``SELECTION_METRIC``). Tune's own ``done``
+    key is no help: Tune sets it on the last result of a trial that ASHA stops, too.
+    """
     if errored:
         return FAILED
     last = last_result or {}
     if last.get(DIVERGED):
         return DIVERGED_TEXT
-    return OK if last.get(DONE) else STOPPED
+    return OK if SELECTION_METRIC in last else STOPPED
 
 
 @dataclass

@@ -245,7 +245,7 @@ def test_unknown_arms_are_argparse_errors_listing_the_valid_ones(capsys):
 SINGLE = ["--single-trial", "--arm", "unet"]
 BAD_VALUES = [
     (SINGLE + ["--lr", "0"], "--lr"),
-    (SINGLE + ["--lr", "-1e-3"], "--lr"),
+    (SINGLE + ["--lr=-1e-3"], "--lr"),  # "-1e-3" alone reads as an option to argparse
     (SINGLE + ["--lr", "nan"], "--lr"),
     (SINGLE + ["--seg-ratio", "-0.1"], "--seg-ratio"),
     (SINGLE + ["--seg-ratio", "1.01"], "--seg-ratio"),

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from study.console import (
     per_arm_table,
@@ -159,6 +160,12 @@ def test_a_study_prints_one_line_per_trial_and_little_else(tiny_data, data_confi
     for m in trials:  # ASHA (grace 1) stops a trial after epoch 1; a finished one ran both
         assert (m.group(6), m.group(4)) in (("ok", "2"), ("stopped early", "1")), m.group(0)
     assert trials[-1].group(8) == "0s"
+    # Each line's status is the one MLflow recorded (ASHA's stops are "stopped early").
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("gaze-unet")
+    runs = client.search_runs([exp.experiment_id], "tags.role = 'trial'")
+    shown = {"ok": "ok", "stopped": "stopped early"}
+    assert sorted(m.group(6) for m in trials) == sorted(shown[r.data.tags["status"]] for r in runs)
     assert not [ln for ln in lines if "│" in ln or "Trial status" in ln]  # no Tune tables
     assert not [ln for ln in lines if "(train_trial pid=" in ln]  # no worker output
     assert (

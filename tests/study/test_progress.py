@@ -49,8 +49,11 @@ def test_format_duration():
 
 
 def test_trial_status_from_the_last_report():
-    assert trial_status({"done": True, "epoch": 3}, errored=False) == OK
-    assert trial_status({"epoch": 1}, errored=False) == STOPPED  # ASHA stopped it
+    finished = {"done": True, "epoch": 3, "best/val_auc_mean": 0.8}
+    assert trial_status(finished, errored=False) == OK
+    # Tune sets its own "done" on the last result of a trial that ASHA stops: still stopped early.
+    assert trial_status({"done": True, "epoch": 1, "val/auc_mean": 0.6}, errored=False) == STOPPED
+    assert trial_status({"epoch": 1}, errored=False) == STOPPED
     assert trial_status({"done": True, "diverged": 1.0}, errored=False) == "diverged"
     assert trial_status(None, errored=True) == FAILED
 
