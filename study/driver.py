@@ -70,7 +70,8 @@ def _connect_ray(cfg: StudyConfig) -> bool:
     }
     if cfg.address is None:
         kwargs["include_dashboard"] = False
-    ray.init(address=cfg.address, **kwargs)
+    # "local": a new instance, not whichever cluster another program left running on this machine
+    ray.init(address=cfg.address or "local", **kwargs)
     return True
 
 

@@ -243,6 +243,19 @@ def _short(error: str) -> str:
     return text if len(text) <= _ERROR_CHARS else text[: _ERROR_CHARS - 3] + "..."
 
 
+def _error_text(trial: Any) -> str:
+    # Tune writes the error file in the trial's local folder first and uploads it later.
+    try:
+        with open(trial.error_file) as f:
+            return f.read()
+    except (OSError, TypeError):
+        pass
+    try:
+        return str(trial.get_error() or "") or "no error recorded"
+    except OSError:  # storage unreachable: the line still says "failed"
+        return "no error recorded"
+
+
 # Live boards by study name. Tune pickles a Tuner's callbacks into its experiment folder and a
 # restored Tuner uses the unpickled copies; TuneProgress pickles as a reference to the board of
 # its study, so a resumed study reports into the board of the process that resumes it.
@@ -299,9 +312,7 @@ class TuneProgress(tune.Callback):
         last = trial.last_result or {}
         status = trial_status(last, errored=errored)
         epoch = last.get(EPOCH, last.get("training_iteration"))
-        error = None
-        if errored:
-            error = str(trial.get_error() or "") or "see the trial's error file"
+        error = _error_text(trial) if errored else None
         self.board.finish(
             trial.trial_id,
             self._arm(trial),
