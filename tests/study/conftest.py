@@ -78,6 +78,7 @@ def ray_local():
     import ray
 
     ray.init(
+        address="local",  # a fresh instance, never a cluster another program runs on this machine
         num_cpus=2,
         include_dashboard=False,
         runtime_env=ray_runtime_env(),
