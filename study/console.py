@@ -1,23 +1,167 @@
-"""What the study prints: the per-arm results table (and the single trial's AUC table)."""
+"""What the study prints: the per-arm results table, where the results are, the resume hint (and
+the single trial's AUC table); and how quiet the libraries are on the console.
+
+The progress lines while trials run are ``study.progress``.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import shlex
 import statistics
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from trainables.config import CLASSES
 from trainables.record import (
     AUC_COLUMNS,
+    FAILED_STATUSES,
     SELECTION_METRIC,
     STATUS_OK,
+    STATUS_STOPPED,
     metric_key,
     select_best,
 )
 
 if TYPE_CHECKING:
+    from study.presets import StudyConfig
     from trainables import tracking
+
+# Loggers whose INFO lines (new Optuna study, MLflow schema creation, Tune's state files) are noise
+# next to the progress lines; their warnings and errors still show.
+_CHATTY_LOGGERS = ("optuna", "mlflow", "alembic", "ray.tune", "ray.train")
+UI_NOTE = (
+    "MLflow 3 may open on its GenAI pages; these links open 'Model training' "
+    "(else use the GenAI / Model training switch at the top left)"
+)
+
+
+def quiet_console(verbose: bool) -> None:
+    """Unless ``verbose``: the chatty libraries' loggers at WARNING, and Tune's legacy reporter,
+    which prints nothing at ``verbose=0`` (the new one still prints a box per experiment)."""
+    if verbose:
+        return
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def ray_init_options(verbose: bool) -> dict[str, Any]:
+    """``ray.init`` options: workers' output on this console only when ``verbose``.
+
+    Quiet: no worker output (trial errors still reach the trial lines and Tune's error files;
+    workers' logs stay in Ray's session folder). Verbose: every line, with Ray's de-duplication
+    off so the epoch lines of all trials show.
+    """
+    if verbose:
+        os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # read by the driver's log monitor
+        return {"log_to_driver": True}
+    return {"log_to_driver": False, "logging_level": logging.WARNING}
+
+
+def study_header(cfg: StudyConfig, arms: Sequence[str]) -> str:
+    """The line that opens a study's progress."""
+    seeds = f" + {plural(cfg.seeds, 'seed')}" if cfg.seeds else ""
+    how = "" if cfg.verbose else "; one line per finished trial (--verbose: Ray's own tables)"
+    return (
+        f"[study] {cfg.study_name}: {plural(len(arms), 'arm')} x "
+        f"{plural(cfg.trials_per_arm, 'trial')}{seeds}, {plural(cfg.trial.epochs, 'epoch')} "
+        f"each{how}"
+    )
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def resume_command(cfg: StudyConfig) -> str:
+    """The command that continues this study: the flags it was started with, plus
+    ``--study-name NAME --resume`` (``cfg.command`` holds the program and its arguments)."""
+    prog, *argv = cfg.command or ("python -m study", "--preset", cfg.preset)
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--study-name":
+            skip = True
+        elif not (arg == "--resume" or arg.startswith("--study-name=")):
+            kept.append(arg)
+    return " ".join([prog, shlex.join([*kept, "--study-name", str(cfg.study_name), "--resume"])])
+
+
+def ui_base_url(tracking_uri: str) -> str:
+    """Where the MLflow UI of a store is: the server itself, or ``mlflow ui``'s default address."""
+    return tracking_uri.rstrip("/") if tracking_uri.startswith("http") else "http://127.0.0.1:5000"
+
+
+def runs_view_url(tracking_uri: str, experiment_id: str, view: str | None = None) -> str:
+    """Direct link to an experiment's runs table in its "model training" view, optionally a
+    saved view (``study.results.comparison_views``)."""
+    url = (
+        f"{ui_base_url(tracking_uri)}/#/experiments/{experiment_id}/runs"
+        "?workflowType=machine_learning"
+    )
+    return url + (f"&viewStateShareKey={quote(view)}" if view else "")
+
+
+def results_block(
+    ctx: tracking.TrackingContext, views: dict[str, str], report: str | None
+) -> list[str]:
+    """Where the results are: the MLflow UI command and links, the report."""
+    lines = []
+    if ctx.tracking_uri.startswith("sqlite:"):
+        lines.append(f"MLflow UI: mlflow ui --backend-store-uri {ctx.tracking_uri}  then open")
+    else:
+        lines.append("MLflow UI:")
+    for label, view in views.items():
+        lines.append(f"  {label}: {runs_view_url(ctx.tracking_uri, ctx.experiment_id, view)}")
+    lines.append(f"  Note: {UI_NOTE}.")
+    if report:
+        lines.append(f"Report: {report}")
+    return lines
+
+
+@dataclass
+class ArmResult:
+    """The search trials of one arm: counts by how they ended, and the best one."""
+
+    arm: str
+    trials: list[tracking.TrialRecord] = field(default_factory=list)
+    ok: int = 0
+    stopped: int = 0  # ASHA stopped them early: ended normally, not failures
+    failed: int = 0  # failed or diverged
+    best: tracking.TrialRecord | None = None  # select_best over the ok trials
+
+    @property
+    def counts(self) -> str:
+        """``2/2 (1 stopped early)``: trials that ended normally out of all, then why not ok."""
+        text = f"{self.ok + self.stopped}/{len(self.trials)}"
+        notes = [f"{self.stopped} stopped early"] if self.stopped else []
+        notes += [f"{self.failed} failed"] if self.failed else []
+        return text + (f" ({', '.join(notes)})" if notes else "")
+
+
+def summarize_arms(
+    records: Sequence[tracking.TrialRecord], arms: Sequence[str]
+) -> dict[str, ArmResult]:
+    """Each arm's search trials, counted by status, with its best (``select_best``, the one rule)."""
+    out = {}
+    for arm in arms:
+        mine = [r for r in records if r.arm == arm and r.stage == "search"]
+        ok = [r for r in mine if r.status == STATUS_OK]
+        out[arm] = ArmResult(
+            arm,
+            mine,
+            ok=len(ok),
+            stopped=sum(r.status == STATUS_STOPPED for r in mine),
+            failed=sum(r.status in FAILED_STATUSES for r in mine),
+            best=select_best(ok, lambda r: r.metrics),
+        )
+    return out
 
 
 def format_ci(metrics: dict[str, float], key: str) -> str:
@@ -33,7 +177,7 @@ def per_arm_table(records: Sequence[tracking.TrialRecord], arms: Sequence[str]) 
     """Best search trial per arm (by best validation mean AUC): test per-class AUC with 95% CI."""
     header = [
         "arm",
-        "trials ok/all",
+        "trials done/all",
         "best val AUC",
         "test mean AUC [95% CI]",
         *[f"{c} AUC" for c in CLASSES],
@@ -42,17 +186,15 @@ def per_arm_table(records: Sequence[tracking.TrialRecord], arms: Sequence[str]) 
         "seg_ratio",
     ]
     rows = [header]
-    for arm in arms:
-        mine = [r for r in records if r.arm == arm and r.stage == "search"]
-        ok = [r for r in mine if r.status == STATUS_OK]
-        best = select_best(ok, lambda r: r.metrics)
+    for arm, result in summarize_arms(records, arms).items():
+        best = result.best
         if best is None:
-            rows.append([arm, f"0/{len(mine)}"] + ["-"] * (len(header) - 2))
+            rows.append([arm, result.counts] + ["-"] * (len(header) - 2))
             continue
         rows.append(
             [
                 arm,
-                f"{len(ok)}/{len(mine)}",
+                result.counts,
                 f"{best.metrics[SELECTION_METRIC]:.3f}",
                 *[format_ci(best.metrics, k) for k in AUC_COLUMNS],
                 *[f"{float(best.params.get(k, 'nan')):.3g}" for k in ("lr", "gamma", "seg_ratio")],

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from study import console, progress, results
 from study.console import per_arm_table
 from study.presets import StudyConfig
 from study.reconcile import close_open_trials
@@ -36,9 +37,7 @@ class StudySummary:
 
 
 def _study_name(cfg: StudyConfig, uri: str, experiment_id: str) -> str:
-    if cfg.study_name:
-        return cfg.study_name
-    if cfg.resume:
+    if cfg.resume and not cfg.study_name:
         found = tracking.find_study_run(uri, experiment_id, preset=cfg.preset)
         if found is None:
             raise SystemExit(
@@ -46,7 +45,15 @@ def _study_name(cfg: StudyConfig, uri: str, experiment_id: str) -> str:
                 f"pass --study-name"
             )
         return found[1]
-    return f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if (
+        cfg.resume
+        and tracking.find_study_run(uri, experiment_id, study_name=cfg.study_name) is None
+    ):
+        raise SystemExit(
+            f"--resume: no study named {cfg.study_name!r} in MLflow experiment {cfg.experiment!r} "
+            f"({uri}); drop --resume to start it"
+        )
+    return cfg.study_name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _connect_ray(cfg: StudyConfig) -> bool:
@@ -57,7 +64,10 @@ def _connect_ray(cfg: StudyConfig) -> bool:
         return False
     # Workers import trainables/ and study/ from the project root, wherever the driver was started.
     path = os.pathsep.join(p for p in (cfg.project_dir, os.environ.get("PYTHONPATH")) if p)
-    kwargs: dict[str, Any] = {"runtime_env": {"env_vars": {"PYTHONPATH": path}}}
+    kwargs: dict[str, Any] = {
+        "runtime_env": {"env_vars": {"PYTHONPATH": path}},
+        **console.ray_init_options(cfg.verbose),
+    }
     if cfg.address is None:
         kwargs["include_dashboard"] = False
     # Without --address: a new local instance ("local"), not whatever cluster a `ray start` left
@@ -130,6 +140,7 @@ def run_study(cfg: StudyConfig, *, callbacks: Sequence[Any] = ()) -> StudySummar
     from trainables.data.prepare import prepare_data
 
     t0 = time.perf_counter()
+    console.quiet_console(cfg.verbose)
     arms = list(cfg.arms) or paper_arms()
     for arm in arms:
         get_arm(arm)  # unknown arm: KeyError listing the valid ones, before anything starts
@@ -155,6 +166,7 @@ def run_study(cfg: StudyConfig, *, callbacks: Sequence[Any] = ()) -> StudySummar
         )
         data = prepare_data(cfg.data)
         print(f"[study] data: {data.summary()}", flush=True)
+        print(console.study_header(cfg, arms), flush=True)
         ctx = tracking.start_study_run(
             uri,
             experiment_id,
@@ -164,6 +176,7 @@ def run_study(cfg: StudyConfig, *, callbacks: Sequence[Any] = ()) -> StudySummar
             config=cfg.to_dict(),
             resume=cfg.resume,
         )
+        results.record_study_start(ctx, cfg, arms, data)
         summary = StudySummary(str(cfg.study_name), ctx)
         try:
             return _run_stages(cfg, arms, data, summary, callbacks, t0)
@@ -186,6 +199,8 @@ def _run_stages(
     from trainables.trainable import StudyContext
 
     ctx = summary.tracking
+    board = progress.ProgressBoard(arms, cfg.trials_per_arm + cfg.seeds)
+    callbacks = [*callbacks, progress.TuneProgress(str(cfg.study_name), board)]
     outcomes = {}
     for arm in arms:
         study_ctx = StudyContext(ctx, "search", cfg.cpus_per_trial)
@@ -216,15 +231,11 @@ def _run_stages(
                 return _interrupted(cfg, summary, t0)
             close_open_trials(ctx, seeds_outcome, "seeds")
     summary.records = tracking.trial_records(ctx)
+    views = results.record_study_end(ctx, cfg, summary.records, arms, data)
     print("\n" + per_arm_table(summary.records, arms), flush=True)
-    if tracking.is_local_store(ctx.tracking_uri):
-        print(f"\nBrowse the runs: mlflow ui --backend-store-uri {ctx.tracking_uri}", flush=True)
-    else:
-        print(f"\nBrowse the runs: {ctx.tracking_uri}", flush=True)
     if cfg.report:
         summary.report_path = _write_analysis_report(cfg, ctx, summary.study_name)
-    if summary.report_path:
-        print(f"Report: {summary.report_path}", flush=True)
+    print("\n" + "\n".join(console.results_block(ctx, views, summary.report_path)), flush=True)
     tracking.end_study_run(ctx, "FINISHED")
     summary.wall_s = time.perf_counter() - t0
     print(f"[study] {summary.study_name} finished in {summary.wall_s:.0f} s", flush=True)
@@ -234,9 +245,5 @@ def _run_stages(
 def _interrupted(cfg: StudyConfig, summary: StudySummary, t0: float) -> StudySummary:
     tracking.end_study_run(summary.tracking, "KILLED")
     summary.interrupted, summary.wall_s = True, time.perf_counter() - t0
-    print(
-        f"\n[study] interrupted. Continue with: python -m study --preset {cfg.preset} "
-        f"--study-name {summary.study_name} --resume",
-        flush=True,
-    )
+    print(f"\n[study] interrupted. Continue with: {console.resume_command(cfg)}", flush=True)
     return summary

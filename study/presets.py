@@ -15,7 +15,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from trainables.config import DataConfig, TrialConfig
+from search_spaces import list_spaces
+from trainables.config import (
+    NAME,
+    DataConfig,
+    TrialConfig,
+    above,
+    at_least,
+    check_fields,
+    optional,
+)
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
 TINY_ENCODER = (
@@ -50,12 +59,33 @@ class StudyConfig:
     experiment: str = "gaze-unet"  # MLflow experiment
     optuna_storage: str | None = None  # Optuna RDB URL (optuna-dashboard); None = in memory
     resume: bool = False  # continue an interrupted study (Tuner.restore per arm)
+    verbose: bool = False  # Ray's own progress tables and every worker's output on the console
+    command: tuple[str, ...] = ()  # the command line that made this config (resume hint, MLflow)
     report: bool = True  # write the analysis report (analysis.report) when the study ends
     project_dir: str = str(PROJECT_DIR)  # absolute project root (trials chdir: no relative paths)
     data: DataConfig = field(default_factory=DataConfig)  # images and gaze maps
     trial: TrialConfig = field(
         default_factory=TrialConfig
     )  # fixed trial settings (arm/lr/... searched)
+
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            {
+                "study_name": optional(NAME),  # a folder under storage_path and an MLflow filter
+                "experiment": NAME,
+                "search_space": (lambda v: v in list_spaces(), f"must be one of {list_spaces()}"),
+                "trials_per_arm": at_least(1),
+                "max_concurrent": at_least(1),
+                "seed": at_least(0),
+                "seeds": at_least(0),
+                "cpus_per_trial": above(0),
+                "gpus_per_trial": at_least(0),
+                "grace_period": at_least(1),
+                "reduction_factor": at_least(2),
+                "max_failures": at_least(-1),  # -1: Tune retries for ever
+            },
+        )
 
     def storage_root(self) -> str:
         """Where the Tune experiments of this study live (absolute path or URI)."""

@@ -137,6 +137,8 @@ def run_config(cfg: StudyConfig, name: str, callbacks: Sequence[Any] = ()) -> tu
         # The newest checkpoint is what a restarted trial needs; one spare guards a partial upload.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         callbacks=list(callbacks) or None,
+        # Quiet: study.progress prints one line per trial; --verbose restores Tune's reporter.
+        verbose=None if cfg.verbose else 0,
     )
 
 

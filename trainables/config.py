@@ -7,8 +7,12 @@ to MLflow params and into every checkpoint (``dataclasses.asdict``).
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 CLASSES: tuple[str, ...] = (
     "Normal",
@@ -16,6 +20,87 @@ CLASSES: tuple[str, ...] = (
     "pneumonia",
 )  # label order everywhere (index = class id)
 SPLITS: tuple[str, ...] = ("train", "val", "test")  # split ids 0, 1, 2 in CachedData.split
+
+# -- value rules -------------------------------------------------------------------------------
+# Each config checks its own fields in __post_init__, so the CLI and programmatic callers get the
+# same rules; the CLI turns a ConfigError into an argparse error naming the flag of ``field``.
+
+NAME_RULE = "must be 1-128 letters, digits, '-', '_' or '.', starting with a letter or digit"
+_NAME = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
+)  # no '/', no '..': safe in paths and filters
+
+Rule = tuple[Callable[[Any], bool], str]  # (predicate on the value, what the rule says)
+
+
+class ConfigError(ValueError):
+    """A config field breaks its rule; ``field`` is the dataclass field's name."""
+
+    def __init__(self, owner: str, field: str, rule: str, value: Any) -> None:
+        super().__init__(f"{owner}.{field} {rule}, got {value!r}")
+        self.owner, self.field, self.rule, self.value = owner, field, rule, value
+
+
+def is_valid_name(value: Any) -> bool:
+    """Study and experiment names: what ``NAME_RULE`` says."""
+    return isinstance(value, str) and _NAME.fullmatch(value) is not None
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def at_least(low: float) -> Rule:
+    return (lambda v: _number(v) and v >= low), f"must be >= {low:g}"
+
+
+def above(low: float) -> Rule:
+    return (lambda v: _number(v) and v > low), f"must be > {low:g}"
+
+
+def within(low: float, high: float, *, open_low: bool = False) -> Rule:
+    def ok(v: Any) -> bool:
+        return _number(v) and (v > low if open_low else v >= low) and v <= high
+
+    return ok, f"must be in {'(' if open_low else '['}{low:g}, {high:g}]"
+
+
+def optional(rule: Rule) -> Rule:
+    return (lambda v: v is None or rule[0](v)), f"{rule[1]} (or None)"
+
+
+NAME: Rule = (is_valid_name, NAME_RULE)
+
+
+def _known_shortcut(value: Any) -> bool:
+    if value is None:
+        return True
+    from trainables.data.synthetic.shortcuts import SHORTCUTS  # the twin's writer: only when named
+
+    return value in SHORTCUTS
+
+
+@functools.cache
+def _literal_choices(cls: type) -> dict[str, tuple[Any, ...]]:
+    hints = get_type_hints(cls)
+    return {name: get_args(t) for name, t in hints.items() if get_origin(t) is Literal}
+
+
+def check_fields(cfg: Any, rules: Mapping[str, Rule]) -> None:
+    """Raise ConfigError for the first field breaking its rule (``Literal`` fields included).
+
+    Raises:
+        ConfigError: naming the class, the field, the rule and the value.
+    """
+    owner = type(cfg).__name__
+    for name, choices in _literal_choices(type(cfg)).items():
+        value = getattr(cfg, name)
+        if value not in choices:
+            raise ConfigError(owner, name, f"must be one of {', '.join(map(repr, choices))}", value)
+    for name, (ok, rule) in rules.items():
+        value = getattr(cfg, name)
+        if not ok(value):
+            raise ConfigError(owner, name, rule, value)
 
 
 @dataclass(frozen=True)
@@ -52,6 +137,20 @@ class DataConfig:
     )
     split_seed: int = 0  # seed of the patient-level 80/10/10 split
     split_file: str | None = None  # CSV (dicom_id,split) overriding the seeded split
+
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            {
+                "synthetic_images": at_least(3),  # one image per class at least
+                "synthetic_seed": at_least(0),
+                "image_size": at_least(32),  # the model adds its multiple-of rule (TrialConfig)
+                "gaze_sigma": above(0),
+                "split_seed": at_least(0),
+                "synthetic_shortcut_fraction": within(0, 1),
+                "synthetic_shortcut": (_known_shortcut, "must be a registered shortcut kind or None"),
+            },
+        )
 
     def resolved_mimic_root(self) -> str | None:
         return self.mimic_root or self.egd_root
@@ -94,6 +193,40 @@ class TrialConfig:
     bootstrap_resamples: int = 1000  # resamples for the test AUC confidence intervals
     panels: int = 4  # test images drawn as heatmap panels
     num_threads: int | None = None  # torch CPU threads (None = torch default)
+
+    def __post_init__(self) -> None:
+        stride = 2 ** len(self.decoder_channels)  # the U-Net halves the image once per stage
+        check_fields(
+            self,
+            {
+                "lr": above(0),
+                "seg_ratio": within(0, 1),
+                "rrr_lambda": at_least(0),
+                "share_lambda": at_least(0),
+                "gaze_mask_threshold": within(0, 1, open_low=True),
+                "gamma": within(0, 1, open_low=True),
+                "epochs": at_least(1),
+                "batch_size": at_least(1),
+                "eval_batch_size": at_least(1),
+                "decoder_channels": (
+                    lambda v: len(v) >= 1 and all(_number(c) and c >= 1 for c in v),
+                    "must be one or more positive widths",
+                ),
+                "image_size": (
+                    lambda v: _number(v) and v >= 32 and v % stride == 0,
+                    (
+                        f"must be >= 32 and a multiple of {stride} "
+                        f"({len(self.decoder_channels)} decoder stages)"
+                    ),
+                ),
+                "seed": at_least(0),
+                "weight_decay": at_least(0),
+                "grad_clip_value": optional(above(0)),
+                "bootstrap_resamples": at_least(1),
+                "panels": at_least(0),
+                "num_threads": optional(at_least(1)),
+            },
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -85,8 +85,45 @@ def trial_tags(arm: str, stage: str, model_set: str | None = None, generator: st
         tags[TAG_GENERATOR] = generator
     return tags
 
+
 TRIAL_STATUSES: tuple[str, ...] = ("running", "ok", "diverged", "failed", "stopped")
 STATUS_OK = "ok"
+# ASHA stopped it early: a normal end (MLflow run status FINISHED), not a failure.
+STATUS_STOPPED = "stopped"
+FAILED_STATUSES: tuple[str, ...] = ("failed", "diverged")
+
+# -- what the MLflow UI shows: descriptions, provenance, the arms compared on the parent run -----
+TAG_NOTE = "mlflow.note.content"  # a run's description (markdown) in the MLflow UI
+TAG_GIT_COMMIT = "mlflow.source.git.commit"  # the UI shows it as the run's source version
+TAG_GIT_DIRTY = "git_dirty"  # "true" when the checkout had uncommitted changes
+TAG_DATA_FINGERPRINT = "data_fingerprint"  # CachedData.fingerprint of the data the study used
+# "true" on each arm's best search trial (select_best), "false" on its other search trials.
+TAG_BEST_OF_ARM = "best_of_arm"
+DATA_PARAM_PREFIX = "data/"  # parent params: data/images, data/train, data/val, data/test, ...
+# Experiment tags: the UI's "model training" view, and saved runs-table views (link key = suffix).
+TAG_EXPERIMENT_KIND, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
+
+ARM_SUMMARY_KEYS: tuple[str, ...] = ("best_val_auc_mean", *(f"test_{k}" for k in AUC_COLUMNS))
+ARM_COUNT_KEYS: tuple[str, ...] = ("trials_ok", "trials_stopped", "trials_failed")
+
+
+def arm_metric(arm: str, key: str, bound: str | None = None) -> str:
+    """A parent-run metric comparing arms: ``<arm>/best_val_auc_mean``, ``<arm>/test_auc_mean``,
+    ``<arm>/test_auc_mean_ci_low`` (``bound`` "low"/"high"), ``<arm>/trials_ok``, ...
+
+    The ``test_*`` values are those of the arm's best trial (chosen on validation).
+    """
+    if key not in (*ARM_SUMMARY_KEYS, *ARM_COUNT_KEYS):
+        raise ValueError(
+            f"unknown arm summary key {key!r}; valid: {ARM_SUMMARY_KEYS + ARM_COUNT_KEYS}"
+        )
+    if bound is None:
+        return f"{arm}/{key}"
+    if bound not in ("low", "high") or not key.startswith("test_"):
+        raise ValueError(f"no CI bound {bound!r} for {key!r}; test_* keys have 'low' and 'high'")
+    return f"{arm}/{key}_ci_{bound}"
+
 
 # -- artifacts ---------------------------------------------------------------------------------
 ARTIFACT_DIRS: tuple[str, ...] = ("predictions", "explain", "heatmaps", "model")  # fit's out_dir

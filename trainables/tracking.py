@@ -34,6 +34,7 @@ from trainables.record import (
     ROLE_TRIAL,
     SEARCH_METRIC,
     STUDY_CONFIG,
+    STUDY_DATA,
     TAG_ARM,
     TAG_ERROR,
     TAG_PARENT,
@@ -50,7 +51,7 @@ from trainables.record import (
 _RUN_STATUS = {
     "running": "RUNNING",
     "ok": "FINISHED",
-    "stopped": "KILLED",
+    "stopped": "FINISHED",  # ASHA's early stop is a normal end; the UI draws KILLED as a failure
     "diverged": "FAILED",
     "failed": "FAILED",
 }
@@ -433,3 +434,69 @@ def download_artifact(tracking_uri: str, run_id: str, path: str, dst: str | Path
     if path not in listed:
         raise FileNotFoundError(f"MLflow run {run_id} has no artifact {path}")
     return Path(_retry(client.download_artifacts, run_id, path, str(dst)))
+
+
+# -- what the UI shows: descriptions, provenance, the comparison of arms -----------------------
+def set_experiment_tags(tracking_uri: str, experiment_id: str, tags: Mapping[str, str]) -> None:
+    """Set experiment tags (the UI's experiment kind, saved runs-table views)."""
+    client = _client(tracking_uri)
+    for key, value in tags.items():
+        _retry(client.set_experiment_tag, experiment_id, key, str(value))
+
+
+def log_study_data(
+    ctx: TrackingContext,
+    summary: Mapping[str, Any],
+    params: Mapping[str, Any],
+    tags: Mapping[str, str],
+) -> dict[str, tuple[str, str]]:
+    """Log the data summary (``study/data.json``), data params and provenance tags on the parent.
+
+    MLflow params cannot change: a resumed study logs only the params its parent lacks.
+
+    Returns:
+        param -> (logged before, now) for params that differ from the parent's (data changed
+        since the study started); empty when all agree.
+    """
+    client = _client(ctx.tracking_uri)
+    before = _retry(client.get_run, ctx.parent_run_id).data.params
+    new = {k: str(v) for k, v in params.items() if k not in before}
+    changed = {
+        k: (before[k], str(v)) for k, v in params.items() if k in before and before[k] != str(v)
+    }
+    _retry(client.log_batch, ctx.parent_run_id, params=_params(new), tags=_tags(tags))
+    _retry(client.log_dict, ctx.parent_run_id, json.loads(json.dumps(summary)), STUDY_DATA)
+    return changed
+
+
+def log_study_results(
+    ctx: TrackingContext,
+    metrics: Mapping[str, float],
+    step: int,
+    run_tags: Mapping[str, Mapping[str, str]],
+) -> None:
+    """Log the parent's comparison metrics and set tags (descriptions, best_of_arm) on runs.
+
+    A metric whose latest value on the parent is already ``metrics[key]`` is not logged again,
+    so re-running the end of a study (``--resume``) adds nothing; a changed one is logged at
+    ``step`` (the caller passes a count that grows with the study, e.g. its ended trials).
+
+    Args:
+        ctx: the study's tracking context.
+        metrics: parent-run metric -> value (non-finite values are left out).
+        step: the step of the newly logged values.
+        run_tags: run id -> tags to set on it (the parent's own id included).
+    """
+    client = _client(ctx.tracking_uri)
+    current = _retry(client.get_run, ctx.parent_run_id).data.metrics
+    now = int(time.time() * 1000)
+    batch = [
+        Metric(k, float(v), now, step)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and math.isfinite(v) and current.get(k) != float(v)
+    ]
+    if batch:
+        _retry(client.log_batch, ctx.parent_run_id, metrics=batch)
+    for run_id, tags in run_tags.items():
+        if tags:
+            _retry(client.log_batch, run_id, tags=_tags(tags))

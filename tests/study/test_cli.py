@@ -1,7 +1,9 @@
-"""The command line: every flag documented, flags land in the one StudyConfig."""
+"""The command line: every flag documented, flags land in the one StudyConfig, parsing is cheap,
+and every bad value is an argparse error naming its flag before anything starts."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -10,9 +12,10 @@ import sys
 
 import pytest
 
-from study.cli import build_config, build_parser
+from study.cli import build_config, build_parser, parse_config
 from study.presets import StudyConfig, get_preset, list_presets, with_overrides
 from tests.study.conftest import PROJECT_DIR
+from trainables.config import ConfigError
 
 FLAGS = [
     "--data",
@@ -50,7 +53,10 @@ FLAGS = [
     "--gamma",
     "--out",
     "--preset",
+    "--verbose",
+    "--help",
 ]
+HEAVY = ("torch", "mlflow", "ray", "sklearn")
 
 
 def test_help_lists_every_flag_with_text():
@@ -64,10 +70,18 @@ def test_help_lists_every_flag_with_text():
         check=True,
         timeout=120,
     ).stdout
-    for flag in FLAGS:
-        assert flag in out, flag
-    for action in build_parser()._actions:
+    parser = build_parser()
+    options = {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
+    assert options == set(FLAGS)  # exactly the documented flags, no more, no fewer
+    in_help = set(re.findall(r"(?<![\w-])--[a-z][a-z-]*(?![\w-])", out))
+    assert options <= in_help, sorted(options - in_help)
+    for action in parser._actions:
         assert action.help, f"{action.option_strings} has no help text"
+    assert "None" not in out  # no argparse "(default: None)" noise
+    from trainables.model_sets import list_arms
+
+    listed = re.search(r"^arms \(--arms, --arm\): (.+)$", out, re.MULTILINE)
+    assert listed and listed.group(1).split(", ") == list_arms()
 
 
 def test_no_flags_is_the_demo_preset():
@@ -158,3 +172,145 @@ def test_single_trial_runs_in_process_without_ray(data_config, tiny_data, tmp_pa
         0.3,
         0.7,
     )
+
+
+def _heavy_modules_after(argv: list[str]) -> tuple[list[str], str, int]:
+    """(heavy modules imported, stderr+stdout, exit code) of ``main(argv)`` in a fresh process."""
+    code = (
+        "import json, sys\n"
+        "from study.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit as e:\n"
+        "    rc = e.code\n"
+        f"print('HEAVY', json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)), rc)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    line = run.stdout.strip().splitlines()[-1]
+    mods, rc = line.split(" ", 1)[1].rsplit(" ", 1)
+    return json.loads(mods), run.stderr + run.stdout, int(rc)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--bogus"],
+        ["--epochs", "0"],
+        ["--study-name", "../x"],
+        ["--lr", "0.1"],
+        ["--image-size", "48"],
+        ["--search-space", "nope"],
+    ],
+)
+def test_argument_errors_import_nothing_heavy(argv):
+    heavy, out, rc = _heavy_modules_after(argv)
+    assert rc == 2, out
+    assert heavy == [], f"parsing {argv} imported {heavy}"
+
+
+def test_help_imports_nothing_heavy():
+    heavy, out, rc = _heavy_modules_after(["--help"])
+    assert rc == 0, out
+    assert heavy == [], f"--help imported {heavy}"
+
+
+def _parse_error(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(build_parser(), argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_unknown_arms_are_argparse_errors_listing_the_valid_ones(capsys):
+    from trainables.model_sets import list_arms
+
+    for argv, flag in (
+        (["--arms", "unet,nope"], "--arms"),
+        (["--single-trial", "--arm", "nope"], "--arm"),
+    ):
+        err = _parse_error(argv, capsys)
+        assert f"argument {flag}: " in err and "nope" in err, err
+        assert all(arm in err for arm in list_arms()), err
+    assert parse_config(build_parser(), ["--arms", "unet,no-seg"])[1].arms == ("unet", "no-seg")
+
+
+SINGLE = ["--single-trial", "--arm", "unet"]
+BAD_VALUES = [
+    (SINGLE + ["--lr", "0"], "--lr"),
+    (SINGLE + ["--lr=-1e-3"], "--lr"),  # "-1e-3" alone reads as an option to argparse
+    (SINGLE + ["--lr", "nan"], "--lr"),
+    (SINGLE + ["--seg-ratio", "-0.1"], "--seg-ratio"),
+    (SINGLE + ["--seg-ratio", "1.01"], "--seg-ratio"),
+    (SINGLE + ["--gamma", "0"], "--gamma"),
+    (SINGLE + ["--gamma", "1.5"], "--gamma"),
+    (["--epochs", "0"], "--epochs"),
+    (["--image-size", "16"], "--image-size"),
+    (["--image-size", "48"], "--image-size"),
+    (["--trials-per-arm", "0"], "--trials-per-arm"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--cpus-per-trial", "0"], "--cpus-per-trial"),
+    (["--gpus-per-trial", "-1"], "--gpus-per-trial"),
+    (["--seed", "-1"], "--seed"),
+    (["--seeds", "-2"], "--seeds"),
+    (["--max-concurrent", "0"], "--max-concurrent"),
+    (["--synthetic-images", "2"], "--synthetic-images"),
+    (["--study-name", "../x"], "--study-name"),
+    (["--study-name", ".."], "--study-name"),
+    (["--study-name", "a'b"], "--study-name"),
+    (["--experiment", "x/y"], "--experiment"),
+    (["--search-space", "nope"], "--search-space"),
+]
+
+
+@pytest.mark.parametrize(("argv", "flag"), BAD_VALUES)
+def test_bad_values_are_argparse_errors_naming_the_flag(argv, flag, capsys):
+    err = _parse_error(argv, capsys)
+    assert f"argument {flag}: " in err, err
+
+
+def test_values_on_the_boundaries_are_accepted():
+    _, cfg = parse_config(
+        build_parser(),
+        SINGLE + ["--seg-ratio", "0", "--gamma", "1", "--image-size", "32", "--seed", "0"],
+    )
+    assert (cfg.trial.seg_ratio, cfg.trial.gamma, cfg.trial.image_size) == (0.0, 1.0, 32)
+    _, cfg = parse_config(build_parser(), SINGLE + ["--seg-ratio", "1", "--lr", "7"])
+    assert (cfg.trial.arm, cfg.trial.seg_ratio, cfg.trial.lr) == ("unet", 1.0, 7.0)
+
+
+@pytest.mark.parametrize("flag", ["--lr", "--seg-ratio", "--gamma"])
+def test_single_trial_hyperparameters_are_refused_in_study_mode(flag, capsys):
+    # A study searches them; silently ignoring "--lr 7" ran trials at lr 0.001 (issue 10).
+    err = _parse_error([flag, "0.5"], capsys)
+    assert f"argument {flag}: " in err and "--single-trial" in err, err
+    err = _parse_error(["--arm", "unet"], capsys)
+    assert "argument --arm: " in err
+
+
+def test_the_rules_live_on_the_configs_for_programmatic_callers():
+    # The same rules without the CLI: the field is named, and it maps to one flag.
+    demo = get_preset("demo")
+    cases = [
+        (lambda: dataclasses.replace(demo, study_name="../x"), "study_name"),
+        (lambda: dataclasses.replace(demo, trials_per_arm=0), "trials_per_arm"),
+        (lambda: with_overrides(demo, trial={"lr": -1.0}), "lr"),
+        (lambda: with_overrides(demo, trial={"image_size": 40}), "image_size"),
+    ]
+    for make, field in cases:
+        with pytest.raises(ConfigError) as info:
+            make()
+        assert info.value.field == field and field in str(info.value)
+
+
+def test_the_command_is_kept_for_the_resume_hint():
+    _, cfg = parse_config(
+        build_parser(), ["--epochs", "2"], command=("gaze-study", "--epochs", "2")
+    )
+    assert cfg.command == ("gaze-study", "--epochs", "2")

@@ -13,7 +13,10 @@ from trainables.trainable import StudyContext
 
 pytestmark = pytest.mark.slow
 
-DIVERGING_LR, RAISING_LR, GOOD_LR = 1e30, -1.0, 1e-3  # Adam refuses a negative learning rate
+DIVERGING_LR, GOOD_LR = 1e30, 1e-3
+# A trial that raises inside fit, after its run exists (a bad lr is now refused by TrialConfig
+# before the trial starts): encoder weights that are not there.
+MISSING_WEIGHTS = "/no/such/encoder.pth"
 
 
 def test_diverging_and_raising_trials_are_recorded(ray_local, tiny_data, data_config, tmp_path):
@@ -23,21 +26,23 @@ def test_diverging_and_raising_trials_are_recorded(ray_local, tiny_data, data_co
     ctx = tracking.start_study_run(
         uri, exp, study_name=str(cfg.study_name), preset=cfg.preset, params={}, config={}
     )
+    study = StudyContext(ctx, "search", cfg.cpus_per_trial)
+    base = tiny_trial(arm="unet")
     outcome = tuner.run_grid(
-        cfg,
-        "failures",
-        tiny_trial(arm="unet"),
-        {"lr": [DIVERGING_LR, RAISING_LR, GOOD_LR]},
-        tiny_data,
-        StudyContext(ctx, "search", cfg.cpus_per_trial),
+        cfg, "failures", base, {"lr": [DIVERGING_LR, GOOD_LR]}, tiny_data, study
+    )
+    raising = tuner.run_grid(
+        cfg, "raising", base, {"encoder_weights": [MISSING_WEIGHTS]}, tiny_data, study
     )
     close_open_trials(ctx, outcome, "search")
+    close_open_trials(ctx, raising, "search")
 
     # Tune: one ERROR (after its retry), the others ended normally.
-    assert not outcome.interrupted and len(outcome.results) == 3
+    assert not outcome.interrupted and not raising.interrupted
+    assert len(outcome.results) == 2 and outcome.results.num_errors == 0
+    (raised,) = raising.results
+    assert raising.results.num_errors == 1 and "encoder weights file not found" in str(raised.error)
     by_lr = {r.config["lr"]: r for r in outcome.results}
-    assert outcome.results.num_errors == 1
-    assert "Invalid learning rate" in str(by_lr[RAISING_LR].error)
     diverged = by_lr[DIVERGING_LR]
     assert diverged.error is None and diverged.metrics["diverged"] == 1.0
     assert diverged.metrics["val/auc_mean"] == 0.0  # finite, so Optuna can be told
@@ -47,10 +52,13 @@ def test_diverging_and_raising_trials_are_recorded(ray_local, tiny_data, data_co
     client = MlflowClient(uri)
     runs = client.search_runs([exp], f"tags.`mlflow.parentRunId` = '{ctx.parent_run_id}'")
     assert len(runs) == 3
-    status = {float(r.data.params["lr"]): r for r in runs}
-    failed, div, ok = status[RAISING_LR], status[DIVERGING_LR], status[GOOD_LR]
+    (failed,) = [r for r in runs if r.data.params["encoder_weights"] == MISSING_WEIGHTS]
+    status = {float(r.data.params["lr"]): r for r in runs if r is not failed}
+    div, ok = status[DIVERGING_LR], status[GOOD_LR]
     assert failed.data.tags["status"] == "failed" and failed.info.status == "FAILED"
-    assert failed.data.tags["error"].startswith("ValueError: Invalid learning rate")
+    assert failed.data.tags["error"].startswith(
+        "EncoderWeightsError: encoder weights file not found"
+    )
     assert div.data.tags["status"] == "diverged" and div.info.status == "FAILED"
     assert "non-finite" in div.data.tags["error"]
     assert not [k for k in div.data.metrics if k.startswith(("val/", "test/"))]  # no placeholder 0

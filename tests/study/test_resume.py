@@ -88,9 +88,9 @@ def test_interrupt_then_resume(tiny_data, data_config, tmp_path):
     reader.start()
     try:
         deadline = time.monotonic() + 400
-        # Tune prints this when a trial ends; the first one to end finished all its epochs
-        # (ASHA never stops the first trial to reach a rung).
-        while not any(re.search(r"Trial \S+ completed after 2 iterations", ln) for ln in lines):
+        # The study prints a line when a trial ends; the first one to end finished all its
+        # epochs (ASHA never stops the first trial to reach a rung).
+        while not any(re.search(r"trial \d/2\s+2 epochs\s+val AUC \S+\s+ok", ln) for ln in lines):
             assert proc.poll() is None, "".join(lines)
             assert time.monotonic() < deadline, "no trial finished in time"
             time.sleep(0.2)
@@ -104,7 +104,13 @@ def test_interrupt_then_resume(tiny_data, data_config, tmp_path):
     before = _ok_runs(uri)
     assert before, first_out
     assert proc.returncode == 130, first_out
-    assert "--resume" in first_out
+    # The hint is the whole command: every flag that defines the study, then --resume.
+    hint = re.search(r"Continue with: (.+)$", first_out, re.MULTILINE)
+    assert hint, first_out
+    flags = _command(tmp_path, data_config.data_dir)[3:]
+    flags.remove("--study-name"), flags.remove("resume-me")
+    expected = ["python", "-m", "study", *flags, "--study-name", "resume-me", "--resume"]
+    assert hint.group(1).split() == expected
 
     second = subprocess.run(
         _command(tmp_path, data_config.data_dir, "--resume"),

@@ -54,6 +54,16 @@ class CachedData:
         """Row indices of one split ('train', 'val' or 'test'), in stored order."""
         return np.flatnonzero(self.split == SPLITS.index(split))
 
+    def summary_dict(self) -> dict:
+        """The ``study/data.json`` layout (``trainables.record.data_summary``): split sizes, class
+        balance per split, exclusion counts, image size and fingerprint (no ids)."""
+        from trainables.record import data_summary
+
+        return data_summary(
+            self.labels, self.split, self.exclusions,
+            image_size=self.image_size, fingerprint=self.fingerprint,
+        )  # fmt: skip
+
     def summary(self) -> str:
         parts = []
         for s in SPLITS:

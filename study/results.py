@@ -1,0 +1,240 @@
+"""What a study records for the MLflow UI besides the trials' own runs.
+
+At the start (``record_study_start``): the data summary (``study/data.json`` and ``data/*`` params),
+the git commit, the data fingerprint and a description on the parent run, and the experiment's kind
+("model training"). At the end (``record_study_end``): each arm's best trial (``select_best``) tagged
+``best_of_arm=true``, the per-arm comparison metrics on the parent (``<arm>/best_val_auc_mean``,
+``<arm>/test_auc_mean`` with CI ..., names from ``trainables.record.arm_metric``), a description on
+every run, and two saved runs-table views (the best trial of each arm; all trials) that the printed
+links open.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from collections.abc import Sequence
+from typing import Any
+
+from study.console import ArmResult, format_ci, summarize_arms
+from study.presets import StudyConfig
+from trainables import tracking
+from trainables.record import (
+    ARM_SUMMARY_KEYS,
+    AUC_COLUMNS,
+    DATA_PARAM_PREFIX,
+    EXPERIMENT_KIND,
+    SELECTION_METRIC,
+    SHARED_VIEW_PREFIX,
+    STATUS_OK,
+    STATUS_STOPPED,
+    TAG_ARM,
+    TAG_BEST_OF_ARM,
+    TAG_DATA_FINGERPRINT,
+    TAG_EXPERIMENT_KIND,
+    TAG_GIT_COMMIT,
+    TAG_GIT_DIRTY,
+    TAG_NOTE,
+    TAG_PARENT,
+    TAG_STATUS,
+    arm_metric,
+    metric_key,
+)
+
+UNKNOWN = "unknown"
+
+
+def git_commit(project_dir: str) -> tuple[str, bool]:
+    """(commit, has uncommitted changes) of the checkout, or ("unknown", False) outside git."""
+
+    def git(*args: str) -> str | None:
+        try:
+            run = subprocess.run(
+                ["git", "-C", project_dir, *args],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return run.stdout.strip() if run.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return UNKNOWN, False
+    return commit, bool(git("status", "--porcelain", "--untracked-files=no"))
+
+
+def data_params(summary: dict[str, Any]) -> dict[str, Any]:
+    """The few ``data/*`` params of the parent run (the whole summary is ``study/data.json``)."""
+    params = {f"{DATA_PARAM_PREFIX}images": summary["images"]}
+    for split, info in summary["splits"].items():
+        params[f"{DATA_PARAM_PREFIX}{split}"] = info["images"]
+    params[f"{DATA_PARAM_PREFIX}excluded"] = sum(summary["exclusions"].values())
+    params[f"{DATA_PARAM_PREFIX}fingerprint"] = summary["fingerprint"]
+    return params
+
+
+def study_description(cfg: StudyConfig, arms: Sequence[str], data: dict[str, Any]) -> str:
+    """The parent run's description (markdown) while the study runs."""
+    splits = ", ".join(f"{s} {v['images']}" for s, v in data["splits"].items())
+    lines = [
+        (
+            f"**Study `{cfg.study_name}`** (preset `{cfg.preset}`): {len(arms)} arms x "
+            f"{cfg.trials_per_arm} trials, {cfg.trial.epochs} epochs at "
+            f"{cfg.trial.image_size} px, search space `{cfg.search_space}`."
+        ),
+        f"Data: {data['images']} images ({splits}); fingerprint `{data['fingerprint']}`.",
+    ]
+    if cfg.command:
+        lines.append(f"Command: `{' '.join(cfg.command)}`")
+    return "\n\n".join(lines)
+
+
+def record_study_start(
+    ctx: tracking.TrackingContext, cfg: StudyConfig, arms: Sequence[str], data: Any
+) -> None:
+    """Log the data summary, provenance and a description on the parent run (see module doc)."""
+    summary = data.summary_dict()
+    commit, dirty = git_commit(cfg.project_dir)
+    tags = {
+        TAG_GIT_COMMIT: commit,
+        TAG_GIT_DIRTY: str(dirty).lower(),
+        TAG_DATA_FINGERPRINT: summary["fingerprint"],
+        TAG_NOTE: study_description(cfg, arms, summary),
+    }
+    changed = tracking.log_study_data(ctx, summary, data_params(summary), tags)
+    for key, (before, now) in changed.items():
+        print(
+            f"[study] warning: {key} was {before} when this study started and is {now} now",
+            flush=True,
+        )
+    tracking.set_experiment_tags(
+        ctx.tracking_uri, ctx.experiment_id, {TAG_EXPERIMENT_KIND: EXPERIMENT_KIND}
+    )
+
+
+def arm_metrics(results: dict[str, ArmResult]) -> dict[str, float]:
+    """The parent's comparison metrics: each arm's best trial's validation and test AUCs (with
+    CI) and the arm's trial counts."""
+    out: dict[str, float] = {}
+    for arm, res in results.items():
+        out[arm_metric(arm, "trials_ok")] = res.ok
+        out[arm_metric(arm, "trials_stopped")] = res.stopped
+        out[arm_metric(arm, "trials_failed")] = res.failed
+        if res.best is None:
+            continue
+        m = res.best.metrics
+        out[arm_metric(arm, "best_val_auc_mean")] = m.get(SELECTION_METRIC, math.nan)
+        for key in AUC_COLUMNS:
+            name = f"test_{key}"
+            out[arm_metric(arm, name)] = m.get(metric_key("test", key), math.nan)
+            for bound in ("low", "high"):
+                out[arm_metric(arm, name, bound)] = m.get(metric_key("test", key, bound), math.nan)
+    return out
+
+
+def _hp(record: tracking.TrialRecord) -> str:
+    names = ("lr", "gamma", "seg_ratio")
+    return ", ".join(f"{k} {float(record.params[k]):.3g}" for k in names if k in record.params)
+
+
+def trial_description(record: tracking.TrialRecord, best: bool) -> str:
+    """A trial run's description: arm, hyperparameters, how it ended, its AUCs."""
+    head = f"Arm `{record.arm}`, {record.stage} stage, trial `{record.trial_id}`: {_hp(record)}."
+    val = record.metrics.get(SELECTION_METRIC)
+    if record.status == STATUS_OK:
+        body = (
+            f"Finished: best epoch {record.metrics.get('best/epoch', math.nan):.0f}, "
+            f"val AUC {val:.3f}; test AUC {format_ci(record.metrics, 'auc_mean')}."
+            if val is not None
+            else "Finished."
+        )
+    elif record.status == STATUS_STOPPED:
+        body = "Stopped early by ASHA (its validation AUC trailed the others): not a failure."
+    else:
+        body = f"{record.status}: {record.error or 'no error recorded'}"
+    tail = "\n\n**Best trial of its arm** (highest validation AUC)." if best else ""
+    return f"{head}\n\n{body}{tail}"
+
+
+def comparison_views(
+    parent_run_id: str, arms: Sequence[str], study_name: str
+) -> dict[str, dict[str, Any]]:
+    """Saved runs-table views (MLflow's shared view state): share key -> view.
+
+    ``<study>``: the best trial of each arm; ``<study>-all``: every trial of the study. Both show
+    the arm, status, validation and test AUCs (with CI) and the searched hyperparameters.
+    """
+    columns = [f"tags.`{TAG_ARM}`", f"tags.`{TAG_STATUS}`", f"metrics.`{SELECTION_METRIC}`"]
+    for key in AUC_COLUMNS:
+        columns.append(f"metrics.`{metric_key('test', key)}`")
+        if key == "auc_mean":
+            columns += [f"metrics.`{metric_key('test', key, b)}`" for b in ("low", "high")]
+    columns += ["params.`lr`", "params.`gamma`", "params.`seg_ratio`", "params.`epochs`"]
+    columns.append("attributes.`Duration`")
+    of_study = f"tags.`{TAG_PARENT}` = '{parent_run_id}'"
+    base = {
+        "orderByKey": f"metrics.`{SELECTION_METRIC}`",
+        "orderByAsc": False,
+        "startTime": "ALL",
+        "lifecycleFilter": "Active",
+        "selectedColumns": columns,
+        "runsHiddenMode": "SHOW_ALL",
+    }
+    return {
+        study_name: {**base, "searchFilter": f"tags.{TAG_BEST_OF_ARM} = 'true' and {of_study}"},
+        f"{study_name}-all": {**base, "searchFilter": of_study},
+    }
+
+
+def record_study_end(
+    ctx: tracking.TrackingContext,
+    cfg: StudyConfig,
+    records: Sequence[tracking.TrialRecord],
+    arms: Sequence[str],
+    data: Any,
+) -> dict[str, str]:
+    """Tag the best trials, log the comparison, describe every run, save the views.
+
+    Returns:
+        label -> saved view key, for ``study.console.results_block``.
+    """
+    results = summarize_arms(records, arms)
+    best_ids = {r.best.run_id for r in results.values() if r.best is not None}
+    search_ids = {r.run_id for res in results.values() for r in res.trials}
+    run_tags: dict[str, dict[str, str]] = {}
+    for record in records:
+        tags = {TAG_NOTE: trial_description(record, record.run_id in best_ids)}
+        if record.run_id in search_ids:
+            tags[TAG_BEST_OF_ARM] = str(record.run_id in best_ids).lower()
+        run_tags[record.run_id] = tags
+    ranked = [r for r in results.values() if r.best is not None]
+    ranked.sort(key=lambda r: -r.best.metrics.get(SELECTION_METRIC, -math.inf))
+    if ranked:
+        top = ranked[0]
+        run_tags[ctx.parent_run_id] = {
+            TAG_NOTE: f"**Best arm by validation: `{top.arm}`** (val AUC "
+            f"{top.best.metrics[SELECTION_METRIC]:.3f}; test AUC "
+            f"{format_ci(top.best.metrics, 'auc_mean')}).\n\n"
+            + "\n".join(
+                f"- `{r.arm}`: val {r.best.metrics[SELECTION_METRIC]:.3f}, test "
+                f"{format_ci(r.best.metrics, 'auc_mean')}, trials {r.counts}"
+                for r in ranked
+            )
+            + "\n\nEach arm's best trial is tagged `best_of_arm=true`; this run's metrics "
+            f"`<arm>/{ARM_SUMMARY_KEYS[0]}`, `<arm>/test_auc_mean` ... compare the arms.\n\n"
+            + study_description(cfg, arms, data.summary_dict())
+        }
+    ended = sum(1 for r in records if r.status != "running")
+    tracking.log_study_results(ctx, arm_metrics(results), ended, run_tags)
+    views = comparison_views(ctx.parent_run_id, arms, str(cfg.study_name))
+    tracking.set_experiment_tags(
+        ctx.tracking_uri,
+        ctx.experiment_id,
+        {SHARED_VIEW_PREFIX + key: json.dumps(view) for key, view in views.items()},
+    )
+    name = str(cfg.study_name)
+    return {"best trial of each arm": name, "all trials of this study": f"{name}-all"}

@@ -1,0 +1,272 @@
+"""What the MLflow UI shows of a study: provenance, data summary, the arms compared on the parent,
+best trials tagged, descriptions, saved views; against a real sqlite store, and in headless
+Chromium against a real ``mlflow server``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from study.console import runs_view_url
+from study.presets import get_preset
+from study.results import record_study_end, record_study_start
+from tests.study.conftest import PROJECT_DIR
+from trainables import tracking
+from trainables.data.toy import make_toy_cached
+from trainables.record import arm_metric
+
+ARMS = ["unet", "set3-gbp", "no-seg"]
+# trial id -> (arm, status, best val AUC, test mean AUC)
+TRIALS = {
+    "u1": ("unet", "ok", 0.80, 0.75),
+    "u2": ("unet", "stopped", None, None),
+    "s1": ("set3-gbp", "ok", 0.70, 0.95),  # the best test AUC, but not the best by validation
+    "s2": ("set3-gbp", "ok", 0.90, 0.85),
+    "n1": ("no-seg", "failed", None, None),
+}
+BEST = {"unet": "u1", "set3-gbp": "s2"}
+
+
+def _final_metrics(val: float, test: float) -> dict[str, float]:
+    out = {"best/val_auc_mean": val, "best/epoch": 2.0}
+    for k in ("auc_mean", "auc_normal", "auc_chf", "auc_pneumonia"):
+        out[f"test/{k}"] = test
+        out[f"test/{k}_ci_low"], out[f"test/{k}_ci_high"] = test - 0.1, test + 0.05
+    return out
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """A parent run and five trial runs written through trainables.tracking, then the study's
+    start and end records."""
+    tmp = tmp_path_factory.mktemp("results")
+    uri = tracking.resolve_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}", tmp)
+    exp = tracking.get_or_create_experiment(uri, "gaze-unet")
+    cfg = dataclasses.replace(
+        get_preset("smoke"),
+        study_name="ui-study",
+        arms=tuple(ARMS),
+        trials_per_arm=2,
+        project_dir=str(PROJECT_DIR),
+        command=("gaze-study", "--smoke-test", "--study-name", "ui-study"),
+    )
+    ctx = tracking.start_study_run(
+        uri, exp, study_name="ui-study", preset="smoke", params={"preset": "smoke"}, config={}
+    )
+    data = make_toy_cached(n=30)
+    record_study_start(ctx, cfg, ARMS, data)
+    for trial_id, (arm, status, val, test) in TRIALS.items():
+        run_id = tracking.trial_run(
+            ctx,
+            trial_id,
+            run_id=None,
+            tags={"arm": arm, "stage": "search"},
+            params={"lr": 1e-3, "gamma": 0.4, "seg_ratio": 0.5, "epochs": 2},
+        )
+        tracking.log_epoch(ctx, run_id, {"val/auc_mean": val or 0.5}, step=1)
+        if val is not None:
+            tracking.log_final(ctx, run_id, _final_metrics(val, test), None)
+        tracking.set_status(ctx, run_id, status, "ValueError: boom" if status == "failed" else None)
+    records = tracking.trial_records(ctx)
+    views = record_study_end(ctx, cfg, records, ARMS, data)
+    return ctx, cfg, data, views, MlflowClient(uri)
+
+
+def _runs(ctx, client):
+    runs = client.search_runs(
+        [ctx.experiment_id], f"tags.`mlflow.parentRunId` = '{ctx.parent_run_id}'"
+    )
+    return {r.data.tags["trial_id"]: r for r in runs}
+
+
+def test_parent_has_provenance_and_the_data_summary(study):
+    ctx, _cfg, data, _views, client = study
+    parent = client.get_run(ctx.parent_run_id)
+    head = subprocess.run(
+        ["git", "-C", str(PROJECT_DIR), "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    assert parent.data.tags["mlflow.source.git.commit"] == (head or "unknown")
+    assert parent.data.tags["data_fingerprint"] == data.fingerprint == "tiny"
+    p = parent.data.params
+    assert (p["data/images"], p["data/train"], p["data/val"], p["data/test"]) == (
+        "30",
+        "18",
+        "6",
+        "6",
+    )
+    assert p["data/excluded"] == "0" and p["data/fingerprint"] == "tiny"
+    summary = json.loads(
+        Path(client.download_artifacts(ctx.parent_run_id, "study/data.json")).read_text()
+    )
+    assert summary == json.loads(json.dumps(data.summary_dict()))
+    assert sum(summary["splits"]["test"]["classes"].values()) == 6
+    exp = client.get_experiment(ctx.experiment_id)
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_the_parent_compares_the_arms(study):
+    ctx, _cfg, _data, _views, client = study
+    m = client.get_run(ctx.parent_run_id).data.metrics
+    assert m[arm_metric("unet", "best_val_auc_mean")] == 0.80
+    assert m[arm_metric("set3-gbp", "best_val_auc_mean")] == 0.90  # s2, chosen on validation
+    assert m[arm_metric("set3-gbp", "test_auc_mean")] == 0.85  # s2's test AUC, not s1's 0.95
+    assert m[arm_metric("set3-gbp", "test_auc_mean", "low")] == pytest.approx(0.75)
+    assert m[arm_metric("set3-gbp", "test_auc_pneumonia", "high")] == pytest.approx(0.90)
+    assert (m[arm_metric("unet", "trials_ok")], m[arm_metric("unet", "trials_stopped")]) == (1, 1)
+    assert m[arm_metric("no-seg", "trials_failed")] == 1
+    assert arm_metric("no-seg", "best_val_auc_mean") not in m  # no finished trial: nothing
+    note = client.get_run(ctx.parent_run_id).data.tags["mlflow.note.content"]
+    assert note.startswith("**Best arm by validation: `set3-gbp`**")
+    assert "`unet`: val 0.800" in note and "trials 2/2 (1 stopped early)" in note
+    assert "Command: `gaze-study --smoke-test --study-name ui-study`" in note
+
+
+def test_best_trials_are_tagged_and_every_run_is_described(study):
+    ctx, _cfg, _data, _views, client = study
+    runs = _runs(ctx, client)
+    for trial_id, run in runs.items():
+        arm = TRIALS[trial_id][0]
+        assert run.data.tags["best_of_arm"] == str(BEST.get(arm) == trial_id).lower()
+        assert run.data.tags["mlflow.note.content"].startswith(f"Arm `{arm}`, search stage")
+    assert "Best trial of its arm" in runs["s2"].data.tags["mlflow.note.content"]
+    assert "Stopped early by ASHA" in runs["u2"].data.tags["mlflow.note.content"]
+    assert "failed: ValueError: boom" in runs["n1"].data.tags["mlflow.note.content"]
+    # An early stop is a normal end: FINISHED (the UI draws KILLED with the failure icon).
+    assert runs["u2"].info.status == "FINISHED" and runs["n1"].info.status == "FAILED"
+
+
+def test_recording_the_end_again_logs_nothing_twice(study):
+    ctx, cfg, data, _views, client = study
+    key = arm_metric("unet", "best_val_auc_mean")
+    record_study_end(ctx, cfg, tracking.trial_records(ctx), ARMS, data)  # e.g. after --resume
+    assert len(client.get_metric_history(ctx.parent_run_id, key)) == 1
+    record_study_start(ctx, cfg, ARMS, data)  # a resumed study: params already there
+    assert client.get_run(ctx.parent_run_id).data.params["data/images"] == "30"
+
+
+def test_saved_views_select_the_study_and_the_columns(study):
+    ctx, _cfg, _data, views, client = study
+    assert views == {
+        "best trial of each arm": "ui-study",
+        "all trials of this study": "ui-study-all",
+    }
+    tags = client.get_experiment(ctx.experiment_id).tags
+    best = json.loads(tags["mlflow.sharedViewState.ui-study"])
+    assert "tags.best_of_arm = 'true'" in best["searchFilter"]
+    assert ctx.parent_run_id in best["searchFilter"]
+    found = client.search_runs([ctx.experiment_id], best["searchFilter"])  # MLflow accepts it
+    assert sorted(r.data.tags["trial_id"] for r in found) == sorted(BEST.values())
+    assert "metrics.`test/auc_mean`" in best["selectedColumns"]
+    everything = json.loads(tags["mlflow.sharedViewState.ui-study-all"])
+    assert len(client.search_runs([ctx.experiment_id], everything["searchFilter"])) == len(TRIALS)
+
+
+# -- the UI itself ------------------------------------------------------------------------------
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ui(study):
+    """``mlflow server`` on the study's store, on a free localhost port."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip("chromium is not installed (.ci/run installs it)")
+    ctx = study[0]
+    port = _free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            ctx.tracking_uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # uvicorn's workers go down with the group
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, "mlflow server exited"
+            assert time.monotonic() < deadline, "mlflow server did not start"
+            time.sleep(0.5)
+        yield base
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def _dom_text(url: str) -> str:
+    run = subprocess.run(
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--window-size=3200,1400",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    text = re.sub(r"<[^>]+>", " | ", run.stdout)
+    return re.sub(r"(\s*\|\s*)+", " | ", text)
+
+
+@pytest.mark.slow
+def test_the_printed_links_open_the_comparison_in_the_ui(study, ui):
+    ctx, _cfg, _data, views, client = study
+    names = {t: r.info.run_name for t, r in _runs(ctx, client).items()}
+    text = _dom_text(runs_view_url(ui, ctx.experiment_id, views["best trial of each arm"]))
+    assert "Model training" in text and "shared view" in text, text[-3000:]
+    table = text[text.index("Run Name") :]
+    for column in ("best/val_auc_mean", "test/auc_mean", "test/auc_mean_ci_low", "lr", "arm"):
+        assert f"| {column} |" in table, column
+    for trial_id, name in names.items():
+        assert (name in table) == (trial_id in BEST.values()), name  # only the best of each arm
+    assert "| 0.85 |" in table and "| 0.9 |" in table  # s2's test and validation AUC
+    text = _dom_text(runs_view_url(ui, ctx.experiment_id, views["all trials of this study"]))
+    table = text[text.index("Run Name") :]
+    assert all(name in table for name in names.values())
+    assert "| status |" in table and "| stopped |" in table

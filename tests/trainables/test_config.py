@@ -1,0 +1,81 @@
+"""The value rules on the typed configs: one home per rule, a ConfigError naming the field."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+from trainables.config import ConfigError, DataConfig, TrialConfig, is_valid_name
+
+BAD_TRIALS = [
+    ("lr", 0.0),
+    ("lr", -1e-3),
+    ("lr", math.nan),
+    ("lr", math.inf),
+    ("seg_ratio", -0.01),
+    ("seg_ratio", 1.01),
+    ("gamma", 0.0),
+    ("gamma", 1.2),
+    ("epochs", 0),
+    ("batch_size", 0),
+    ("eval_batch_size", 0),
+    ("image_size", 16),
+    ("image_size", 100),  # not a multiple of 32 with the default five-stage decoder
+    ("decoder_channels", ()),
+    ("seed", -1),
+    ("weight_decay", -0.1),
+    ("grad_clip_value", 0.0),
+    ("bootstrap_resamples", 0),
+    ("panels", -1),
+    ("num_threads", 0),
+    ("scheduler", "linear"),
+    ("bn_mode", "train"),
+]
+
+
+@pytest.mark.parametrize(("field", "value"), BAD_TRIALS)
+def test_trial_config_refuses_out_of_range_values(field, value):
+    with pytest.raises(ConfigError) as info:
+        TrialConfig(**{field: value})
+    assert info.value.field == field
+    assert str(info.value).startswith(f"TrialConfig.{field} ")
+
+
+def test_trial_config_boundaries_and_the_decoder_stride():
+    TrialConfig(seg_ratio=0.0, gamma=1.0, image_size=32, panels=0, grad_clip_value=None)
+    TrialConfig(seg_ratio=1.0, num_threads=None, weight_decay=0.0)
+    # The multiple-of rule follows the decoder depth: three stages need a multiple of 8 only.
+    assert TrialConfig(image_size=40, decoder_channels=(16, 8, 8)).image_size == 40
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        TrialConfig(image_size=40)
+    # dataclasses.replace builds a new object: the rules run again.
+    with pytest.raises(ConfigError, match="lr"):
+        dataclasses.replace(TrialConfig(), lr=-1.0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("synthetic_images", 2),
+        ("image_size", 16),
+        ("gaze_sigma", 0.0),
+        ("split_seed", -1),
+        ("synthetic_seed", -1),
+        ("image_dtype", "int16"),
+        ("gaze_weighting", "area"),
+        ("gaze_coordinates", "screen"),
+    ],
+)
+def test_data_config_refuses_out_of_range_values(field, value):
+    with pytest.raises(ConfigError) as info:
+        DataConfig(**{field: value})
+    assert info.value.field == field
+
+
+def test_names_that_could_leave_a_folder_or_break_a_filter_are_invalid():
+    for name in ("demo-20250101-120000", "a.b_c-1", "X" * 128):
+        assert is_valid_name(name), name
+    for name in ("", "..", ".", "../x", "a/b", "a'b", "a b", "-x", "x" * 129, None, 3):
+        assert not is_valid_name(name), name
