@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import random
 import shutil
 import tempfile
@@ -106,6 +107,64 @@ def read_checkpoint_extra(ckpt_dir: str | Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that is not plain tensors and containers (it would run code when unpickled)."""
+
+
+def load_plain(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """``torch.load`` with ``weights_only=True``: tensors, numbers, strings and containers only.
+
+    Checkpoints live in Tune's storage (s3, gs, NFS), which more people can write to than run code
+    on the workers: a pickle there would execute on every worker that resumes from it.
+
+    Raises:
+        CheckpointError: the file holds anything else (the message names the file).
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message is long; keep its one line that names the offending global.
+        lines = [ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln]
+        raise CheckpointError(
+            f"{path}: refused to load: not plain weights (tensors, numbers and containers only; "
+            f"unpickling anything else can run code). {lines[0] if lines else exc}"
+        ) from None
+
+
+def _plain(value):
+    """``value`` with numpy scalars turned into Python numbers (weights_only pickles refuse them)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _numpy_rng_state() -> dict:
+    name, key, pos, has_gauss, cached = np.random.get_state()
+    return {"name": name, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _set_numpy_rng_state(state: dict) -> None:
+    key = state["key"].cpu().numpy().astype(np.uint32)
+    np.random.set_state((state["name"], key, state["pos"], state["has_gauss"],
+                         state["cached_gaussian"]))
+
+
+def _python_rng_state() -> dict:
+    version, internal, gauss_next = random.getstate()
+    return {"version": version, "state": torch.tensor(internal, dtype=torch.int64),
+            "gauss_next": gauss_next}
+
+
+def _set_python_rng_state(state: dict) -> None:
+    internal = tuple(int(v) for v in state["state"].tolist())
+    random.setstate((state["version"], internal, state["gauss_next"]))
+
+
 class _Trainer:
     """The state of one run: model, optimiser, scheduler, RNGs, best epoch and history."""
 
@@ -133,11 +192,12 @@ class _Trainer:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         state = {
             "config": self.cfg.to_dict(), "epoch": self.epoch, "best_epoch": self.best_epoch,
-            "best_val": self.best_val, "history": self.history, "best_weights": self.best_weights,
+            "best_val": float(self.best_val), "history": _plain(self.history),
+            "best_weights": self.best_weights,
             "model": self.model.state_dict(), "opt": self.opt.state_dict(),
             "sched": self.sched.state_dict() if self.sched else None,
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate(), "batches": self.gen.get_state(),
+            "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(),
+                    "python": _python_rng_state(), "batches": self.gen.get_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
         }
         torch.save(state, ckpt_dir / _STATE_FILE)
@@ -147,7 +207,7 @@ class _Trainer:
         path = Path(ckpt_dir) / _STATE_FILE
         if not path.exists():
             raise FileNotFoundError(f"no {_STATE_FILE} in checkpoint {ckpt_dir}")
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = load_plain(path, self.device)
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         if self.sched and state["sched"]:
@@ -156,8 +216,8 @@ class _Trainer:
         self.history, self.best_weights = state["history"], state["best_weights"]
         rng = state["rng"]
         torch.set_rng_state(rng["torch"].cpu())
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
+        _set_numpy_rng_state(rng["numpy"])
+        _set_python_rng_state(rng["python"])
         self.gen.set_state(rng["batches"].cpu())
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from tests.tiny import tiny_config
 from trainables.config import CLASSES
-from trainables.fit import fit, read_checkpoint_extra
+from trainables.fit import CheckpointError, fit, read_checkpoint_extra
 
 QUIET = lambda *_: None
 
@@ -31,8 +32,9 @@ def test_two_runs_give_identical_metrics(tiny_data, tmp_path):
     assert a.test == b.test
 
 
-def test_resume_continues_exactly_where_it_stopped(tiny_data, tmp_path):
-    cfg = tiny_config(arm="unet", epochs=3)
+@pytest.mark.parametrize("scheduler", ["cosine", "plateau"])
+def test_resume_continues_exactly_where_it_stopped(tiny_data, tmp_path, scheduler):
+    cfg = tiny_config(arm="unet", epochs=3, scheduler=scheduler)
     saved = {}
 
     def report(metrics, ckpt):
@@ -51,6 +53,30 @@ def test_resume_continues_exactly_where_it_stopped(tiny_data, tmp_path):
         full
     )  # epoch 1 from the checkpoint, 2-3 recomputed
     assert resumed.test == full.test
+    # Every checkpoint is plain tensors and containers: it loads without unpickling code.
+    state = torch.load(saved[3][1] / "state.pt", weights_only=True)
+    assert state["epoch"] == 3
+
+
+class _Payload:
+    """Unpickling this runs code: it creates the file ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tiny_data, tmp_path):
+    ckpt = tmp_path / "planted"
+    ckpt.mkdir()
+    marker = tmp_path / "code-ran"
+    torch.save({"epoch": 1, "model": _Payload(marker)}, ckpt / "state.pt")
+    with pytest.raises(CheckpointError, match=r"planted/state\.pt.*(not plain|refus)"):
+        fit(tiny_config(arm="unet", epochs=2), tiny_data, tmp_path / "out", resume_from=ckpt,
+            log=QUIET)
+    assert not marker.exists()
 
 
 def test_outputs_best_epoch_and_auc_match_sklearn(tiny_data, tmp_path):
@@ -98,7 +124,7 @@ def test_outputs_best_epoch_and_auc_match_sklearn(tiny_data, tmp_path):
         assert maps[name].shape == (3, 32, 32)
         assert np.nanmin(maps[name]) >= 0 and np.nanmax(maps[name]) <= 1 + 1e-6
     assert sorted(p.stem for p in (tmp_path / "heatmaps").glob("*.png")) == sorted(maps["keys"])
-    state = torch.load(tmp_path / "model" / "model.pt", weights_only=False)
+    state = torch.load(tmp_path / "model" / "model.pt", weights_only=True)  # plain weights
     assert state["config"]["arm"] == "set3-deconv"
 
 
