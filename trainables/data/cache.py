@@ -125,7 +125,7 @@ def _prepare_one(task: _Task) -> _Result:
     try:
         native = read_dicom(task.dicom_path)
     except DicomError as exc:
-        return _Result(None, None, 0, "undecodable_dicom", str(exc))
+        return _Result(None, None, 0, "undecodable_dicom", exc.detail)  # no path: patient id
     image, transform = letterbox(native, task.size)
     fix = native_fixations(task.fixations, task.pads, native.shape, task.coordinates)  # type: ignore[arg-type]
     gaze = static_heatmap(fix, transform, task.size, task.sigma, task.weighting)  # type: ignore

@@ -9,7 +9,9 @@ paper's image list (``filenames.csv``) has a BOM and CRLF line ends.
 
 Images are excluded in this order, each counted once under the first reason it meets:
 ``duplicate_master_row``, ``not_in_image_list``, ``label_not_one_hot``, ``invalid_pads``,
-``no_fixations``, ``missing_dicom``. Row-level counts: ``calibration_rows`` / ``calibration_ids``,
+``no_fixations``, ``path_outside_mimic_root`` (absolute, ``..`` or a symlink leaving the MIMIC root),
+``missing_dicom``. Log lines name images by ``dicom_id``, never by path: MIMIC paths
+(``files/p10/p10000032/...``) carry the patient id. Row-level counts: ``calibration_rows`` / ``calibration_ids``,
 ``gaze_rows_not_in_master_sheet`` / ``gaze_ids_not_in_master_sheet``, ``invalid_fixation_rows``,
 and ``listed_id_not_found`` (ids of the image list missing from the master sheet).
 """
@@ -261,7 +263,9 @@ def read_egd(
     columns = {c: gaze[c].to_numpy(np.float64) for c in FIXATION_COLUMNS}
     records: list[EgdRecord] = []
     no_fix: list[str] = []
+    outside: list[str] = []
     missing: list[str] = []
+    root = mimic_root.resolve()
     for i, row in enumerate(master[["dicom_id", "patient_id", "path"]].itertuples(index=False)):
         if labels[i] < 0 or pads[i] is None:
             continue
@@ -269,10 +273,12 @@ def read_egd(
         if rows is None:
             no_fix.append(row.dicom_id)
             continue
-        rel = row.path.strip()
-        dicom_path = mimic_root / rel
-        if not rel or not dicom_path.is_file():
-            missing.append(f"{row.dicom_id} ({dicom_path})")
+        dicom_path = _inside(root, row.path.strip())
+        if dicom_path is None:
+            outside.append(row.dicom_id)
+            continue
+        if not dicom_path.is_file():
+            missing.append(row.dicom_id)  # the path names the patient: log the id only
             continue
         fix = Fixations(*(columns[c][rows] for c in FIXATION_COLUMNS))
         records.append(
@@ -281,6 +287,7 @@ def read_egd(
             )
         )
     _exclude(counts, "no_fixations", no_fix, fix_path)
+    _exclude(counts, "path_outside_mimic_root", outside, master_path)
     _exclude(counts, "missing_dicom", missing, mimic_root)
     logger.info(
         "EGD-CXR index %s: %d images kept; excluded %s",
@@ -289,6 +296,18 @@ def read_egd(
         dict(sorted(counts.items())) or "none",
     )
     return EgdIndex(tuple(records), dict(counts), tuple(sources))
+
+
+def _inside(root: Path, rel: str) -> Path | None:
+    """``root / rel`` with symlinks and ``..`` resolved, or None when that leaves ``root``.
+
+    The sheet is input, not code: an absolute path, ``../..`` or a symlink out of the MIMIC tree
+    must not make the reader open arbitrary files. An empty path is None too.
+    """
+    if not rel or Path(rel).is_absolute():
+        return None
+    path = (root / rel).resolve()
+    return path if path.is_relative_to(root) and path != root else None
 
 
 def _read_fixations(path: Path, counts: Counter[str]) -> pd.DataFrame:
