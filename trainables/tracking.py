@@ -174,6 +174,26 @@ def _tags(values: Mapping[str, Any]) -> list[RunTag]:
     return [RunTag(k, str(v)) for k, v in values.items()]
 
 
+def _eq(key: str, value: str, what: str) -> str:
+    """The filter clause ``<key> = <value>``, ``value`` quoted so that it stays one literal.
+
+    MLflow's filter grammar has no escape character: a value is a literal between single or
+    between double quotes. Values holding one kind are quoted with the other.
+
+    Raises:
+        ValueError: ``value`` holds both quote kinds (the message names ``what``).
+    """
+    value = str(value)
+    if "'" not in value:
+        return f"{key} = '{value}'"
+    if '"' not in value:
+        return f'{key} = "{value}"'
+    raise ValueError(
+        f"{what} {value!r} holds both ' and \": MLflow filters cannot quote it; "
+        f"use a name without one of the quote kinds"
+    )
+
+
 def _search(
     client: MlflowClient, experiment_id: str, filter_string: str, order_by: list[str] | None = None
 ) -> list:
@@ -202,11 +222,11 @@ def find_study_run(
     preset: str | None = None,
 ) -> tuple[str, str] | None:
     """(run id, study_name) of the newest study parent run matching the filters, or None."""
-    parts = [f"tags.{TAG_ROLE} = '{ROLE_STUDY}'"]
+    parts = [_eq(f"tags.{TAG_ROLE}", ROLE_STUDY, TAG_ROLE)]
     if study_name:
-        parts.append(f"tags.{TAG_STUDY_NAME} = '{study_name}'")
+        parts.append(_eq(f"tags.{TAG_STUDY_NAME}", study_name, TAG_STUDY_NAME))
     if preset:
-        parts.append(f"tags.{TAG_PRESET} = '{preset}'")
+        parts.append(_eq(f"tags.{TAG_PRESET}", preset, TAG_PRESET))
     runs = _search(
         _client(tracking_uri),
         experiment_id,
@@ -273,9 +293,13 @@ def find_trial_run(ctx: TrackingContext, trial_id: str) -> str | None:
     runs = _search(
         _client(ctx.tracking_uri),
         ctx.experiment_id,
-        f"tags.{TAG_TRIAL_ID} = '{trial_id}' and tags.`{TAG_PARENT}` = '{ctx.parent_run_id}'",
+        _eq(f"tags.{TAG_TRIAL_ID}", trial_id, TAG_TRIAL_ID) + " and " + _parent_clause(ctx),
     )
     return runs[0].info.run_id if runs else None
+
+
+def _parent_clause(ctx: TrackingContext) -> str:
+    return _eq(f"tags.`{TAG_PARENT}`", ctx.parent_run_id, "parent run id")
 
 
 def _run_exists(client: MlflowClient, run_id: str) -> bool:
@@ -389,9 +413,9 @@ def set_status(ctx: TrackingContext, run_id: str, status: str, error: str | None
 
 def trial_records(ctx: TrackingContext, *, stage: str | None = None) -> list[TrialRecord]:
     """All child runs of the study (optionally of one stage), oldest first."""
-    filt = f"tags.`{TAG_PARENT}` = '{ctx.parent_run_id}' and tags.{TAG_ROLE} = '{ROLE_TRIAL}'"
+    filt = _parent_clause(ctx) + " and " + _eq(f"tags.{TAG_ROLE}", ROLE_TRIAL, TAG_ROLE)
     if stage:
-        filt += f" and tags.{TAG_STAGE} = '{stage}'"
+        filt += " and " + _eq(f"tags.{TAG_STAGE}", stage, TAG_STAGE)
     runs = _search(
         _client(ctx.tracking_uri), ctx.experiment_id, filt, order_by=["attributes.start_time ASC"]
     )

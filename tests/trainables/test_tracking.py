@@ -192,3 +192,22 @@ def test_status_tags_and_run_lifecycle(store, status, mlflow_status):
     assert tracking.trial_records(ctx, stage="search") == []
     with pytest.raises(ValueError, match="running"):
         tracking.set_status(ctx, run_id, "exploded")
+
+
+@pytest.mark.parametrize("name", ["o'neil's study", 'the "big" one', "x' or tags.role = 'study"])
+def test_quotes_in_names_neither_break_nor_widen_the_filters(store, name):
+    uri, exp, _ = store
+    other = _study(store, name="plain")
+    ctx = _study(store, name=name)
+    assert tracking.find_study_run(uri, exp, study_name=name) == (ctx.parent_run_id, name)
+    assert _study(store, name=name, resume=True) == ctx  # reopened, not a second parent
+    run_id = tracking.trial_run(ctx, "t'1", run_id=None, tags={"stage": "search"}, params={})
+    assert tracking.find_trial_run(ctx, "t'1") == run_id
+    assert [r.run_id for r in tracking.trial_records(ctx, stage="search")] == [run_id]
+    assert tracking.trial_records(other) == []
+
+
+def test_a_value_with_both_quote_kinds_is_refused_by_name(store):
+    uri, exp, _ = store
+    with pytest.raises(ValueError, match=r"study_name .*study.* holds both ' and \""):
+        tracking.find_study_run(uri, exp, study_name="""it's a "study\"""")
