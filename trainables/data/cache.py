@@ -15,6 +15,8 @@ import multiprocessing
 import os
 import sys
 import time
+import zipfile
+import zlib
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -250,15 +252,24 @@ def save_cache(content: CacheContent, path: Path) -> None:
     os.replace(tmp, path)
 
 
+# What a damaged .npz raises: truncated or zero-byte files, a bad CRC, a broken zip directory,
+# a member that is not an array, a missing member.
+_CORRUPT = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error)
+
+
 def load_cache(path: Path, fingerprint: str) -> CacheContent | None:
-    """The cached content, or None when the file is absent, unreadable or for other inputs."""
+    """The cached content, or None when the file is absent or for other inputs.
+
+    A corrupt file (truncated, empty, bad CRC ...) is reported, removed and None returned, so the
+    caller rebuilds it instead of failing on it in every later run.
+    """
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
             if str(z["fingerprint"]) != fingerprint:
                 return None
-            return CacheContent(
+            content = CacheContent(
                 images=z["images"],
                 gaze=z["gaze"],
                 labels=z["labels"],
@@ -267,8 +278,23 @@ def load_cache(path: Path, fingerprint: str) -> CacheContent | None:
                 exclusions=json.loads(str(z["exclusions"])),
                 fingerprint=fingerprint,
             )
-    except (OSError, ValueError, KeyError) as exc:
-        logger.warning("cache %s unreadable (%s); rebuilding", path, exc)
+        n = len(content.labels)
+        if not (len(content.images) == len(content.gaze) == len(content.keys) == n):
+            raise ValueError(
+                f"arrays of different lengths ({len(content.images)} images, {n} labels)"
+            )
+        return content
+    except _CORRUPT as exc:
+        logger.warning(
+            "preprocessing cache %s is corrupt (%s: %s); removing it and rebuilding",
+            path,
+            type(exc).__name__,
+            exc,
+        )
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as err:  # save_cache replaces it anyway
+            logger.warning("could not remove %s (%s)", path, err)
         return None
 
 
