@@ -207,9 +207,10 @@ def build_cache(
         kept.append(rec)
     seconds = time.perf_counter() - t0
     if not kept:
+        decoding = {k: v for k, v in counts.items() if v}
         raise ValueError(
-            f"no usable image among {len(index.records)} indexed images "
-            f"(exclusions: {dict(counts)})"
+            f"no usable image among {len(index.records)} indexed images (exclusions while "
+            f"indexing: {dict(sorted(index.exclusions.items()))}; while decoding: {decoding})"
         )
     content = CacheContent(
         images=np.stack(images),

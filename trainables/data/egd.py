@@ -9,7 +9,7 @@ paper's image list (``filenames.csv``) has a BOM and CRLF line ends.
 
 Images are excluded in this order, each counted once under the first reason it meets:
 ``duplicate_master_row``, ``not_in_image_list``, ``label_not_one_hot``, ``invalid_pads``,
-``no_fixations``, ``path_outside_mimic_root`` (absolute, ``..`` or a symlink leaving the MIMIC root),
+``pads_leave_no_image`` (left + right >= 1920 or top + bottom >= 1080), ``no_fixations``, ``path_outside_mimic_root`` (absolute, ``..`` or a symlink leaving the MIMIC root),
 ``missing_dicom``. Log lines name images by ``dicom_id``, never by path: MIMIC paths
 (``files/p10/p10000032/...``) carry the patient id. Row-level counts: ``calibration_rows`` / ``calibration_ids``,
 ``gaze_rows_not_in_master_sheet`` / ``gaze_ids_not_in_master_sheet``, ``invalid_fixation_rows``,
@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from trainables.config import CLASSES
-from trainables.data.heatmaps import Fixations, Pads
+from trainables.data.heatmaps import SCREEN_HEIGHT, SCREEN_WIDTH, Fixations, Pads
 
 logger = logging.getLogger(__name__)
 
@@ -181,20 +181,28 @@ def read_csv_checked(path: Path, required: Sequence[str], **kwargs) -> pd.DataFr
 
     Raises:
         FileNotFoundError: the file does not exist (message names it).
-        ValueError: columns are missing (message names the file and the columns).
+        ValueError: columns are missing (message names the file and the columns), or the file is
+            not UTF-8 (message names the file).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        header = next(csv.reader(fh), [])
-    missing = [c for c in required if c not in header]
-    if missing:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh), [])
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise ValueError(
+                f"{path}: missing required columns {missing} (header has {len(header)} "
+                f"columns: {header[:8]}{'...' if len(header) > 8 else ''})"
+            )
+        return pd.read_csv(path, encoding="utf-8-sig", **kwargs)
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start : exc.start + 1]
         raise ValueError(
-            f"{path}: missing required columns {missing} (header has {len(header)} "
-            f"columns: {header[:8]}{'...' if len(header) > 8 else ''})"
-        )
-    return pd.read_csv(path, encoding="utf-8-sig", **kwargs)
+            f"{path}: not UTF-8 text ({exc.reason}, byte {bad!r}); the EGD-CXR tables are "
+            f"UTF-8: convert this file (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
 
 
 def read_image_list(path: str | Path) -> list[str]:
@@ -375,14 +383,22 @@ def _one_hot_labels(master: pd.DataFrame, path: Path, counts: Counter[str]) -> n
 def _pads(
     master: pd.DataFrame, labels: np.ndarray, path: Path, counts: Counter[str]
 ) -> list[Pads | None]:
-    """Display pads per row, or None when a pad is not a non-negative integer (counted for rows
-    whose label is valid, so no image is counted twice)."""
+    """Display pads per row, or None when a pad is not a non-negative integer or the pads leave
+    no room for the image on the 1920x1080 screen (counted for rows whose label is valid, so no
+    image is counted twice)."""
     values = master[list(PAD_COLUMNS)].apply(
         lambda s: pd.to_numeric(s.str.strip(), errors="coerce")
     )
     arr = values.to_numpy(np.float64)
     ok = np.isfinite(arr).all(axis=1) & (arr >= 0).all(axis=1) & (arr == np.round(arr)).all(axis=1)
     _exclude(counts, "invalid_pads", master.loc[~ok & (labels >= 0), "dicom_id"], path)
+    # Pads that leave no screen area for the image make the screen-to-image mapping divide by
+    # zero or flip sign: the row is wrong, the image cannot be placed.
+    top, bottom, left, right = (arr[:, PAD_COLUMNS.index(c)] for c in PAD_COLUMNS)
+    fits = (left + right < SCREEN_WIDTH) & (top + bottom < SCREEN_HEIGHT)
+    no_room = ok & ~fits
+    _exclude(counts, "pads_leave_no_image", master.loc[no_room & (labels >= 0), "dicom_id"], path)
+    ok &= fits
     return [Pads(*(int(v) for v in a)) if good else None for a, good in zip(arr, ok, strict=True)]
 
 

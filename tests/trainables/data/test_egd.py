@@ -236,3 +236,33 @@ def test_bounding_boxes_have_the_published_columns(synthetic_root):
     boxes = read_bounding_boxes(synthetic_root / "bounding_boxes.csv")
     assert list(boxes.columns) == ["dicom_id", "bbox_name", "x1", "x2", "y1", "y2"]
     assert (boxes.groupby("dicom_id").size() == 17).all()
+
+
+@pytest.mark.parametrize(
+    "pads", [("0", "0", "960", "960"), ("540", "540", "0", "0"), ("0", "0", "1500", "1000")]
+)
+def test_pads_that_cover_the_screen_exclude_the_image(egd_copy, caplog, pads, n_images):
+    df = _master(egd_copy)
+    df.loc[8, ["image_top_pad", "image_bottom_pad", "image_left_pad", "image_right_pad"]] = pads
+    _write_master(egd_copy, df)
+    key = df.loc[8, "dicom_id"]
+    with caplog.at_level(logging.WARNING, logger="trainables.data.egd"):
+        index = read_egd(egd_copy)
+    assert index.exclusions["pads_leave_no_image"] == 1
+    assert len(index.records) == n_images - 1 and key not in {r.key for r in index.records}
+    assert key in caplog.text and "pads_leave_no_image" in caplog.text
+
+
+@pytest.mark.parametrize("table", [MASTER_SHEET, FIXATIONS])
+@pytest.mark.parametrize("where", ["header", "body"])
+def test_a_table_that_is_not_utf8_is_an_error_naming_the_file(egd_copy, table, where):
+    path = egd_copy / table
+    lines = path.read_bytes().split(b"\n")
+    at = 0 if where == "header" else len(lines) // 2
+    column = 0 if table == MASTER_SHEET else 2  # dicom_id / DICOM_ID: a column the reader uses
+    fields = lines[at].split(b",")
+    fields[column] += "\u00e9".encode("latin-1")  # e-acute in Latin-1: not UTF-8
+    lines[at] = b",".join(fields)
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(ValueError, match=rf"{table}.*not UTF-8"):
+        read_egd(egd_copy)

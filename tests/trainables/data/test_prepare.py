@@ -113,3 +113,21 @@ def test_logs_of_a_build_with_bad_rows_name_no_patient(synthetic_cfg, egd_copy, 
         assert sid not in text, f"study id {sid} in the logs"
     assert "files/p" not in text and str(egd_copy / "files") not in text
     assert not any(Path(p).parts[1] in text for p in master["path"])  # the pXX folders
+
+
+def test_no_usable_image_error_gives_the_counts_of_both_stages(synthetic_cfg, egd_copy, tmp_path):
+    master = pd.read_csv(egd_copy / MASTER_SHEET, dtype=str, keep_default_na=False)
+    for i, rel in enumerate(master["path"]):
+        if i % 2:
+            (egd_copy / rel).unlink()  # index stage: missing_dicom
+        else:
+            (egd_copy / rel).write_bytes(b"garbage")  # decoding stage: undecodable_dicom
+    cfg = dataclasses.replace(
+        synthetic_cfg, egd_root=str(egd_copy), data_dir=str(tmp_path / "d"), image_size=32
+    )
+    half = len(master) // 2
+    with pytest.raises(ValueError, match="no usable image") as err:
+        prepare_data(cfg, progress=False)
+    assert f"'missing_dicom': {half}" in str(err.value)
+    assert f"'undecodable_dicom': {len(master) - half}" in str(err.value)
+    assert "calibration_rows" in str(err.value)
