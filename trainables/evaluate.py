@@ -58,7 +58,7 @@ def explain(model: MultiTaskUNet, dd: DeviceData, split: str, arm: Arm, batch_si
     """Map-vs-gaze metrics per image, and the maps of the panel images.
 
     The "generator" map is the arm's own generator (GBP for arms that train with none); the decoder map
-    is left out for arms whose decoder is never trained (no-seg).
+    is left out for arms whose decoder is never trained (no-seg, set 1).
 
     Returns:
         rows: dicts with key, label, map ("generator" | "decoder"), generator, cc, kl, nss, auc_judd.
@@ -67,7 +67,7 @@ def explain(model: MultiTaskUNet, dd: DeviceData, split: str, arm: Arm, batch_si
     """
     model.eval()
     gen_name = arm.generator if arm.generator != "none" else "gbp"
-    with_decoder = arm.model_set != "no-seg"
+    with_decoder = arm.uses_decoder  # set 1 and no-seg never train theirs
     wanted = set(panel_keys)
     rows: list[dict] = []
     panel: dict[str, dict[str, np.ndarray]] = {}
