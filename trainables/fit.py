@@ -10,6 +10,7 @@ printer. ``resume_from`` continues exactly after the checkpointed epoch (same ba
 from __future__ import annotations
 
 import json
+import logging
 import math
 import pickle
 import random
@@ -42,11 +43,13 @@ from trainables.record import (
     SALIENCY_KEYS,
     SEARCH_METRIC,
     SELECTION_METRIC,
+    VAL_AUC_UNDEFINED,
     explain_metric,
     test_metric,
     val_metric,
 )
 
+logger = logging.getLogger(__name__)
 ReportFn = Callable[[dict[str, float], str | None], None]
 _STATE_FILE, _EXTRA_FILE = "state.pt", "extra.json"
 
@@ -255,10 +258,13 @@ class _Trainer:
         return out
 
     def validate(self) -> dict[str, float]:
+        """Validation AUCs and loss; an undefined AUC (a class absent from the split, or the only
+        one) stays NaN, which the record leaves out and the best-epoch choice skips."""
         probs, labels, loss = predict(self.model, self.dd, "val", self.cfg.eval_batch_size)
         aucs = per_class_auc(labels, probs) if len(labels) else {k: math.nan for k in AUC_KEYS}
-        out = {val_metric(k): _finite(aucs[k], 0.5) for k in AUC_KEYS}
-        out["val/loss"] = _finite(loss, 1e6)
+        out = {val_metric(k): float(aucs[k]) for k in AUC_KEYS}
+        out[VAL_AUC_UNDEFINED] = float(sum(not math.isfinite(aucs[k]) for k in AUC_KEYS[:-1]))
+        out["val/loss"] = float(loss)
         return out
 
     # -- the end -------------------------------------------------------------------------------
@@ -266,10 +272,15 @@ class _Trainer:
         """Evaluate test once with the best epoch's weights; write every artifact to out_dir."""
         if self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
+        else:
+            logger.warning("[%s] no epoch had a defined validation AUC: testing the last epoch's "
+                           "weights; the trial has no selection score", self.cfg.arm)
         cfg, dd = self.cfg, self.dd
         probs, labels, _ = predict(self.model, dd, "test", cfg.eval_batch_size)
         keys = [dd.keys[i] for i in dd.indices("test").tolist()]
-        res: dict[str, float] = {SELECTION_METRIC: self.best_val, BEST_EPOCH: float(self.best_epoch)}
+        chosen = self.best_weights is not None
+        res: dict[str, float] = {SELECTION_METRIC: self.best_val if chosen else math.nan,
+                                 BEST_EPOCH: float(self.best_epoch) if chosen else math.nan}
         point = per_class_auc(labels, probs)
         ci = bootstrap_auc_ci(labels, probs, resamples=cfg.bootstrap_resamples, seed=cfg.seed)
         for k in AUC_KEYS:
@@ -339,6 +350,7 @@ def fit(cfg: TrialConfig, data: CachedData, out_dir: str | Path, *, report: Repo
             shutil.rmtree(tmp, ignore_errors=True)
 
     test: dict[str, float] = {}
+    warned = False
     for epoch in range(tr.epoch + 1, cfg.epochs + 1):
         train = tr.train_epoch()
         if train is None:
@@ -351,11 +363,20 @@ def fit(cfg: TrialConfig, data: CachedData, out_dir: str | Path, *, report: Repo
                              tr.history, {}, out_dir)
         val = tr.validate()
         tr.epoch = epoch
-        if val[SEARCH_METRIC] > tr.best_val:
-            tr.best_val, tr.best_epoch = val[SEARCH_METRIC], epoch
+        score = val[SEARCH_METRIC]
+        if val[VAL_AUC_UNDEFINED] and not warned:
+            undefined = [k for k in AUC_KEYS[:-1] if not math.isfinite(val[val_metric(k)])]
+            logger.warning("[%s] validation AUC undefined for %s (the validation split lacks a class "
+                           "or holds only one): recorded as missing, not as a value%s", cfg.arm,
+                           ", ".join(undefined), "" if math.isfinite(score) else
+                           "; no epoch can be chosen by it")
+            warned = True
+        if math.isfinite(score) and score > tr.best_val:
+            tr.best_val, tr.best_epoch = score, epoch
             tr.best_weights = {k: v.detach().clone() for k, v in tr.model.state_dict().items()}
         if isinstance(tr.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            tr.sched.step(val[SEARCH_METRIC])
+            if math.isfinite(score):  # an undefined epoch is no evidence of a plateau
+                tr.sched.step(score)
         elif tr.sched is not None:
             tr.sched.step()
         metrics = {EPOCH: float(epoch), **train, **val}
@@ -370,4 +391,5 @@ def fit(cfg: TrialConfig, data: CachedData, out_dir: str | Path, *, report: Repo
             (out_dir / "summary.json").write_text(json.dumps(
                 {"status": "ok", "config": cfg.to_dict(), "history": tr.history, "test": test}, indent=1))
         emit(metrics)
-    return FitResult("ok", "finished", tr.epoch, tr.best_epoch, tr.best_val, tr.history, test, out_dir)
+    best_val = tr.best_val if math.isfinite(tr.best_val) else math.nan
+    return FitResult("ok", "finished", tr.epoch, tr.best_epoch, best_val, tr.history, test, out_dir)

@@ -36,6 +36,9 @@ SEARCH_MODE = "max"
 SELECTION_METRIC = "best/val_auc_mean"  # per trial: the best epoch's validation mean AUC
 BEST_EPOCH = "best/epoch"
 TRAIN_LOSS = "train/loss"
+# Per epoch: classes whose validation AUC is undefined (absent from the split, or all of it). Their
+# val/auc_* values are missing, never a stand-in 0.5; with all undefined, so is val/auc_mean.
+VAL_AUC_UNDEFINED = "val/auc_undefined_classes"
 EPOCH_PREFIXES: tuple[str, ...] = ("train/", "val/")  # logged every epoch with step = epoch
 FINAL_PREFIXES: tuple[str, ...] = ("best/", "test/")  # logged once, when a trial finished
 # Flags in fit's reports (not logged to MLflow): the last report of a trial carries DONE.

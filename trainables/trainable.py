@@ -61,10 +61,12 @@ def trial_config(config: dict[str, Any], study: StudyContext, *, has_gpu: bool) 
 
 
 def _finite_for_tune(metrics: dict[str, Any]) -> dict[str, Any]:
-    # Optuna's study.tell breaks on NaN: Tune only ever sees finite numbers.
+    """What Tune sees of a report: finite values, and the search metric always (Tune refuses a
+    result without it). An undefined search metric (no validation AUC) stays NaN rather than a
+    made-up AUC: ASHA's rung cutoffs skip NaN, and the study's searcher
+    (``study.tuner.build_searcher``) tells Optuna the trial failed."""
     out = {k: v for k, v in metrics.items() if not isinstance(v, float) or math.isfinite(v)}
-    if SEARCH_METRIC not in out:
-        out[SEARCH_METRIC] = 0.0
+    out.setdefault(SEARCH_METRIC, float(metrics.get(SEARCH_METRIC, math.nan)))
     return out
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -16,6 +18,7 @@ from tests.tiny import tiny_config
 from trainables.config import CLASSES
 from trainables.fit import CheckpointError, fit, read_checkpoint_extra
 from trainables.model_sets import get_arm, list_arms
+from trainables.record import AUC_KEYS, VAL_AUC_UNDEFINED
 
 QUIET = lambda *_: None
 
@@ -137,6 +140,42 @@ def test_an_arm_that_trains_no_decoder_reports_no_decoder_map(tiny_data, tmp_pat
     assert set(exp["map"]) == {"generator"}
     assert not any(k.startswith("test/explain/decoder") for k in res.test)
     assert np.isnan(np.load(tmp_path / "heatmaps" / "maps.npz")["decoder"]).all()
+
+
+def _val_with_classes(data, classes):
+    """``data`` with its validation labels drawn from ``classes`` only (the images unchanged)."""
+    labels = data.labels.copy()
+    val = data.indices("val")
+    labels[val] = np.resize(classes, len(val))
+    return dataclasses.replace(data, labels=labels)
+
+
+def test_an_undefined_validation_auc_is_missing_not_half(tiny_data, tmp_path, caplog):
+    data = _val_with_classes(tiny_data, [1])  # one class: no validation AUC at all
+    reports = []
+    with caplog.at_level(logging.WARNING, logger="trainables.fit"):
+        res = fit(tiny_config(arm="unet", epochs=2), data, tmp_path,
+                  report=lambda m, d: reports.append(m), log=QUIET)
+    assert res.status == "ok" and len(reports) == 2
+    for r in reports:
+        assert all(math.isnan(r[f"val/{k}"]) for k in AUC_KEYS)  # not 0.5
+        assert r[VAL_AUC_UNDEFINED] == 3
+    # No epoch can be the best by an undefined metric: no selection score, no best epoch; the
+    # test split (intact) is still evaluated, with the last epoch's weights.
+    last = reports[-1]
+    assert math.isnan(last["best/val_auc_mean"]) and math.isnan(last["best/epoch"])
+    assert math.isnan(res.best_val_auc_mean) and math.isfinite(last["test/auc_mean"])
+    assert "undefined" in caplog.text and "validation" in caplog.text
+
+
+def test_a_class_missing_from_validation_leaves_only_its_auc_undefined(tiny_data, tmp_path):
+    data = _val_with_classes(tiny_data, [0, 2])
+    res = fit(tiny_config(arm="unet", epochs=2), data, tmp_path, log=QUIET)
+    for h in res.history:
+        assert math.isnan(h["val/auc_chf"]) and h[VAL_AUC_UNDEFINED] == 1
+        assert h["val/auc_mean"] == pytest.approx((h["val/auc_normal"] + h["val/auc_pneumonia"]) / 2)
+    vals = [h["val/auc_mean"] for h in res.history]
+    assert res.best_epoch == int(np.argmax(vals)) + 1 and res.best_val_auc_mean == max(vals)
 
 
 def test_a_diverging_run_stops_with_a_status_and_a_finite_metric(tiny_data, tmp_path):
