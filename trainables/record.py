@@ -85,8 +85,15 @@ def trial_tags(arm: str, stage: str, model_set: str | None = None, generator: st
         tags[TAG_GENERATOR] = generator
     return tags
 
-TRIAL_STATUSES: tuple[str, ...] = ("running", "ok", "diverged", "failed", "stopped")
+
+TRIAL_STATUSES: tuple[str, ...] = ("running", "ok", "diverged", "failed", "stopped", "orphaned")
 STATUS_OK = "ok"
+# A run whose Tune trial the study lost (the driver died before Tune saved the trial): not one of
+# the study's trials, not counted; its data stay. ``orphaned_from`` keeps the status it had, and a
+# new trial of the same configuration may adopt an orphan that had finished ("ok") instead of
+# training it again; the adopting trial's run says which trial it came from.
+STATUS_ORPHANED = "orphaned"
+TAG_ORPHANED_FROM, TAG_ADOPTED_FROM = "orphaned_from", "adopted_from_trial"
 
 # -- artifacts ---------------------------------------------------------------------------------
 ARTIFACT_DIRS: tuple[str, ...] = ("predictions", "explain", "heatmaps", "model")  # fit's out_dir

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from filelock import FileLock
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -32,10 +33,13 @@ from trainables.record import (
     FINAL_PREFIXES,
     ROLE_STUDY,
     ROLE_TRIAL,
-    SEARCH_METRIC,
+    STATUS_OK,
+    STATUS_ORPHANED,
     STUDY_CONFIG,
+    TAG_ADOPTED_FROM,
     TAG_ARM,
     TAG_ERROR,
+    TAG_ORPHANED_FROM,
     TAG_PARENT,
     TAG_PRESET,
     TAG_ROLE,
@@ -43,6 +47,7 @@ from trainables.record import (
     TAG_STATUS,
     TAG_STUDY_NAME,
     TAG_TRIAL_ID,
+    TRAIN_LOSS,
     TRIAL_STATUSES,
 )
 
@@ -53,9 +58,14 @@ _RUN_STATUS = {
     "stopped": "KILLED",
     "diverged": "FAILED",
     "failed": "FAILED",
+    "orphaned": "KILLED",
 }
 _MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+# Trial params that say where a trial ran, not what it computes (a restored trial may move).
+_PLACEMENT_PARAMS = ("device", "num_threads")
+_READY_STORES: set[str] = set()  # sqlite stores whose schema this process has seen created
 _T = TypeVar("_T")
+TRACKING_ERRORS: tuple[type[Exception], ...] = (MlflowException, OSError)  # a store that fails
 
 
 @dataclass(frozen=True)
@@ -129,7 +139,24 @@ def _retry(fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
 
 
 def _client(tracking_uri: str) -> MlflowClient:
+    if is_local_store(tracking_uri) and tracking_uri not in _READY_STORES:
+        _create_schema_once(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _create_schema_once(tracking_uri: str) -> None:
+    """Open a sqlite store under a file lock beside it, so that its schema is created once.
+
+    MLflow creates (and migrates) the tables of a new sqlite file when a process first opens it,
+    without a lock: two studies starting on a new store at once collide (``table ... already
+    exists``, ``duplicate column``, ``CircularDependencyError``) and one of them dies. The store
+    object is cached per process, so later clients skip this.
+    """
+    db = Path(tracking_uri[len("sqlite:///") :])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{db}.lock"):
+        MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+    _READY_STORES.add(tracking_uri)
 
 
 def local_artifact_root(tracking_uri: str) -> Path:
@@ -266,6 +293,9 @@ def start_study_run(
         found = find_study_run(tracking_uri, experiment_id, study_name=study_name)
         if found is not None:
             _retry(client.update_run, found[0], status="RUNNING")
+            if not _retry(client.get_run, found[0]).data.params:
+                # The first invocation died between creating the run and logging its settings.
+                _log_study_settings(client, found[0], params, config)
             return TrackingContext(tracking_uri, experiment_id, found[0])
     run = _retry(
         client.create_run,
@@ -273,19 +303,24 @@ def start_study_run(
         run_name=study_name,
         tags={TAG_ROLE: ROLE_STUDY, TAG_STUDY_NAME: study_name, TAG_PRESET: preset},
     )
-    _retry(client.log_batch, run.info.run_id, params=_params(params))
-    _retry(
-        client.log_dict,
-        run.info.run_id,
-        json.loads(json.dumps(config, default=str)),
-        STUDY_CONFIG,
-    )
+    _log_study_settings(client, run.info.run_id, params, config)
     return TrackingContext(tracking_uri, experiment_id, run.info.run_id)
 
 
-def end_study_run(ctx: TrackingContext, status: str = "FINISHED") -> None:
-    """Close the parent run ("FINISHED", "FAILED" or "KILLED" for an interrupted study)."""
-    _retry(_client(ctx.tracking_uri).set_terminated, ctx.parent_run_id, status)
+def _log_study_settings(
+    client: MlflowClient, run_id: str, params: Mapping[str, Any], config: Mapping[str, Any]
+) -> None:
+    _retry(client.log_batch, run_id, params=_params(params))
+    _retry(client.log_dict, run_id, json.loads(json.dumps(config, default=str)), STUDY_CONFIG)
+
+
+def end_study_run(ctx: TrackingContext, status: str = "FINISHED", error: str | None = None) -> None:
+    """Close the parent run ("FINISHED", "FAILED" or "KILLED" for an interrupted study); ``error``
+    (why it failed) goes to its ``error`` tag."""
+    client = _client(ctx.tracking_uri)
+    if error is not None:
+        _retry(client.set_tag, ctx.parent_run_id, TAG_ERROR, error[:5000])
+    _retry(client.set_terminated, ctx.parent_run_id, status)
 
 
 def find_trial_run(ctx: TrackingContext, trial_id: str) -> str | None:
@@ -354,6 +389,76 @@ def trial_run(
     return run.info.run_id
 
 
+def _param_values(values: Mapping[str, Any]) -> dict[str, str]:
+    return {p.key: p.value for p in _params(values) if p.key not in _PLACEMENT_PARAMS}
+
+
+def finished_trial(
+    ctx: TrackingContext,
+    trial_id: str,
+    *,
+    run_id: str | None,
+    stage: str,
+    arm: str,
+    params: Mapping[str, Any],
+) -> tuple[str, dict[str, float]] | None:
+    """(run id, final metrics) when this trial's record is already complete, else None.
+
+    Tune may start a trial again after its MLflow record was finished: the driver died after the
+    trial logged ``status=ok`` but before Tune saved that, so Tune restores the trial from an
+    older checkpoint (or from scratch). Such a trial must not be trained, evaluated or logged
+    again. A trial without a run of its own adopts an orphaned run (``mark_orphaned``) of the
+    same stage, arm and configuration that had finished: the configuration Tune lost and its
+    searcher suggested again, which is thereby not run twice.
+
+    Args:
+        ctx: the study's tracking context.
+        trial_id: Tune's trial id.
+        run_id: the run id from the trial's checkpoint, if any.
+        stage, arm: the trial's stage and arm (an orphan must match both).
+        params: the trial's resolved TrialConfig (an orphan must match it, placement aside).
+    """
+    client = _client(ctx.tracking_uri)
+    if run_id is not None and not _run_exists(client, run_id):
+        run_id = None
+    own = run_id or find_trial_run(ctx, trial_id)
+    if own is not None:
+        run = _retry(client.get_run, own)
+        return (own, dict(run.data.metrics)) if run.data.tags.get(TAG_STATUS) == STATUS_OK else None
+    filt = " and ".join(
+        [
+            _parent_clause(ctx),
+            _eq(f"tags.{TAG_STATUS}", STATUS_ORPHANED, TAG_STATUS),
+            _eq(f"tags.{TAG_ORPHANED_FROM}", STATUS_OK, TAG_ORPHANED_FROM),
+            _eq(f"tags.{TAG_STAGE}", stage, TAG_STAGE),
+            _eq(f"tags.{TAG_ARM}", arm, TAG_ARM),
+        ]
+    )
+    wanted = _param_values(params)
+    for run in _search(client, ctx.experiment_id, filt, order_by=["attributes.start_time ASC"]):
+        if _param_values(run.data.params) != wanted:
+            continue
+        tags = {
+            TAG_TRIAL_ID: trial_id,
+            TAG_STATUS: STATUS_OK,
+            TAG_ERROR: "",
+            TAG_ADOPTED_FROM: run.data.tags.get(TAG_TRIAL_ID, ""),
+        }
+        _retry(client.log_batch, run.info.run_id, tags=_tags(tags))
+        _retry(client.set_terminated, run.info.run_id, _RUN_STATUS[STATUS_OK])
+        return run.info.run_id, dict(run.data.metrics)
+    return None
+
+
+def mark_orphaned(ctx: TrackingContext, record: TrialRecord, reason: str) -> None:
+    """Close a run whose Tune trial the study lost: status ``orphaned`` (MLflow KILLED), the
+    status it had in ``orphaned_from``, ``reason`` in ``error``. Its metrics and artifacts stay."""
+    tags = {TAG_STATUS: STATUS_ORPHANED, TAG_ORPHANED_FROM: record.status, TAG_ERROR: reason}
+    client = _client(ctx.tracking_uri)
+    _retry(client.log_batch, record.run_id, tags=_tags(tags))
+    _retry(client.set_terminated, record.run_id, _RUN_STATUS[STATUS_ORPHANED])
+
+
 def _finite_metrics(
     metrics: Mapping[str, Any], prefixes: Iterable[str], step: int, now_ms: int
 ) -> list[Metric]:
@@ -373,8 +478,12 @@ def log_epoch(ctx: TrackingContext, run_id: str, metrics: Mapping[str, Any], ste
         _retry(_client(ctx.tracking_uri).log_batch, run_id, metrics=batch)
 
 
-def logged_epochs(ctx: TrackingContext, run_id: str, key: str = SEARCH_METRIC) -> set[int]:
-    """Epochs (steps) of ``key`` the run already holds: what a restarted trial must not log again."""
+def logged_epochs(ctx: TrackingContext, run_id: str, key: str = TRAIN_LOSS) -> set[int]:
+    """Epochs (steps) of ``key`` the run already holds: what a restarted trial must not log again.
+
+    ``train/loss`` is in every logged epoch (``val/auc_mean`` is missing where it is undefined),
+    and an epoch's metrics go in one batch, so its steps are the logged epochs.
+    """
     history = _retry(_client(ctx.tracking_uri).get_metric_history, run_id, key)
     return {m.step for m in history}
 
@@ -382,9 +491,18 @@ def logged_epochs(ctx: TrackingContext, run_id: str, key: str = SEARCH_METRIC) -
 def log_final(
     ctx: TrackingContext, run_id: str, metrics: Mapping[str, Any], out_dir: str | Path | None
 ) -> None:
-    """Log the finite ``best/*`` and ``test/*`` values and the artifact folders of fit's out_dir."""
+    """Log the finite ``best/*`` and ``test/*`` values and the artifact folders of fit's out_dir.
+
+    Exactly once: a value the run already holds is not logged again (a trial restarted after a
+    partial final record); artifacts are files at fixed paths, so uploading again replaces them.
+    """
     client = _client(ctx.tracking_uri)
-    batch = _finite_metrics(metrics, FINAL_PREFIXES, 0, int(time.time() * 1000))
+    held = set(_retry(client.get_run, run_id).data.metrics)
+    batch = [
+        m
+        for m in _finite_metrics(metrics, FINAL_PREFIXES, 0, int(time.time() * 1000))
+        if m.key not in held
+    ]
     if batch:
         _retry(client.log_batch, run_id, metrics=batch)
     if out_dir is None:
@@ -411,8 +529,11 @@ def set_status(ctx: TrackingContext, run_id: str, status: str, error: str | None
         _retry(client.set_terminated, run_id, _RUN_STATUS[status])
 
 
-def trial_records(ctx: TrackingContext, *, stage: str | None = None) -> list[TrialRecord]:
-    """All child runs of the study (optionally of one stage), oldest first."""
+def trial_records(
+    ctx: TrackingContext, *, stage: str | None = None, include_orphaned: bool = False
+) -> list[TrialRecord]:
+    """The child runs of the study (optionally of one stage), oldest first; orphaned runs (no
+    Tune trial, see ``mark_orphaned``) only with ``include_orphaned``."""
     filt = _parent_clause(ctx) + " and " + _eq(f"tags.{TAG_ROLE}", ROLE_TRIAL, TAG_ROLE)
     if stage:
         filt += " and " + _eq(f"tags.{TAG_STAGE}", stage, TAG_STAGE)
@@ -431,4 +552,5 @@ def trial_records(ctx: TrackingContext, *, stage: str | None = None) -> list[Tri
             metrics=dict(r.data.metrics),
         )
         for r in runs
+        if include_orphaned or r.data.tags.get(TAG_STATUS) != STATUS_ORPHANED
     ]

@@ -74,7 +74,9 @@ def train_trial(config: dict[str, Any], data: CachedData, study: StudyContext) -
     """Run one trial: restore, fit with per-epoch reports, log everything to one MLflow run.
 
     A trial restored by Tune (node lost, study resumed) continues its checkpoint and its MLflow run
-    (run id from the checkpoint, else found by the ``trial_id`` tag). A trial that raises is marked
+    (run id from the checkpoint, else found by the ``trial_id`` tag); one whose run already
+    finished (or that adopts a finished orphan, ``tracking.finished_trial``) reports that record
+    to Tune and returns without training. A trial that raises is marked
     failed and the error re-raised, so Tune records it and the study goes on. ASHA-stopped trials stay
     "running" here; the driver marks them "stopped" once their Tuner returns.
     """
@@ -91,6 +93,26 @@ def train_trial(config: dict[str, Any], data: CachedData, study: StudyContext) -
     if checkpoint is not None:
         restore_dir = checkpoint.to_directory(tempfile.mkdtemp(prefix="restore-"))
         run_id = read_checkpoint_extra(restore_dir).get("mlflow_run_id")
+    finished = tracking.finished_trial(
+        study.tracking,
+        trial_id,
+        run_id=run_id,
+        stage=study.stage,
+        arm=arm.name,
+        params=cfg.to_dict(),
+    )
+    if finished is not None:
+        # Tune lost this trial's end (driver killed) but MLflow holds its whole record: give Tune
+        # that record as the final result instead of training, evaluating and logging again.
+        if restore_dir is not None:
+            shutil.rmtree(restore_dir, ignore_errors=True)
+        print(
+            f"[{arm.name} {trial_id}] already finished in MLflow run {finished[0]}: not run again",
+            flush=True,
+        )
+        final = {**finished[1], EPOCH: float(cfg.epochs), DONE: 1.0}
+        tune.report({**_finite_for_tune(final), "node_id": node_id})
+        return
     run_id = tracking.trial_run(
         study.tracking,
         trial_id,
