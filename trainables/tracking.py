@@ -371,6 +371,8 @@ def trial_run(
         run_id = None  # a checkpoint from a study logged elsewhere (another tracking URI)
     existing = run_id or find_trial_run(ctx, trial_id)
     if existing is not None:
+        if _retry(client.get_run, existing).data.tags.get(TAG_ORPHANED_FROM):
+            _retry(client.set_tag, existing, TAG_ORPHANED_FROM, "")  # its trial is back
         set_status(ctx, existing, "running")
         return existing
     run = _retry(
@@ -393,6 +395,17 @@ def _param_values(values: Mapping[str, Any]) -> dict[str, str]:
     return {p.key: p.value for p in _params(values) if p.key not in _PLACEMENT_PARAMS}
 
 
+_FINISHED_TAGS = {TAG_STATUS: STATUS_OK, TAG_ERROR: "", TAG_ORPHANED_FROM: ""}
+
+
+def _finished(run: Any) -> bool:
+    """The run holds a whole record: status ok, or orphaned when it was ok."""
+    tags = run.data.tags
+    return tags.get(TAG_STATUS) == STATUS_OK or (
+        tags.get(TAG_STATUS) == STATUS_ORPHANED and tags.get(TAG_ORPHANED_FROM) == STATUS_OK
+    )
+
+
 def finished_trial(
     ctx: TrackingContext,
     trial_id: str,
@@ -409,7 +422,8 @@ def finished_trial(
     older checkpoint (or from scratch). Such a trial must not be trained, evaluated or logged
     again. A trial without a run of its own adopts an orphaned run (``mark_orphaned``) of the
     same stage, arm and configuration that had finished: the configuration Tune lost and its
-    searcher suggested again, which is thereby not run twice.
+    searcher suggested again, which is thereby not run twice. (A grid trial that Tune lost comes
+    back with its old trial id and so finds its own orphaned run: it is reclaimed the same way.)
 
     Args:
         ctx: the study's tracking context.
@@ -424,7 +438,12 @@ def finished_trial(
     own = run_id or find_trial_run(ctx, trial_id)
     if own is not None:
         run = _retry(client.get_run, own)
-        return (own, dict(run.data.metrics)) if run.data.tags.get(TAG_STATUS) == STATUS_OK else None
+        if _finished(run):
+            if run.data.tags.get(TAG_STATUS) != STATUS_OK:  # orphaned, and its trial came back
+                _retry(client.log_batch, own, tags=_tags(_FINISHED_TAGS))
+                _retry(client.set_terminated, own, _RUN_STATUS[STATUS_OK])
+            return own, dict(run.data.metrics)
+        return None
     filt = " and ".join(
         [
             _parent_clause(ctx),
@@ -439,9 +458,8 @@ def finished_trial(
         if _param_values(run.data.params) != wanted:
             continue
         tags = {
+            **_FINISHED_TAGS,
             TAG_TRIAL_ID: trial_id,
-            TAG_STATUS: STATUS_OK,
-            TAG_ERROR: "",
             TAG_ADOPTED_FROM: run.data.tags.get(TAG_TRIAL_ID, ""),
         }
         _retry(client.log_batch, run.info.run_id, tags=_tags(tags))

@@ -287,6 +287,35 @@ def test_orphaned_runs_are_closed_left_out_and_a_finished_one_adopted_once(store
     assert adopt("new2", 0.01) is None  # adopted once
 
 
+def test_an_orphaned_run_whose_trial_comes_back_is_its_run_again(store):
+    """Grid trials that Tune lost come back with their old ids (the generator's state is saved)."""
+    uri, _, _ = store
+    ctx = _study(store)
+    done, partial = _trial(ctx, "g_00000", 0.01), _trial(ctx, "g_00001", 0.02)
+    tracking.log_final(ctx, done, FINAL, None)
+    tracking.set_status(ctx, done, "ok")
+    for record in tracking.trial_records(ctx):
+        tracking.mark_orphaned(ctx, record, "no Tune trial")
+    params = {"arm": "unet", "lr": 0.01}
+    found = tracking.finished_trial(
+        ctx, "g_00000", run_id=None, stage="search", arm="unet", params=params
+    )
+    assert found is not None and found[0] == done
+    assert (
+        tracking.finished_trial(
+            ctx, "g_00001", run_id=None, stage="search", arm="unet", params={**params, "lr": 0.02}
+        )
+        is None
+    )
+    assert _trial(ctx, "g_00001", 0.02) == partial  # reopened to continue, not a second run
+    client = MlflowClient(uri)
+    for run_id, status, lifecycle in ((done, "ok", "FINISHED"), (partial, "running", "RUNNING")):
+        run = client.get_run(run_id)
+        assert run.data.tags["status"] == status and run.info.status == lifecycle
+        assert run.data.tags["orphaned_from"] == "" and run.data.tags["error"] == ""
+    assert len(tracking.trial_records(ctx)) == 2
+
+
 def _open_new_store(uri: str, name: str, barrier) -> None:
     barrier.wait()  # every process imported MLflow: they open the new store at the same moment
     tracking.get_or_create_experiment(uri, name)  # an error: traceback on stderr, exit code 1
