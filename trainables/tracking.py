@@ -6,6 +6,12 @@ one child run per Tune trial (tags ``role=trial``, ``arm``, ``model_set``, ``gen
 ``trial_id``, ``status``, ``error``), per-epoch ``train/*`` and ``val/*`` metrics with step = epoch,
 final ``best/*`` and ``test/*`` metrics and the artifact folders written by ``trainables.fit``.
 
+Exactly once, whatever kills the driver: an epoch's metrics are not logged again by a restarted
+trial (``logged_epochs``), final values not twice (``log_final``), a finished trial is not run again
+(``finished_trial``), and runs of trials Tune lost are closed as ``orphaned`` (``mark_orphaned``).
+Filter values are quoted so that no name widens a search (``_eq``); a new sqlite store's schema is
+created by one process at a time (``_create_schema_once``).
+
 Everything goes through an explicit ``MlflowClient`` with an explicit tracking URI (never the global
 ``mlflow.start_run`` state), because trials run in Ray worker processes that chdir into their trial
 folder and may restart on another node.
