@@ -78,8 +78,13 @@ def test_a_checkpoint_that_would_run_code_is_refused(tiny_data, tmp_path):
     marker = tmp_path / "code-ran"
     torch.save({"epoch": 1, "model": _Payload(marker)}, ckpt / "state.pt")
     with pytest.raises(CheckpointError, match=r"planted/state\.pt.*(not plain|refus)"):
-        fit(tiny_config(arm="unet", epochs=2), tiny_data, tmp_path / "out", resume_from=ckpt,
-            log=QUIET)
+        fit(
+            tiny_config(arm="unet", epochs=2),
+            tiny_data,
+            tmp_path / "out",
+            resume_from=ckpt,
+            log=QUIET,
+        )
     assert not marker.exists()
 
 
@@ -154,8 +159,13 @@ def test_an_undefined_validation_auc_is_missing_not_half(tiny_data, tmp_path, ca
     data = _val_with_classes(tiny_data, [1])  # one class: no validation AUC at all
     reports = []
     with caplog.at_level(logging.WARNING, logger="trainables.fit"):
-        res = fit(tiny_config(arm="unet", epochs=2), data, tmp_path,
-                  report=lambda m, d: reports.append(m), log=QUIET)
+        res = fit(
+            tiny_config(arm="unet", epochs=2),
+            data,
+            tmp_path,
+            report=lambda m, d: reports.append(m),
+            log=QUIET,
+        )
     assert res.status == "ok" and len(reports) == 2
     for r in reports:
         assert all(math.isnan(r[f"val/{k}"]) for k in AUC_KEYS)  # not 0.5
@@ -173,7 +183,9 @@ def test_a_class_missing_from_validation_leaves_only_its_auc_undefined(tiny_data
     res = fit(tiny_config(arm="unet", epochs=2), data, tmp_path, log=QUIET)
     for h in res.history:
         assert math.isnan(h["val/auc_chf"]) and h[VAL_AUC_UNDEFINED] == 1
-        assert h["val/auc_mean"] == pytest.approx((h["val/auc_normal"] + h["val/auc_pneumonia"]) / 2)
+        assert h["val/auc_mean"] == pytest.approx(
+            (h["val/auc_normal"] + h["val/auc_pneumonia"]) / 2
+        )
     vals = [h["val/auc_mean"] for h in res.history]
     assert res.best_epoch == int(np.argmax(vals)) + 1 and res.best_val_auc_mean == max(vals)
 
