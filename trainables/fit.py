@@ -78,7 +78,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def step_terms(model: MultiTaskUNet, arm: Arm, cfg: TrialConfig, x, gaze, labels) -> dict[str, torch.Tensor]:
+def step_terms(
+    model: MultiTaskUNet, arm: Arm, cfg: TrialConfig, x, gaze, labels
+) -> dict[str, torch.Tensor]:
     """The loss terms of one training batch for an arm (a pure function of model and batch)."""
     if arm.uses_decoder:
         mask_logits, class_logits = model(x)
@@ -86,8 +88,15 @@ def step_terms(model: MultiTaskUNet, arm: Arm, cfg: TrialConfig, x, gaze, labels
         mask_logits, class_logits = None, model.classify(x)
     out = StepOutputs(class_logits=class_logits, mask_logits=mask_logits)
     if arm.needs_map != "none":
-        raw = generator_map(arm.generator, model, x, labels, create_graph=arm.needs_map == "graph",
-                            bn_mode=cfg.bn_mode, fast_conv=cfg.fast_conv)
+        raw = generator_map(
+            arm.generator,
+            model,
+            x,
+            labels,
+            create_graph=arm.needs_map == "graph",
+            bn_mode=cfg.bn_mode,
+            fast_conv=cfg.fast_conv,
+        )
         out.generator_map = to_heatmap(raw)
     return arm.loss(out, labels, gaze, cfg)
 
@@ -147,20 +156,29 @@ def _plain(value):
 
 def _numpy_rng_state() -> dict:
     name, key, pos, has_gauss, cached = np.random.get_state()
-    return {"name": name, "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
-            "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+    return {
+        "name": name,
+        "key": torch.from_numpy(key.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
+    }
 
 
 def _set_numpy_rng_state(state: dict) -> None:
     key = state["key"].cpu().numpy().astype(np.uint32)
-    np.random.set_state((state["name"], key, state["pos"], state["has_gauss"],
-                         state["cached_gaussian"]))
+    np.random.set_state(
+        (state["name"], key, state["pos"], state["has_gauss"], state["cached_gaussian"])
+    )
 
 
 def _python_rng_state() -> dict:
     version, internal, gauss_next = random.getstate()
-    return {"version": version, "state": torch.tensor(internal, dtype=torch.int64),
-            "gauss_next": gauss_next}
+    return {
+        "version": version,
+        "state": torch.tensor(internal, dtype=torch.int64),
+        "gauss_next": gauss_next,
+    }
 
 
 def _set_python_rng_state(state: dict) -> None:
@@ -173,16 +191,22 @@ class _Trainer:
 
     def __init__(self, cfg: TrialConfig, data: CachedData, log: Callable[[str], None]):
         if cfg.image_size != data.image_size:
-            raise ValueError(f"TrialConfig.image_size={cfg.image_size} but the cached data is "
-                             f"{data.image_size}px; rebuild the cache or change --image-size")
+            raise ValueError(
+                f"TrialConfig.image_size={cfg.image_size} but the cached data is "
+                f"{data.image_size}px; rebuild the cache or change --image-size"
+            )
         self.cfg, self.log = cfg, log
         self.arm = get_arm(cfg.arm)
         seed_everything(cfg.seed)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         self.device = resolve_device(cfg.device)
-        self.model = build_model(cfg.encoder, cfg.encoder_weights, cfg.decoder_channels).to(self.device)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.model = build_model(cfg.encoder, cfg.encoder_weights, cfg.decoder_channels).to(
+            self.device
+        )
+        self.opt = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
         self.sched = _make_scheduler(cfg, self.opt)
         self.gen = torch.Generator().manual_seed(cfg.seed)  # batch order + augmentation: one RNG
         self.dd = DeviceData(data, self.device)
@@ -194,14 +218,22 @@ class _Trainer:
     def save(self, ckpt_dir: Path, extra: dict | None) -> None:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         state = {
-            "config": self.cfg.to_dict(), "epoch": self.epoch, "best_epoch": self.best_epoch,
-            "best_val": float(self.best_val), "history": _plain(self.history),
+            "config": self.cfg.to_dict(),
+            "epoch": self.epoch,
+            "best_epoch": self.best_epoch,
+            "best_val": float(self.best_val),
+            "history": _plain(self.history),
             "best_weights": self.best_weights,
-            "model": self.model.state_dict(), "opt": self.opt.state_dict(),
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
             "sched": self.sched.state_dict() if self.sched else None,
-            "rng": {"torch": torch.get_rng_state(), "numpy": _numpy_rng_state(),
-                    "python": _python_rng_state(), "batches": self.gen.get_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": _numpy_rng_state(),
+                "python": _python_rng_state(),
+                "batches": self.gen.get_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
         }
         torch.save(state, ckpt_dir / _STATE_FILE)
         (ckpt_dir / _EXTRA_FILE).write_text(json.dumps(extra or {}))
@@ -215,7 +247,11 @@ class _Trainer:
         self.opt.load_state_dict(state["opt"])
         if self.sched and state["sched"]:
             self.sched.load_state_dict(state["sched"])
-        self.epoch, self.best_epoch, self.best_val = state["epoch"], state["best_epoch"], state["best_val"]
+        self.epoch, self.best_epoch, self.best_val = (
+            state["epoch"],
+            state["best_epoch"],
+            state["best_val"],
+        )
         self.history, self.best_weights = state["history"], state["best_weights"]
         rng = state["rng"]
         torch.set_rng_state(rng["torch"].cpu())
@@ -224,8 +260,10 @@ class _Trainer:
         self.gen.set_state(rng["batches"].cpu())
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
-        self.log(f"resumed {self.cfg.arm} after epoch {self.epoch} (best val AUC {self.best_val:.4f} "
-                 f"at epoch {self.best_epoch})")
+        self.log(
+            f"resumed {self.cfg.arm} after epoch {self.epoch} (best val AUC {self.best_val:.4f} "
+            f"at epoch {self.best_epoch})"
+        )
 
     # -- one epoch -----------------------------------------------------------------------------
     def train_epoch(self) -> dict[str, float] | None:
@@ -251,8 +289,10 @@ class _Trainer:
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             n_batches += 1
-        out = {f"train/{'loss' if k == 'total' else 'loss_' + k}": v / max(1, n_batches)
-               for k, v in sums.items()}
+        out = {
+            f"train/{'loss' if k == 'total' else 'loss_' + k}": v / max(1, n_batches)
+            for k, v in sums.items()
+        }
         out["time/epoch_s"] = time.perf_counter() - t0
         out["time/data_frac"] = data_s / max(1e-9, out["time/epoch_s"])
         return out
@@ -273,30 +313,48 @@ class _Trainer:
         if self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
         else:
-            logger.warning("[%s] no epoch had a defined validation AUC: testing the last epoch's "
-                           "weights; the trial has no selection score", self.cfg.arm)
+            logger.warning(
+                "[%s] no epoch had a defined validation AUC: testing the last epoch's "
+                "weights; the trial has no selection score",
+                self.cfg.arm,
+            )
         cfg, dd = self.cfg, self.dd
         probs, labels, _ = predict(self.model, dd, "test", cfg.eval_batch_size)
         keys = [dd.keys[i] for i in dd.indices("test").tolist()]
         chosen = self.best_weights is not None
-        res: dict[str, float] = {SELECTION_METRIC: self.best_val if chosen else math.nan,
-                                 BEST_EPOCH: float(self.best_epoch) if chosen else math.nan}
+        res: dict[str, float] = {
+            SELECTION_METRIC: self.best_val if chosen else math.nan,
+            BEST_EPOCH: float(self.best_epoch) if chosen else math.nan,
+        }
         point = per_class_auc(labels, probs)
         ci = bootstrap_auc_ci(labels, probs, resamples=cfg.bootstrap_resamples, seed=cfg.seed)
         for k in AUC_KEYS:
             res[test_metric(k)] = point[k]
             res[test_metric(k, "low")], res[test_metric(k, "high")] = ci[k][1], ci[k][2]
 
-        pred = pd.DataFrame({"key": keys, "split": "test", "label": labels,
-                             "label_name": [CLASSES[i] for i in labels]})
+        pred = pd.DataFrame(
+            {
+                "key": keys,
+                "split": "test",
+                "label": labels,
+                "label_name": [CLASSES[i] for i in labels],
+            }
+        )
         for c, name in enumerate(CLASSES):
             pred[f"prob_{name.lower()}"] = probs[:, c]
         (out_dir / "predictions").mkdir(parents=True, exist_ok=True)
         pred.sort_values("key").to_csv(out_dir / "predictions" / "test.csv", index=False)
 
         panel_keys = choose_panel_keys(keys, labels, cfg.panels)
-        rows, arrays = explain(self.model, dd, "test", self.arm, cfg.eval_batch_size, panel_keys,
-                               fast_conv=cfg.fast_conv)
+        rows, arrays = explain(
+            self.model,
+            dd,
+            "test",
+            self.arm,
+            cfg.eval_batch_size,
+            panel_keys,
+            fast_conv=cfg.fast_conv,
+        )
         exp = pd.DataFrame(rows)
         (out_dir / "explain").mkdir(parents=True, exist_ok=True)
         exp.to_csv(out_dir / "explain" / "test.csv", index=False)
@@ -308,14 +366,23 @@ class _Trainer:
         gen_name = self.arm.generator if self.arm.generator != "none" else "gbp"
         write_panels(arrays, gen_name, heat)
         (out_dir / "model").mkdir(parents=True, exist_ok=True)
-        torch.save({"state_dict": self.model.state_dict(), "config": cfg.to_dict()},
-                   out_dir / "model" / "model.pt")
+        torch.save(
+            {"state_dict": self.model.state_dict(), "config": cfg.to_dict()},
+            out_dir / "model" / "model.pt",
+        )
         return res
 
 
-def fit(cfg: TrialConfig, data: CachedData, out_dir: str | Path, *, report: ReportFn | None = None,
-        resume_from: str | Path | None = None, checkpoint_extra: dict | None = None,
-        log: Callable[[str], None] = print) -> FitResult:
+def fit(
+    cfg: TrialConfig,
+    data: CachedData,
+    out_dir: str | Path,
+    *,
+    report: ReportFn | None = None,
+    resume_from: str | Path | None = None,
+    checkpoint_extra: dict | None = None,
+    log: Callable[[str], None] = print,
+) -> FitResult:
     """Train one configuration, validate each epoch, test the best epoch once.
 
     Args:
@@ -359,17 +426,28 @@ def fit(cfg: TrialConfig, data: CachedData, out_dir: str | Path, *, report: Repo
             metrics = {EPOCH: float(epoch), SEARCH_METRIC: 0.0, DIVERGED: 1.0, DONE: 1.0}
             if report is not None:
                 report(metrics, None)
-            return FitResult("diverged", msg, epoch - 1, tr.best_epoch, _finite(tr.best_val, 0.0),
-                             tr.history, {}, out_dir)
+            return FitResult(
+                "diverged",
+                msg,
+                epoch - 1,
+                tr.best_epoch,
+                _finite(tr.best_val, 0.0),
+                tr.history,
+                {},
+                out_dir,
+            )
         val = tr.validate()
         tr.epoch = epoch
         score = val[SEARCH_METRIC]
         if val[VAL_AUC_UNDEFINED] and not warned:
             undefined = [k for k in AUC_KEYS[:-1] if not math.isfinite(val[val_metric(k)])]
-            logger.warning("[%s] validation AUC undefined for %s (the validation split lacks a class "
-                           "or holds only one): recorded as missing, not as a value%s", cfg.arm,
-                           ", ".join(undefined), "" if math.isfinite(score) else
-                           "; no epoch can be chosen by it")
+            logger.warning(
+                "[%s] validation AUC undefined for %s (the validation split lacks a class "
+                "or holds only one): recorded as missing, not as a value%s",
+                cfg.arm,
+                ", ".join(undefined),
+                "" if math.isfinite(score) else "; no epoch can be chosen by it",
+            )
             warned = True
         if math.isfinite(score) and score > tr.best_val:
             tr.best_val, tr.best_epoch = score, epoch
@@ -381,15 +459,21 @@ def fit(cfg: TrialConfig, data: CachedData, out_dir: str | Path, *, report: Repo
             tr.sched.step()
         metrics = {EPOCH: float(epoch), **train, **val}
         tr.history.append(metrics)
-        log(f"[{cfg.arm}] epoch {epoch}/{cfg.epochs}  loss {train.get('train/loss', math.nan):.4f}  "
+        log(
+            f"[{cfg.arm}] epoch {epoch}/{cfg.epochs}  loss {train.get('train/loss', math.nan):.4f}  "
             f"val AUC {val['val/auc_mean']:.3f} (N {val['val/auc_normal']:.3f} C {val['val/auc_chf']:.3f} "
-            f"P {val['val/auc_pneumonia']:.3f})  {train['time/epoch_s']:.1f}s")
+            f"P {val['val/auc_pneumonia']:.3f})  {train['time/epoch_s']:.1f}s"
+        )
         if epoch == cfg.epochs:
             test = tr.finalize(out_dir)
             metrics.update(test)
             metrics[DONE] = 1.0
-            (out_dir / "summary.json").write_text(json.dumps(
-                {"status": "ok", "config": cfg.to_dict(), "history": tr.history, "test": test}, indent=1))
+            (out_dir / "summary.json").write_text(
+                json.dumps(
+                    {"status": "ok", "config": cfg.to_dict(), "history": tr.history, "test": test},
+                    indent=1,
+                )
+            )
         emit(metrics)
     best_val = tr.best_val if math.isfinite(tr.best_val) else math.nan
     return FitResult("ok", "finished", tr.epoch, tr.best_epoch, best_val, tr.history, test, out_dir)
