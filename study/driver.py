@@ -17,7 +17,7 @@ from typing import Any
 from study import console, progress, results
 from study.console import per_arm_table
 from study.presets import StudyConfig
-from study.reconcile import close_open_trials
+from study.reconcile import close_after_failure, close_open_trials, orphan_lost_trials
 from trainables import tracking
 from trainables.config import replace
 from trainables.model_sets import get_arm, paper_arms
@@ -182,6 +182,9 @@ def run_study(cfg: StudyConfig, *, callbacks: Sequence[Any] = ()) -> StudySummar
             return _run_stages(cfg, arms, data, summary, callbacks, t0)
         except KeyboardInterrupt:  # Ctrl-C outside Tuner.fit (which handles its own)
             return _interrupted(cfg, summary, t0)
+        except BaseException as exc:  # the parent run must not stay RUNNING
+            close_after_failure(ctx, exc)
+            raise
     finally:
         if owns_ray:
             ray.shutdown()
@@ -204,6 +207,8 @@ def _run_stages(
     outcomes = {}
     for arm in arms:
         study_ctx = StudyContext(ctx, "search", cfg.cpus_per_trial)
+        if cfg.resume:
+            orphan_lost_trials(ctx, f"{tuner.experiment_root(cfg)}/{arm}", "search", arm)
         outcome = tuner.run_arm(cfg, arm, data, study_ctx, callbacks)
         summary.outcomes[outcome.name] = outcome
         if outcome.interrupted:
@@ -217,6 +222,8 @@ def _run_stages(
             if best is None:
                 print(f"[study] {arm}: no finished trial, no seeds stage", flush=True)
                 continue
+            if cfg.resume:
+                orphan_lost_trials(ctx, f"{tuner.experiment_root(cfg)}/{arm}-seeds", "seeds", arm)
             seeds_outcome = tuner.run_grid(
                 cfg,
                 f"{arm}-seeds",

@@ -1,5 +1,5 @@
-"""Make the MLflow record agree with what Tune did: every ended trial gets one run with a final
-status."""
+"""Make the MLflow record agree with what Tune did: every Tune trial has exactly one run with a
+final status, runs Tune does not know are closed and left out, and a study that fails says so."""
 
 from __future__ import annotations
 
@@ -9,6 +9,11 @@ from typing import Any
 from trainables import tracking
 from trainables.model_sets import get_arm
 from trainables.record import trial_tags
+
+_LOST = (
+    "no Tune trial: the driver stopped before Tune saved this trial, so the resumed study runs "
+    "its configuration as a new trial (status before: {status})"
+)
 
 
 def _arm_tags(config: dict[str, Any], stage: str) -> dict[str, str]:
@@ -45,3 +50,57 @@ def close_open_trials(ctx: tracking.TrackingContext, outcome: Any, stage: str) -
             tracking.set_status(ctx, run_id, "failed", error)
         elif record.status == "running":
             tracking.set_status(ctx, record.run_id, "failed" if error else "stopped", error)
+
+
+def saved_trial_ids(experiment_path: str) -> set[str]:
+    """Ids of the trials in a Tune experiment's saved state (empty when there is none yet):
+    exactly the trials ``Tuner.restore`` will bring back."""
+    from ray import tune
+
+    if not tune.Tuner.can_restore(experiment_path):
+        return set()
+    return {t.trial_id for t in tune.ExperimentAnalysis(experiment_path).trials}
+
+
+def orphan_lost_trials(
+    ctx: tracking.TrackingContext, experiment_path: str, stage: str, arm: str
+) -> list[str]:
+    """Before a resumed Tuner runs: close the runs of its stage and arm that no saved trial owns.
+
+    Tune saves its experiment state every few seconds, so a driver killed in between loses the
+    trials started since; their runs would stay RUNNING for ever and count as extra trials. They
+    are marked orphaned (KILLED, with the reason; data kept, left out of the tables). A finished
+    one may then be adopted by the trial that the restored searcher suggests with the same
+    configuration (``tracking.finished_trial``), so that configuration does not run twice.
+
+    Returns:
+        The run ids marked orphaned.
+    """
+    known = saved_trial_ids(experiment_path)
+    lost = [
+        r
+        for r in tracking.trial_records(ctx, stage=stage)
+        if r.arm == arm and r.trial_id not in known
+    ]
+    for record in lost:
+        tracking.mark_orphaned(ctx, record, _LOST.format(status=record.status))
+    if lost:
+        print(
+            f"[study] {len(lost)} MLflow run(s) of {arm} ({stage}) had no trial in Tune's saved "
+            f"state: marked orphaned",
+            flush=True,
+        )
+    return [r.run_id for r in lost]
+
+
+def close_after_failure(ctx: tracking.TrackingContext, exc: BaseException) -> None:
+    """The study raised: its parent run ends FAILED with the error, and trial runs still open
+    are marked failed (a later ``--resume`` reopens those that Tune restores)."""
+    error = f"{type(exc).__name__}: {exc}"
+    try:
+        for record in tracking.trial_records(ctx):
+            if record.status == "running":
+                tracking.set_status(ctx, record.run_id, "failed", f"the study stopped: {error}")
+        tracking.end_study_run(ctx, "FAILED", error=error)
+    except tracking.TRACKING_ERRORS as err:  # the caller re-raises the original error
+        print(f"[study] could not close the MLflow runs after the failure: {err}", flush=True)

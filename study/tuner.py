@@ -11,6 +11,7 @@ handling, so several Tuners in one driver would need threads Tune does not suppo
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 import socket
@@ -53,6 +54,21 @@ def param_space(cfg: StudyConfig, arm_name: str, space: SearchSpace) -> dict[str
     return {**fixed, **{name: tune_domain(rng) for name, rng in space.params.items()}}
 
 
+class _OptunaSearch(OptunaSearch):
+    """OptunaSearch that tells Optuna a trial with an undefined (NaN) metric FAILED.
+
+    The stock one passes NaN to ``study.tell`` as a COMPLETE value, which Optuna refuses (logged
+    and ignored), so the trial stays RUNNING in the Optuna study for ever. FAIL is Optuna's state
+    for "no objective value": TPE leaves the trial out instead of learning a made-up score.
+    """
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
+        value = (result or {}).get(self.metric) if isinstance(self.metric, str) else None
+        if isinstance(value, float) and math.isnan(value):
+            return super().on_trial_complete(trial_id, None, error=True)
+        return super().on_trial_complete(trial_id, result, error)
+
+
 def build_searcher(cfg: StudyConfig, arm_name: str, space: SearchSpace) -> ConcurrencyLimiter:
     """OptunaSearch (TPE, seeded, baseline point first) behind a ConcurrencyLimiter.
 
@@ -62,7 +78,7 @@ def build_searcher(cfg: StudyConfig, arm_name: str, space: SearchSpace) -> Concu
     (common random numbers) before TPE follows each arm's own results.
     """
     storage = optuna.storages.RDBStorage(cfg.optuna_storage) if cfg.optuna_storage else None
-    searcher = OptunaSearch(
+    searcher = _OptunaSearch(
         points_to_evaluate=space.points_to_evaluate() or None,
         sampler=optuna.samplers.TPESampler(seed=cfg.seed),
         study_name=f"{cfg.study_name}-{arm_name}" if storage else None,

@@ -10,7 +10,9 @@ printer. ``resume_from`` continues exactly after the checkpointed epoch (same ba
 from __future__ import annotations
 
 import json
+import logging
 import math
+import pickle
 import random
 import shutil
 import tempfile
@@ -40,11 +42,13 @@ from trainables.record import (
     SALIENCY_KEYS,
     SEARCH_METRIC,
     SELECTION_METRIC,
+    VAL_AUC_UNDEFINED,
     explain_metric,
     metric_key,
     )
 from trainables.saliency import generator_map, record_batch_stats, to_heatmap
 
+logger = logging.getLogger(__name__)
 ReportFn = Callable[[dict[str, float], str | None], None]
 _STATE_FILE, _EXTRA_FILE = "state.pt", "extra.json"
 
@@ -109,21 +113,94 @@ def read_checkpoint_extra(ckpt_dir: str | Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that is not plain tensors and containers (it would run code when unpickled)."""
+
+
+def load_plain(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
+    """``torch.load`` with ``weights_only=True``: tensors, numbers, strings and containers only.
+
+    Checkpoints live in Tune's storage (s3, gs, NFS), which more people can write to than run code
+    on the workers: a pickle there would execute on every worker that resumes from it.
+
+    Raises:
+        CheckpointError: the file holds anything else (the message names the file).
+    """
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # torch's message is long; keep its one line that names the offending global.
+        lines = [ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln]
+        raise CheckpointError(
+            f"{path}: refused to load: not plain weights (tensors, numbers and containers only; "
+            f"unpickling anything else can run code). {lines[0] if lines else exc}"
+        ) from None
+
+
+def _plain(value):
+    """``value`` with numpy scalars turned into Python numbers (weights_only pickles refuse them)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_plain(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _numpy_rng_state() -> dict:
+    name, key, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "name": name,
+        "key": torch.from_numpy(key.astype(np.int64)),
+        "pos": int(pos),
+        "has_gauss": int(has_gauss),
+        "cached_gaussian": float(cached),
+    }
+
+
+def _set_numpy_rng_state(state: dict) -> None:
+    key = state["key"].cpu().numpy().astype(np.uint32)
+    np.random.set_state(
+        (state["name"], key, state["pos"], state["has_gauss"], state["cached_gaussian"])
+    )
+
+
+def _python_rng_state() -> dict:
+    version, internal, gauss_next = random.getstate()
+    return {
+        "version": version,
+        "state": torch.tensor(internal, dtype=torch.int64),
+        "gauss_next": gauss_next,
+    }
+
+
+def _set_python_rng_state(state: dict) -> None:
+    internal = tuple(int(v) for v in state["state"].tolist())
+    random.setstate((state["version"], internal, state["gauss_next"]))
+
+
 class _Trainer:
     """The state of one run: model, optimiser, scheduler, RNGs, best epoch and history."""
 
     def __init__(self, cfg: TrialConfig, data: CachedData, log: Callable[[str], None]):
         if cfg.image_size != data.image_size:
-            raise ValueError(f"TrialConfig.image_size={cfg.image_size} but the cached data is "
-                             f"{data.image_size}px; rebuild the cache or change --image-size")
+            raise ValueError(
+                f"TrialConfig.image_size={cfg.image_size} but the cached data is "
+                f"{data.image_size}px; rebuild the cache or change --image-size"
+            )
         self.cfg, self.log = cfg, log
         self.arm = get_arm(cfg.arm)
         seed_everything(cfg.seed)
         if cfg.num_threads:
             torch.set_num_threads(cfg.num_threads)
         self.device = resolve_device(cfg.device)
-        self.model = build_model(cfg.encoder, cfg.encoder_weights, cfg.decoder_channels).to(self.device)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.model = build_model(cfg.encoder, cfg.encoder_weights, cfg.decoder_channels).to(
+            self.device
+        )
+        self.opt = torch.optim.Adam(
+            self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
         self.sched = _make_scheduler(cfg, self.opt)
         self.gen = torch.Generator().manual_seed(cfg.seed)  # batch order + augmentation: one RNG
         self.dd = DeviceData(data, self.device)
@@ -135,13 +212,22 @@ class _Trainer:
     def save(self, ckpt_dir: Path, extra: dict | None) -> None:
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         state = {
-            "config": self.cfg.to_dict(), "epoch": self.epoch, "best_epoch": self.best_epoch,
-            "best_val": self.best_val, "history": self.history, "best_weights": self.best_weights,
-            "model": self.model.state_dict(), "opt": self.opt.state_dict(),
+            "config": self.cfg.to_dict(),
+            "epoch": self.epoch,
+            "best_epoch": self.best_epoch,
+            "best_val": float(self.best_val),
+            "history": _plain(self.history),
+            "best_weights": self.best_weights,
+            "model": self.model.state_dict(),
+            "opt": self.opt.state_dict(),
             "sched": self.sched.state_dict() if self.sched else None,
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                    "python": random.getstate(), "batches": self.gen.get_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "numpy": _numpy_rng_state(),
+                "python": _python_rng_state(),
+                "batches": self.gen.get_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
         }
         torch.save(state, ckpt_dir / _STATE_FILE)
         (ckpt_dir / _EXTRA_FILE).write_text(json.dumps(extra or {}))
@@ -150,22 +236,28 @@ class _Trainer:
         path = Path(ckpt_dir) / _STATE_FILE
         if not path.exists():
             raise FileNotFoundError(f"no {_STATE_FILE} in checkpoint {ckpt_dir}")
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = load_plain(path, self.device)
         self.model.load_state_dict(state["model"])
         self.opt.load_state_dict(state["opt"])
         if self.sched and state["sched"]:
             self.sched.load_state_dict(state["sched"])
-        self.epoch, self.best_epoch, self.best_val = state["epoch"], state["best_epoch"], state["best_val"]
+        self.epoch, self.best_epoch, self.best_val = (
+            state["epoch"],
+            state["best_epoch"],
+            state["best_val"],
+        )
         self.history, self.best_weights = state["history"], state["best_weights"]
         rng = state["rng"]
         torch.set_rng_state(rng["torch"].cpu())
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["python"])
+        _set_numpy_rng_state(rng["numpy"])
+        _set_python_rng_state(rng["python"])
         self.gen.set_state(rng["batches"].cpu())
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
-        self.log(f"resumed {self.cfg.arm} after epoch {self.epoch} (best val AUC {self.best_val:.4f} "
-                 f"at epoch {self.best_epoch})")
+        self.log(
+            f"resumed {self.cfg.arm} after epoch {self.epoch} (best val AUC {self.best_val:.4f} "
+            f"at epoch {self.best_epoch})"
+        )
 
     # -- one epoch -----------------------------------------------------------------------------
     def train_epoch(self) -> dict[str, float] | None:
@@ -191,17 +283,22 @@ class _Trainer:
             for k, v in terms.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             n_batches += 1
-        out = {f"train/{'loss' if k == 'total' else 'loss_' + k}": v / max(1, n_batches)
-               for k, v in sums.items()}
+        out = {
+            f"train/{'loss' if k == 'total' else 'loss_' + k}": v / max(1, n_batches)
+            for k, v in sums.items()
+        }
         out["time/epoch_s"] = time.perf_counter() - t0
         out["time/data_frac"] = data_s / max(1e-9, out["time/epoch_s"])
         return out
 
     def validate(self) -> dict[str, float]:
+        """Validation AUCs and loss; an undefined AUC (a class absent from the split, or the only
+        one) stays NaN, which the record leaves out and the best-epoch choice skips."""
         probs, labels, loss = predict(self.model, self.dd, "val", self.cfg.eval_batch_size)
         aucs = per_class_auc(labels, probs) if len(labels) else {k: math.nan for k in AUC_KEYS}
-        out = {metric_key("val", k): _finite(aucs[k], 0.5) for k in AUC_KEYS}
-        out["val/loss"] = _finite(loss, 1e6)
+        out = {metric_key("val", k): float(aucs[k]) for k in AUC_KEYS}
+        out[VAL_AUC_UNDEFINED] = float(sum(not math.isfinite(aucs[k]) for k in AUC_KEYS[:-1]))
+        out["val/loss"] = float(loss)
         return out
 
     # -- the end -------------------------------------------------------------------------------
@@ -209,26 +306,49 @@ class _Trainer:
         """Evaluate test once with the best epoch's weights; write every artifact to out_dir."""
         if self.best_weights is not None:
             self.model.load_state_dict(self.best_weights)
+        else:
+            logger.warning(
+                "[%s] no epoch had a defined validation AUC: testing the last epoch's "
+                "weights; the trial has no selection score",
+                self.cfg.arm,
+            )
         cfg, dd = self.cfg, self.dd
         probs, labels, _ = predict(self.model, dd, "test", cfg.eval_batch_size)
         keys = [dd.keys[i] for i in dd.indices("test").tolist()]
-        res: dict[str, float] = {SELECTION_METRIC: self.best_val, BEST_EPOCH: float(self.best_epoch)}
+        chosen = self.best_weights is not None
+        res: dict[str, float] = {
+            SELECTION_METRIC: self.best_val if chosen else math.nan,
+            BEST_EPOCH: float(self.best_epoch) if chosen else math.nan,
+        }
         point = per_class_auc(labels, probs)
         ci = bootstrap_auc_ci(labels, probs, resamples=cfg.bootstrap_resamples, seed=cfg.seed)
         for k in AUC_KEYS:
             res[metric_key("test", k)] = point[k]
             res[metric_key("test", k, "low")], res[metric_key("test", k, "high")] = ci[k][1], ci[k][2]
 
-        pred = pd.DataFrame({"key": keys, "split": "test", "label": labels,
-                             "label_name": [CLASSES[i] for i in labels]})
+        pred = pd.DataFrame(
+            {
+                "key": keys,
+                "split": "test",
+                "label": labels,
+                "label_name": [CLASSES[i] for i in labels],
+            }
+        )
         for c, name in enumerate(CLASSES):
             pred[f"prob_{name.lower()}"] = probs[:, c]
         (out_dir / "predictions").mkdir(parents=True, exist_ok=True)
         pred.sort_values("key").to_csv(out_dir / "predictions" / "test.csv", index=False)
 
         panel_keys = choose_panel_keys(keys, labels, cfg.panels)
-        rows, arrays = explain(self.model, dd, "test", self.arm, cfg.eval_batch_size, panel_keys,
-                               fast_conv=cfg.fast_conv)
+        rows, arrays = explain(
+            self.model,
+            dd,
+            "test",
+            self.arm,
+            cfg.eval_batch_size,
+            panel_keys,
+            fast_conv=cfg.fast_conv,
+        )
         exp = pd.DataFrame(rows)
         (out_dir / "explain").mkdir(parents=True, exist_ok=True)
         exp.to_csv(out_dir / "explain" / "test.csv", index=False)
@@ -244,14 +364,23 @@ class _Trainer:
         gen_name = self.arm.generator if self.arm.generator != "none" else "gbp"
         write_panels(arrays, gen_name, heat)
         (out_dir / "model").mkdir(parents=True, exist_ok=True)
-        torch.save({"state_dict": self.model.state_dict(), "config": cfg.to_dict()},
-                   out_dir / "model" / "model.pt")
+        torch.save(
+            {"state_dict": self.model.state_dict(), "config": cfg.to_dict()},
+            out_dir / "model" / "model.pt",
+        )
         return res
 
 
-def fit(cfg: TrialConfig, data: CachedData, out_dir: str | Path, *, report: ReportFn | None = None,
-        resume_from: str | Path | None = None, checkpoint_extra: dict | None = None,
-        log: Callable[[str], None] = print) -> FitResult:
+def fit(
+    cfg: TrialConfig,
+    data: CachedData,
+    out_dir: str | Path,
+    *,
+    report: ReportFn | None = None,
+    resume_from: str | Path | None = None,
+    checkpoint_extra: dict | None = None,
+    log: Callable[[str], None] = print,
+) -> FitResult:
     """Train one configuration, validate each epoch, test the best epoch once.
 
     Args:
@@ -286,6 +415,7 @@ def fit(cfg: TrialConfig, data: CachedData, out_dir: str | Path, *, report: Repo
             shutil.rmtree(tmp, ignore_errors=True)
 
     test: dict[str, float] = {}
+    warned = False
     for epoch in range(tr.epoch + 1, cfg.epochs + 1):
         train = tr.train_epoch()
         if train is None:
@@ -294,27 +424,54 @@ def fit(cfg: TrialConfig, data: CachedData, out_dir: str | Path, *, report: Repo
             metrics = {EPOCH: float(epoch), SEARCH_METRIC: 0.0, DIVERGED: 1.0, DONE: 1.0}
             if report is not None:
                 report(metrics, None)
-            return FitResult("diverged", msg, epoch - 1, tr.best_epoch, _finite(tr.best_val, 0.0),
-                             tr.history, {}, out_dir)
+            return FitResult(
+                "diverged",
+                msg,
+                epoch - 1,
+                tr.best_epoch,
+                _finite(tr.best_val, 0.0),
+                tr.history,
+                {},
+                out_dir,
+            )
         val = tr.validate()
         tr.epoch = epoch
-        if val[SEARCH_METRIC] > tr.best_val:
-            tr.best_val, tr.best_epoch = val[SEARCH_METRIC], epoch
+        score = val[SEARCH_METRIC]
+        if val[VAL_AUC_UNDEFINED] and not warned:
+            undefined = [k for k in AUC_KEYS[:-1] if not math.isfinite(val[metric_key("val", k)])]
+            logger.warning(
+                "[%s] validation AUC undefined for %s (the validation split lacks a class "
+                "or holds only one): recorded as missing, not as a value%s",
+                cfg.arm,
+                ", ".join(undefined),
+                "" if math.isfinite(score) else "; no epoch can be chosen by it",
+            )
+            warned = True
+        if math.isfinite(score) and score > tr.best_val:
+            tr.best_val, tr.best_epoch = score, epoch
             tr.best_weights = {k: v.detach().clone() for k, v in tr.model.state_dict().items()}
         if isinstance(tr.sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            tr.sched.step(val[SEARCH_METRIC])
+            if math.isfinite(score):  # an undefined epoch is no evidence of a plateau
+                tr.sched.step(score)
         elif tr.sched is not None:
             tr.sched.step()
         metrics = {EPOCH: float(epoch), **train, **val}
         tr.history.append(metrics)
-        log(f"[{cfg.arm}] epoch {epoch}/{cfg.epochs}  loss {train.get('train/loss', math.nan):.4f}  "
+        log(
+            f"[{cfg.arm}] epoch {epoch}/{cfg.epochs}  loss {train.get('train/loss', math.nan):.4f}  "
             f"val AUC {val['val/auc_mean']:.3f} (N {val['val/auc_normal']:.3f} C {val['val/auc_chf']:.3f} "
-            f"P {val['val/auc_pneumonia']:.3f})  {train['time/epoch_s']:.1f}s")
+            f"P {val['val/auc_pneumonia']:.3f})  {train['time/epoch_s']:.1f}s"
+        )
         if epoch == cfg.epochs:
             test = tr.finalize(out_dir)
             metrics.update(test)
             metrics[DONE] = 1.0
-            (out_dir / "summary.json").write_text(json.dumps(
-                {"status": "ok", "config": cfg.to_dict(), "history": tr.history, "test": test}, indent=1))
+            (out_dir / "summary.json").write_text(
+                json.dumps(
+                    {"status": "ok", "config": cfg.to_dict(), "history": tr.history, "test": test},
+                    indent=1,
+                )
+            )
         emit(metrics)
-    return FitResult("ok", "finished", tr.epoch, tr.best_epoch, tr.best_val, tr.history, test, out_dir)
+    best_val = tr.best_val if math.isfinite(tr.best_val) else math.nan
+    return FitResult("ok", "finished", tr.epoch, tr.best_epoch, best_val, tr.history, test, out_dir)

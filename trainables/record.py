@@ -38,6 +38,9 @@ SEARCH_MODE = "max"
 SELECTION_METRIC = "best/val_auc_mean"  # per trial: the best epoch's validation mean AUC
 BEST_EPOCH = "best/epoch"
 TRAIN_LOSS = "train/loss"
+# Per epoch: classes whose validation AUC is undefined (absent from the split, or all of it). Their
+# val/auc_* values are missing, never a stand-in 0.5; with all undefined, so is val/auc_mean.
+VAL_AUC_UNDEFINED = "val/auc_undefined_classes"
 EPOCH_PREFIXES: tuple[str, ...] = ("train/", "val/")  # logged every epoch with step = epoch
 FINAL_PREFIXES: tuple[str, ...] = ("best/", "test/")  # logged once, when a trial finished
 # Flags in fit's reports (not logged to MLflow): the last report of a trial carries DONE.
@@ -86,8 +89,14 @@ def trial_tags(arm: str, stage: str, model_set: str | None = None, generator: st
     return tags
 
 
-TRIAL_STATUSES: tuple[str, ...] = ("running", "ok", "diverged", "failed", "stopped")
+TRIAL_STATUSES: tuple[str, ...] = ("running", "ok", "diverged", "failed", "stopped", "orphaned")
 STATUS_OK = "ok"
+# A run whose Tune trial the study lost (the driver died before Tune saved the trial): not one of
+# the study's trials, not counted; its data stay. ``orphaned_from`` keeps the status it had, and a
+# new trial of the same configuration may adopt an orphan that had finished ("ok") instead of
+# training it again; the adopting trial's run says which trial it came from.
+STATUS_ORPHANED = "orphaned"
+TAG_ORPHANED_FROM, TAG_ADOPTED_FROM = "orphaned_from", "adopted_from_trial"
 # ASHA stopped it early: a normal end (MLflow run status FINISHED), not a failure.
 STATUS_STOPPED = "stopped"
 FAILED_STATUSES: tuple[str, ...] = ("failed", "diverged")

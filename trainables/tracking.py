@@ -6,6 +6,12 @@ one child run per Tune trial (tags ``role=trial``, ``arm``, ``model_set``, ``gen
 ``trial_id``, ``status``, ``error``), per-epoch ``train/*`` and ``val/*`` metrics with step = epoch,
 final ``best/*`` and ``test/*`` metrics and the artifact folders written by ``trainables.fit``.
 
+Exactly once, whatever kills the driver: an epoch's metrics are not logged again by a restarted
+trial (``logged_epochs``), final values not twice (``log_final``), a finished trial is not run again
+(``finished_trial``), and runs of trials Tune lost are closed as ``orphaned`` (``mark_orphaned``).
+Filter values are quoted so that no name widens a search (``_eq``); a new sqlite store's schema is
+created by one process at a time (``_create_schema_once``).
+
 Everything goes through an explicit ``MlflowClient`` with an explicit tracking URI (never the global
 ``mlflow.start_run`` state), because trials run in Ray worker processes that chdir into their trial
 folder and may restart on another node.
@@ -22,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from filelock import FileLock
 from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -32,11 +39,14 @@ from trainables.record import (
     FINAL_PREFIXES,
     ROLE_STUDY,
     ROLE_TRIAL,
-    SEARCH_METRIC,
+    STATUS_OK,
+    STATUS_ORPHANED,
     STUDY_CONFIG,
     STUDY_DATA,
+    TAG_ADOPTED_FROM,
     TAG_ARM,
     TAG_ERROR,
+    TAG_ORPHANED_FROM,
     TAG_PARENT,
     TAG_PRESET,
     TAG_ROLE,
@@ -44,6 +54,7 @@ from trainables.record import (
     TAG_STATUS,
     TAG_STUDY_NAME,
     TAG_TRIAL_ID,
+    TRAIN_LOSS,
     TRIAL_STATUSES,
 )
 
@@ -54,9 +65,14 @@ _RUN_STATUS = {
     "stopped": "FINISHED",  # ASHA's early stop is a normal end; the UI draws KILLED as a failure
     "diverged": "FAILED",
     "failed": "FAILED",
+    "orphaned": "KILLED",
 }
 _MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+# Trial params that say where a trial ran, not what it computes (a restored trial may move).
+_PLACEMENT_PARAMS = ("device", "num_threads")
+_READY_STORES: set[str] = set()  # sqlite stores whose schema this process has seen created
 _T = TypeVar("_T")
+TRACKING_ERRORS: tuple[type[Exception], ...] = (MlflowException, OSError)  # a store that fails
 
 
 @dataclass(frozen=True)
@@ -130,7 +146,24 @@ def _retry(fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
 
 
 def _client(tracking_uri: str) -> MlflowClient:
+    if is_local_store(tracking_uri) and tracking_uri not in _READY_STORES:
+        _create_schema_once(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _create_schema_once(tracking_uri: str) -> None:
+    """Open a sqlite store under a file lock beside it, so that its schema is created once.
+
+    MLflow creates (and migrates) the tables of a new sqlite file when a process first opens it,
+    without a lock: two studies starting on a new store at once collide (``table ... already
+    exists``, ``duplicate column``, ``CircularDependencyError``) and one of them dies. The store
+    object is cached per process, so later clients skip this.
+    """
+    db = Path(tracking_uri[len("sqlite:///") :])
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{db}.lock"):
+        MlflowClient(tracking_uri=tracking_uri).search_experiments(max_results=1)
+    _READY_STORES.add(tracking_uri)
 
 
 def local_artifact_root(tracking_uri: str) -> Path:
@@ -175,6 +208,26 @@ def _tags(values: Mapping[str, Any]) -> list[RunTag]:
     return [RunTag(k, str(v)) for k, v in values.items()]
 
 
+def _eq(key: str, value: str, what: str) -> str:
+    """The filter clause ``<key> = <value>``, ``value`` quoted so that it stays one literal.
+
+    MLflow's filter grammar has no escape character: a value is a literal between single or
+    between double quotes. Values holding one kind are quoted with the other.
+
+    Raises:
+        ValueError: ``value`` holds both quote kinds (the message names ``what``).
+    """
+    value = str(value)
+    if "'" not in value:
+        return f"{key} = '{value}'"
+    if '"' not in value:
+        return f'{key} = "{value}"'
+    raise ValueError(
+        f"{what} {value!r} holds both ' and \": MLflow filters cannot quote it; "
+        f"use a name without one of the quote kinds"
+    )
+
+
 def _search(
     client: MlflowClient, experiment_id: str, filter_string: str, order_by: list[str] | None = None
 ) -> list:
@@ -203,11 +256,11 @@ def find_study_run(
     preset: str | None = None,
 ) -> tuple[str, str] | None:
     """(run id, study_name) of the newest study parent run matching the filters, or None."""
-    parts = [f"tags.{TAG_ROLE} = '{ROLE_STUDY}'"]
+    parts = [_eq(f"tags.{TAG_ROLE}", ROLE_STUDY, TAG_ROLE)]
     if study_name:
-        parts.append(f"tags.{TAG_STUDY_NAME} = '{study_name}'")
+        parts.append(_eq(f"tags.{TAG_STUDY_NAME}", study_name, TAG_STUDY_NAME))
     if preset:
-        parts.append(f"tags.{TAG_PRESET} = '{preset}'")
+        parts.append(_eq(f"tags.{TAG_PRESET}", preset, TAG_PRESET))
     runs = _search(
         _client(tracking_uri),
         experiment_id,
@@ -247,6 +300,9 @@ def start_study_run(
         found = find_study_run(tracking_uri, experiment_id, study_name=study_name)
         if found is not None:
             _retry(client.update_run, found[0], status="RUNNING")
+            if not _retry(client.get_run, found[0]).data.params:
+                # The first invocation died between creating the run and logging its settings.
+                _log_study_settings(client, found[0], params, config)
             return TrackingContext(tracking_uri, experiment_id, found[0])
     run = _retry(
         client.create_run,
@@ -254,13 +310,7 @@ def start_study_run(
         run_name=study_name,
         tags={TAG_ROLE: ROLE_STUDY, TAG_STUDY_NAME: study_name, TAG_PRESET: preset},
     )
-    _retry(client.log_batch, run.info.run_id, params=_params(params))
-    _retry(
-        client.log_dict,
-        run.info.run_id,
-        json.loads(json.dumps(config, default=str)),
-        STUDY_CONFIG,
-    )
+    _log_study_settings(client, run.info.run_id, params, config)
     return TrackingContext(tracking_uri, experiment_id, run.info.run_id)
 
 
@@ -271,9 +321,20 @@ def set_run_tags(ctx: TrackingContext, tags: Mapping[str, Any], run_id: str | No
     )
 
 
-def end_study_run(ctx: TrackingContext, status: str = "FINISHED") -> None:
-    """Close the parent run ("FINISHED", "FAILED" or "KILLED" for an interrupted study)."""
-    _retry(_client(ctx.tracking_uri).set_terminated, ctx.parent_run_id, status)
+def _log_study_settings(
+    client: MlflowClient, run_id: str, params: Mapping[str, Any], config: Mapping[str, Any]
+) -> None:
+    _retry(client.log_batch, run_id, params=_params(params))
+    _retry(client.log_dict, run_id, json.loads(json.dumps(config, default=str)), STUDY_CONFIG)
+
+
+def end_study_run(ctx: TrackingContext, status: str = "FINISHED", error: str | None = None) -> None:
+    """Close the parent run ("FINISHED", "FAILED" or "KILLED" for an interrupted study); ``error``
+    (why it failed) goes to its ``error`` tag."""
+    client = _client(ctx.tracking_uri)
+    if error is not None:
+        _retry(client.set_tag, ctx.parent_run_id, TAG_ERROR, error[:5000])
+    _retry(client.set_terminated, ctx.parent_run_id, status)
 
 
 def find_trial_run(ctx: TrackingContext, trial_id: str) -> str | None:
@@ -281,9 +342,13 @@ def find_trial_run(ctx: TrackingContext, trial_id: str) -> str | None:
     runs = _search(
         _client(ctx.tracking_uri),
         ctx.experiment_id,
-        f"tags.{TAG_TRIAL_ID} = '{trial_id}' and tags.`{TAG_PARENT}` = '{ctx.parent_run_id}'",
+        _eq(f"tags.{TAG_TRIAL_ID}", trial_id, TAG_TRIAL_ID) + " and " + _parent_clause(ctx),
     )
     return runs[0].info.run_id if runs else None
+
+
+def _parent_clause(ctx: TrackingContext) -> str:
+    return _eq(f"tags.`{TAG_PARENT}`", ctx.parent_run_id, "parent run id")
 
 
 def _run_exists(client: MlflowClient, run_id: str) -> bool:
@@ -320,6 +385,8 @@ def trial_run(
         run_id = None  # a checkpoint from a study logged elsewhere (another tracking URI)
     existing = run_id or find_trial_run(ctx, trial_id)
     if existing is not None:
+        if _retry(client.get_run, existing).data.tags.get(TAG_ORPHANED_FROM):
+            _retry(client.set_tag, existing, TAG_ORPHANED_FROM, "")  # its trial is back
         set_status(ctx, existing, "running")
         return existing
     run = _retry(
@@ -336,6 +403,92 @@ def trial_run(
     )
     _retry(client.log_batch, run.info.run_id, params=_params(params))
     return run.info.run_id
+
+
+def _param_values(values: Mapping[str, Any]) -> dict[str, str]:
+    return {p.key: p.value for p in _params(values) if p.key not in _PLACEMENT_PARAMS}
+
+
+_FINISHED_TAGS = {TAG_STATUS: STATUS_OK, TAG_ERROR: "", TAG_ORPHANED_FROM: ""}
+
+
+def _finished(run: Any) -> bool:
+    """The run holds a whole record: status ok, or orphaned when it was ok."""
+    tags = run.data.tags
+    return tags.get(TAG_STATUS) == STATUS_OK or (
+        tags.get(TAG_STATUS) == STATUS_ORPHANED and tags.get(TAG_ORPHANED_FROM) == STATUS_OK
+    )
+
+
+def finished_trial(
+    ctx: TrackingContext,
+    trial_id: str,
+    *,
+    run_id: str | None,
+    stage: str,
+    arm: str,
+    params: Mapping[str, Any],
+) -> tuple[str, dict[str, float]] | None:
+    """(run id, final metrics) when this trial's record is already complete, else None.
+
+    Tune may start a trial again after its MLflow record was finished: the driver died after the
+    trial logged ``status=ok`` but before Tune saved that, so Tune restores the trial from an
+    older checkpoint (or from scratch). Such a trial must not be trained, evaluated or logged
+    again. A trial without a run of its own adopts an orphaned run (``mark_orphaned``) of the
+    same stage, arm and configuration that had finished: the configuration Tune lost and its
+    searcher suggested again, which is thereby not run twice. (A grid trial that Tune lost comes
+    back with its old trial id and so finds its own orphaned run: it is reclaimed the same way.)
+
+    Args:
+        ctx: the study's tracking context.
+        trial_id: Tune's trial id.
+        run_id: the run id from the trial's checkpoint, if any.
+        stage, arm: the trial's stage and arm (an orphan must match both).
+        params: the trial's resolved TrialConfig (an orphan must match it, placement aside).
+    """
+    client = _client(ctx.tracking_uri)
+    if run_id is not None and not _run_exists(client, run_id):
+        run_id = None
+    own = run_id or find_trial_run(ctx, trial_id)
+    if own is not None:
+        run = _retry(client.get_run, own)
+        if _finished(run):
+            if run.data.tags.get(TAG_STATUS) != STATUS_OK:  # orphaned, and its trial came back
+                _retry(client.log_batch, own, tags=_tags(_FINISHED_TAGS))
+                _retry(client.set_terminated, own, _RUN_STATUS[STATUS_OK])
+            return own, dict(run.data.metrics)
+        return None
+    filt = " and ".join(
+        [
+            _parent_clause(ctx),
+            _eq(f"tags.{TAG_STATUS}", STATUS_ORPHANED, TAG_STATUS),
+            _eq(f"tags.{TAG_ORPHANED_FROM}", STATUS_OK, TAG_ORPHANED_FROM),
+            _eq(f"tags.{TAG_STAGE}", stage, TAG_STAGE),
+            _eq(f"tags.{TAG_ARM}", arm, TAG_ARM),
+        ]
+    )
+    wanted = _param_values(params)
+    for run in _search(client, ctx.experiment_id, filt, order_by=["attributes.start_time ASC"]):
+        if _param_values(run.data.params) != wanted:
+            continue
+        tags = {
+            **_FINISHED_TAGS,
+            TAG_TRIAL_ID: trial_id,
+            TAG_ADOPTED_FROM: run.data.tags.get(TAG_TRIAL_ID, ""),
+        }
+        _retry(client.log_batch, run.info.run_id, tags=_tags(tags))
+        _retry(client.set_terminated, run.info.run_id, _RUN_STATUS[STATUS_OK])
+        return run.info.run_id, dict(run.data.metrics)
+    return None
+
+
+def mark_orphaned(ctx: TrackingContext, record: TrialRecord, reason: str) -> None:
+    """Close a run whose Tune trial the study lost: status ``orphaned`` (MLflow KILLED), the
+    status it had in ``orphaned_from``, ``reason`` in ``error``. Its metrics and artifacts stay."""
+    tags = {TAG_STATUS: STATUS_ORPHANED, TAG_ORPHANED_FROM: record.status, TAG_ERROR: reason}
+    client = _client(ctx.tracking_uri)
+    _retry(client.log_batch, record.run_id, tags=_tags(tags))
+    _retry(client.set_terminated, record.run_id, _RUN_STATUS[STATUS_ORPHANED])
 
 
 def _finite_metrics(
@@ -357,8 +510,12 @@ def log_epoch(ctx: TrackingContext, run_id: str, metrics: Mapping[str, Any], ste
         _retry(_client(ctx.tracking_uri).log_batch, run_id, metrics=batch)
 
 
-def logged_epochs(ctx: TrackingContext, run_id: str, key: str = SEARCH_METRIC) -> set[int]:
-    """Epochs (steps) of ``key`` the run already holds: what a restarted trial must not log again."""
+def logged_epochs(ctx: TrackingContext, run_id: str, key: str = TRAIN_LOSS) -> set[int]:
+    """Epochs (steps) of ``key`` the run already holds: what a restarted trial must not log again.
+
+    ``train/loss`` is in every logged epoch (``val/auc_mean`` is missing where it is undefined),
+    and an epoch's metrics go in one batch, so its steps are the logged epochs.
+    """
     history = _retry(_client(ctx.tracking_uri).get_metric_history, run_id, key)
     return {m.step for m in history}
 
@@ -366,9 +523,18 @@ def logged_epochs(ctx: TrackingContext, run_id: str, key: str = SEARCH_METRIC) -
 def log_final(
     ctx: TrackingContext, run_id: str, metrics: Mapping[str, Any], out_dir: str | Path | None
 ) -> None:
-    """Log the finite ``best/*`` and ``test/*`` values and the artifact folders of fit's out_dir."""
+    """Log the finite ``best/*`` and ``test/*`` values and the artifact folders of fit's out_dir.
+
+    Exactly once: a value the run already holds is not logged again (a trial restarted after a
+    partial final record); artifacts are files at fixed paths, so uploading again replaces them.
+    """
     client = _client(ctx.tracking_uri)
-    batch = _finite_metrics(metrics, FINAL_PREFIXES, 0, int(time.time() * 1000))
+    held = set(_retry(client.get_run, run_id).data.metrics)
+    batch = [
+        m
+        for m in _finite_metrics(metrics, FINAL_PREFIXES, 0, int(time.time() * 1000))
+        if m.key not in held
+    ]
     if batch:
         _retry(client.log_batch, run_id, metrics=batch)
     if out_dir is None:
@@ -395,11 +561,14 @@ def set_status(ctx: TrackingContext, run_id: str, status: str, error: str | None
         _retry(client.set_terminated, run_id, _RUN_STATUS[status])
 
 
-def trial_records(ctx: TrackingContext, *, stage: str | None = None) -> list[TrialRecord]:
-    """All child runs of the study (optionally of one stage), oldest first."""
-    filt = f"tags.`{TAG_PARENT}` = '{ctx.parent_run_id}' and tags.{TAG_ROLE} = '{ROLE_TRIAL}'"
+def trial_records(
+    ctx: TrackingContext, *, stage: str | None = None, include_orphaned: bool = False
+) -> list[TrialRecord]:
+    """The child runs of the study (optionally of one stage), oldest first; orphaned runs (no
+    Tune trial, see ``mark_orphaned``) only with ``include_orphaned``."""
+    filt = _parent_clause(ctx) + " and " + _eq(f"tags.{TAG_ROLE}", ROLE_TRIAL, TAG_ROLE)
     if stage:
-        filt += f" and tags.{TAG_STAGE} = '{stage}'"
+        filt += " and " + _eq(f"tags.{TAG_STAGE}", stage, TAG_STAGE)
     runs = _search(
         _client(ctx.tracking_uri), ctx.experiment_id, filt, order_by=["attributes.start_time ASC"]
     )
@@ -415,6 +584,7 @@ def trial_records(ctx: TrackingContext, *, stage: str | None = None) -> list[Tri
             metrics=dict(r.data.metrics),
         )
         for r in runs
+        if include_orphaned or r.data.tags.get(TAG_STATUS) != STATUS_ORPHANED
     ]
 
 

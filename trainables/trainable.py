@@ -64,10 +64,12 @@ def trial_config(config: dict[str, Any], study: StudyContext, *, has_gpu: bool) 
 
 
 def _finite_for_tune(metrics: dict[str, Any]) -> dict[str, Any]:
-    # Optuna's study.tell breaks on NaN: Tune only ever sees finite numbers.
+    """What Tune sees of a report: finite values, and the search metric always (Tune refuses a
+    result without it). An undefined search metric (no validation AUC) stays NaN rather than a
+    made-up AUC: ASHA's rung cutoffs skip NaN, and the study's searcher
+    (``study.tuner.build_searcher``) tells Optuna the trial failed."""
     out = {k: v for k, v in metrics.items() if not isinstance(v, float) or math.isfinite(v)}
-    if SEARCH_METRIC not in out:
-        out[SEARCH_METRIC] = 0.0
+    out.setdefault(SEARCH_METRIC, float(metrics.get(SEARCH_METRIC, math.nan)))
     return out
 
 
@@ -80,7 +82,9 @@ def train_trial(
     the one its config names under ``DATASET_KEY`` and tags its run with it.
 
     A trial restored by Tune (node lost, study resumed) continues its checkpoint and its MLflow run
-    (run id from the checkpoint, else found by the ``trial_id`` tag). A trial that raises is marked
+    (run id from the checkpoint, else found by the ``trial_id`` tag); one whose run already
+    finished (or that adopts a finished orphan, ``tracking.finished_trial``) reports that record
+    to Tune and returns without training. A trial that raises is marked
     failed and the error re-raised, so Tune records it and the study goes on. ASHA-stopped trials stay
     "running" here; the driver marks them "stopped" once their Tuner returns.
     """
@@ -102,6 +106,26 @@ def train_trial(
     if checkpoint is not None:
         restore_dir = checkpoint.to_directory(tempfile.mkdtemp(prefix="restore-"))
         run_id = read_checkpoint_extra(restore_dir).get("mlflow_run_id")
+    finished = tracking.finished_trial(
+        study.tracking,
+        trial_id,
+        run_id=run_id,
+        stage=study.stage,
+        arm=arm.name,
+        params=cfg.to_dict(),
+    )
+    if finished is not None:
+        # Tune lost this trial's end (driver killed) but MLflow holds its whole record: give Tune
+        # that record as the final result instead of training, evaluating and logging again.
+        if restore_dir is not None:
+            shutil.rmtree(restore_dir, ignore_errors=True)
+        print(
+            f"[{arm.name} {trial_id}] already finished in MLflow run {finished[0]}: not run again",
+            flush=True,
+        )
+        final = {**finished[1], EPOCH: float(cfg.epochs), DONE: 1.0}
+        tune.report({**_finite_for_tune(final), "node_id": node_id})
+        return
     run_id = tracking.trial_run(
         study.tracking,
         trial_id,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 from mlflow.tracking import MlflowClient
+from ray import tune
 
 from study import tuner
+from study.driver import run_study
 from study.reconcile import close_open_trials
 from tests.study.conftest import tiny_study, tiny_trial
 from trainables import tracking
@@ -64,3 +66,26 @@ def test_diverging_and_raising_trials_are_recorded(ray_local, tiny_data, data_co
     assert not [k for k in div.data.metrics if k.startswith(("val/", "test/"))]  # no placeholder 0
     assert ok.data.tags["status"] == "ok" and ok.data.tags["error"] == ""
     assert "test/auc_mean" in ok.data.metrics
+
+
+class _FailTheDriver(tune.Callback):
+    """An error in the driver (not in a trial) once the first epoch is reported."""
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        raise RuntimeError("injected driver failure")
+
+
+def test_a_study_that_raises_ends_its_parent_run_failed(
+    ray_local, tiny_data, data_config, tmp_path
+):
+    cfg = tiny_study(tmp_path, data_config, arms=("no-seg",), trials_per_arm=1)
+    with pytest.raises(Exception, match="injected driver failure"):
+        run_study(cfg, callbacks=[_FailTheDriver()])
+    uri = tracking.resolve_tracking_uri(cfg.tracking_uri, cfg.project_dir)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(cfg.experiment).experiment_id
+    (parent,) = client.search_runs([exp], "tags.role = 'study'")
+    assert parent.info.status == "FAILED"
+    assert "injected driver failure" in parent.data.tags["error"]
+    children = client.search_runs([exp], "tags.role = 'trial'")
+    assert children and all(r.info.status != "RUNNING" for r in children)

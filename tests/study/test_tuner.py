@@ -115,3 +115,25 @@ def test_experiment_paths_are_per_study_and_arm(tmp_path, monkeypatch):
     assert tuner.experiment_root(_cfg(storage_path="rel")) == f"{tmp_path.resolve()}/rel/t"
     rc = tuner.run_config(cfg, "set3-gbp")
     assert rc.name == "set3-gbp" and rc.failure_config.max_failures == cfg.max_failures
+
+
+def test_an_undefined_search_metric_fails_the_optuna_trial_instead_of_scoring_it(tmp_path):
+    """A trial whose validation AUC is undefined (NaN) is an Optuna FAIL, which TPE leaves out;
+    a finite value completes as usual."""
+    import math
+
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    cfg = _cfg(search_space="demo", optuna_storage=url)
+    space = tuner.arm_space(cfg, "unet")
+    s = tuner.build_searcher(cfg, "unet", space)
+    s.set_search_properties("val/auc_mean", "max", tuner.param_space(cfg, "unet", space))
+    s.suggest("t1")
+    s.suggest("t2")
+    s.on_trial_result("t1", {"val/auc_mean": math.nan, "training_iteration": 1})
+    s.on_trial_complete("t1", {"val/auc_mean": math.nan, "training_iteration": 2})
+    s.on_trial_complete("t2", {"val/auc_mean": 0.7, "training_iteration": 2})
+    trials = optuna.load_study(study_name="t-unet", storage=url).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"]
+    assert trials[0].value is None and trials[1].value == 0.7

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -13,9 +16,9 @@ from sklearn.metrics import roc_auc_score
 
 from tests.tiny import tiny_config
 from trainables.config import CLASSES
-from trainables.fit import fit, read_checkpoint_extra
+from trainables.fit import CheckpointError, fit, read_checkpoint_extra
 from trainables.model_sets import get_arm, list_arms
-from trainables.record import PROBE_MAPS
+from trainables.record import AUC_KEYS, PROBE_MAPS, VAL_AUC_UNDEFINED
 
 QUIET = lambda *_: None
 
@@ -33,8 +36,9 @@ def test_two_runs_give_identical_metrics(tiny_data, tmp_path):
     assert a.test == b.test
 
 
-def test_resume_continues_exactly_where_it_stopped(tiny_data, tmp_path):
-    cfg = tiny_config(arm="unet", epochs=3)
+@pytest.mark.parametrize("scheduler", ["cosine", "plateau"])
+def test_resume_continues_exactly_where_it_stopped(tiny_data, tmp_path, scheduler):
+    cfg = tiny_config(arm="unet", epochs=3, scheduler=scheduler)
     saved = {}
 
     def report(metrics, ckpt):
@@ -53,6 +57,35 @@ def test_resume_continues_exactly_where_it_stopped(tiny_data, tmp_path):
         full
     )  # epoch 1 from the checkpoint, 2-3 recomputed
     assert resumed.test == full.test
+    # Every checkpoint is plain tensors and containers: it loads without unpickling code.
+    state = torch.load(saved[3][1] / "state.pt", weights_only=True)
+    assert state["epoch"] == 3
+
+
+class _Payload:
+    """Unpickling this runs code: it creates the file ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tiny_data, tmp_path):
+    ckpt = tmp_path / "planted"
+    ckpt.mkdir()
+    marker = tmp_path / "code-ran"
+    torch.save({"epoch": 1, "model": _Payload(marker)}, ckpt / "state.pt")
+    with pytest.raises(CheckpointError, match=r"planted/state\.pt.*(not plain|refus)"):
+        fit(
+            tiny_config(arm="unet", epochs=2),
+            tiny_data,
+            tmp_path / "out",
+            resume_from=ckpt,
+            log=QUIET,
+        )
+    assert not marker.exists()
 
 
 def test_outputs_best_epoch_and_auc_match_sklearn(tiny_data, tmp_path):
@@ -109,18 +142,62 @@ def test_outputs_best_epoch_and_auc_match_sklearn(tiny_data, tmp_path):
         assert maps[name].shape == (3, 32, 32)
         assert np.nanmin(maps[name]) >= 0 and np.nanmax(maps[name]) <= 1 + 1e-6
     assert sorted(p.stem for p in (tmp_path / "heatmaps").glob("*.png")) == sorted(maps["keys"])
-    state = torch.load(tmp_path / "model" / "model.pt", weights_only=False)
+    state = torch.load(tmp_path / "model" / "model.pt", weights_only=True)  # plain weights
     assert state["config"]["arm"] == "set3-deconv"
 
 
+# no-seg and the set 1 arms (the first three of the registry without a decoder): their decoder
+# stays at its random init, so a map of it is noise (issue 10, item 12).
 @pytest.mark.parametrize("arm", [a for a in list_arms() if not get_arm(a).uses_decoder][:3])
-def test_arms_that_train_no_decoder_report_no_decoder_map(arm, tiny_data, tmp_path):
-    # no-seg, and the set 1 arms too: their decoder is never trained (issue 10, item 12).
+def test_an_arm_that_trains_no_decoder_reports_no_decoder_map(tiny_data, tmp_path, arm):
     res = fit(tiny_config(arm=arm, epochs=1), tiny_data, tmp_path, log=QUIET)
     exp = pd.read_csv(tmp_path / "explain" / "test.csv")
     assert set(exp["map"]) == {"generator", "probe"}
     assert not any(k.startswith("test/explain/decoder") for k in res.test)
     assert np.isnan(np.load(tmp_path / "heatmaps" / "maps.npz")["decoder"]).all()
+
+
+def _val_with_classes(data, classes):
+    """``data`` with its validation labels drawn from ``classes`` only (the images unchanged)."""
+    labels = data.labels.copy()
+    val = data.indices("val")
+    labels[val] = np.resize(classes, len(val))
+    return dataclasses.replace(data, labels=labels)
+
+
+def test_an_undefined_validation_auc_is_missing_not_half(tiny_data, tmp_path, caplog):
+    data = _val_with_classes(tiny_data, [1])  # one class: no validation AUC at all
+    reports = []
+    with caplog.at_level(logging.WARNING, logger="trainables.fit"):
+        res = fit(
+            tiny_config(arm="unet", epochs=2),
+            data,
+            tmp_path,
+            report=lambda m, d: reports.append(m),
+            log=QUIET,
+        )
+    assert res.status == "ok" and len(reports) == 2
+    for r in reports:
+        assert all(math.isnan(r[f"val/{k}"]) for k in AUC_KEYS)  # not 0.5
+        assert r[VAL_AUC_UNDEFINED] == 3
+    # No epoch can be the best by an undefined metric: no selection score, no best epoch; the
+    # test split (intact) is still evaluated, with the last epoch's weights.
+    last = reports[-1]
+    assert math.isnan(last["best/val_auc_mean"]) and math.isnan(last["best/epoch"])
+    assert math.isnan(res.best_val_auc_mean) and math.isfinite(last["test/auc_mean"])
+    assert "undefined" in caplog.text and "validation" in caplog.text
+
+
+def test_a_class_missing_from_validation_leaves_only_its_auc_undefined(tiny_data, tmp_path):
+    data = _val_with_classes(tiny_data, [0, 2])
+    res = fit(tiny_config(arm="unet", epochs=2), data, tmp_path, log=QUIET)
+    for h in res.history:
+        assert math.isnan(h["val/auc_chf"]) and h[VAL_AUC_UNDEFINED] == 1
+        assert h["val/auc_mean"] == pytest.approx(
+            (h["val/auc_normal"] + h["val/auc_pneumonia"]) / 2
+        )
+    vals = [h["val/auc_mean"] for h in res.history]
+    assert res.best_epoch == int(np.argmax(vals)) + 1 and res.best_val_auc_mean == max(vals)
 
 
 def test_a_diverging_run_stops_with_a_status_and_a_finite_metric(tiny_data, tmp_path):

@@ -193,3 +193,149 @@ def test_status_tags_and_run_lifecycle(store, status, mlflow_status):
     assert tracking.trial_records(ctx, stage="search") == []
     with pytest.raises(ValueError, match="running"):
         tracking.set_status(ctx, run_id, "exploded")
+
+
+@pytest.mark.parametrize("name", ["o'neil's study", 'the "big" one', "x' or tags.role = 'study"])
+def test_quotes_in_names_neither_break_nor_widen_the_filters(store, name):
+    uri, exp, _ = store
+    other = _study(store, name="plain")
+    ctx = _study(store, name=name)
+    assert tracking.find_study_run(uri, exp, study_name=name) == (ctx.parent_run_id, name)
+    assert _study(store, name=name, resume=True) == ctx  # reopened, not a second parent
+    run_id = tracking.trial_run(ctx, "t'1", run_id=None, tags={"stage": "search"}, params={})
+    assert tracking.find_trial_run(ctx, "t'1") == run_id
+    assert [r.run_id for r in tracking.trial_records(ctx, stage="search")] == [run_id]
+    assert tracking.trial_records(other) == []
+
+
+def test_a_value_with_both_quote_kinds_is_refused_by_name(store):
+    uri, exp, _ = store
+    with pytest.raises(ValueError, match=r"study_name .*study.* holds both ' and \""):
+        tracking.find_study_run(uri, exp, study_name="""it's a "study\"""")
+
+
+FINAL = {"best/val_auc_mean": 0.7, "best/epoch": 2.0, "test/auc_mean": 0.8}
+
+
+def test_the_final_record_is_logged_once_when_a_restarted_trial_logs_it_again(store, tmp_path):
+    uri, _, _ = store
+    ctx = _study(store)
+    run_id = tracking.trial_run(ctx, "t1", run_id=None, tags={"stage": "search"}, params={})
+    tracking.log_final(ctx, run_id, FINAL, None)
+    tracking.log_final(ctx, run_id, {**FINAL, "test/auc_normal": 0.9}, None)  # the re-run
+    client = MlflowClient(uri)
+    for key, value in {**FINAL, "test/auc_normal": 0.9}.items():
+        assert [m.value for m in client.get_metric_history(run_id, key)] == [value], key
+
+
+def _trial(ctx, trial_id, lr, stage="search", arm="unet"):
+    return tracking.trial_run(
+        ctx,
+        trial_id,
+        run_id=None,
+        tags={"arm": arm, "stage": stage},
+        params={"arm": arm, "lr": lr, "device": "cpu", "num_threads": 1},
+    )
+
+
+def test_a_finished_trial_gives_its_record_instead_of_running_again(store):
+    ctx = _study(store)
+    run_id = _trial(ctx, "t1", 0.01)
+    args = {"stage": "search", "arm": "unet", "params": {"arm": "unet", "lr": 0.01}}
+    assert tracking.finished_trial(ctx, "t1", run_id=None, **args) is None  # still running
+    tracking.log_final(ctx, run_id, FINAL, None)
+    tracking.set_status(ctx, run_id, "ok")
+    for saved in (None, run_id):  # found by trial_id tag, or by the checkpoint's run id
+        found, metrics = tracking.finished_trial(ctx, "t1", run_id=saved, **args)
+        assert found == run_id and metrics["test/auc_mean"] == 0.8
+    assert tracking.finished_trial(ctx, "t2", run_id=None, **args) is None  # another trial
+
+
+def test_orphaned_runs_are_closed_left_out_and_a_finished_one_adopted_once(store):
+    uri, _, _ = store
+    ctx = _study(store)
+    done, partial = _trial(ctx, "lost1", 0.01), _trial(ctx, "lost2", 0.02)
+    tracking.log_final(ctx, done, FINAL, None)
+    tracking.set_status(ctx, done, "ok")
+    records = {r.run_id: r for r in tracking.trial_records(ctx)}
+    for run_id in (done, partial):
+        tracking.mark_orphaned(ctx, records[run_id], "no Tune trial")
+    client = MlflowClient(uri)
+    assert tracking.trial_records(ctx) == []  # not counted
+    orphans = {r.run_id: r for r in tracking.trial_records(ctx, include_orphaned=True)}
+    assert {r.status for r in orphans.values()} == {"orphaned"}
+    for run_id, before in ((done, "ok"), (partial, "running")):
+        run = client.get_run(run_id)
+        assert run.info.status == "KILLED" and run.data.tags["orphaned_from"] == before
+        assert run.data.tags["error"] == "no Tune trial"
+
+    def adopt(trial_id, lr, stage="search", arm="unet", device="cuda"):
+        params = {"arm": arm, "lr": lr, "device": device, "num_threads": 4}
+        return tracking.finished_trial(
+            ctx, trial_id, run_id=None, stage=stage, arm=arm, params=params
+        )
+
+    # The same configuration, suggested again under a new trial id, takes the finished orphan
+    # (where it runs does not matter); other configs, stages, arms and the unfinished one do not.
+    assert adopt("new0", 0.03) is None and adopt("new0", 0.02) is None
+    assert adopt("new0", 0.01, stage="seeds") is None and adopt("new0", 0.01, arm="no-seg") is None
+    run_id, metrics = adopt("new1", 0.01)
+    assert run_id == done and metrics["best/val_auc_mean"] == 0.7
+    run = client.get_run(done)
+    assert run.info.status == "FINISHED" and run.data.tags["status"] == "ok"
+    assert run.data.tags["trial_id"] == "new1" and run.data.tags["adopted_from_trial"] == "lost1"
+    assert [r.trial_id for r in tracking.trial_records(ctx)] == ["new1"]
+    assert adopt("new2", 0.01) is None  # adopted once
+
+
+def test_an_orphaned_run_whose_trial_comes_back_is_its_run_again(store):
+    """Grid trials that Tune lost come back with their old ids (the generator's state is saved)."""
+    uri, _, _ = store
+    ctx = _study(store)
+    done, partial = _trial(ctx, "g_00000", 0.01), _trial(ctx, "g_00001", 0.02)
+    tracking.log_final(ctx, done, FINAL, None)
+    tracking.set_status(ctx, done, "ok")
+    for record in tracking.trial_records(ctx):
+        tracking.mark_orphaned(ctx, record, "no Tune trial")
+    params = {"arm": "unet", "lr": 0.01}
+    found = tracking.finished_trial(
+        ctx, "g_00000", run_id=None, stage="search", arm="unet", params=params
+    )
+    assert found is not None and found[0] == done
+    assert (
+        tracking.finished_trial(
+            ctx, "g_00001", run_id=None, stage="search", arm="unet", params={**params, "lr": 0.02}
+        )
+        is None
+    )
+    assert _trial(ctx, "g_00001", 0.02) == partial  # reopened to continue, not a second run
+    client = MlflowClient(uri)
+    for run_id, status, lifecycle in ((done, "ok", "FINISHED"), (partial, "running", "RUNNING")):
+        run = client.get_run(run_id)
+        assert run.data.tags["status"] == status and run.info.status == lifecycle
+        assert run.data.tags["orphaned_from"] == "" and run.data.tags["error"] == ""
+    assert len(tracking.trial_records(ctx)) == 2
+
+
+def _open_new_store(uri: str, name: str, barrier) -> None:
+    barrier.wait()  # every process imported MLflow: they open the new store at the same moment
+    tracking.get_or_create_experiment(uri, name)  # an error: traceback on stderr, exit code 1
+
+
+@pytest.mark.slow
+def test_studies_starting_on_a_new_sqlite_store_at_once_all_succeed(tmp_path):
+    """MLflow creates a new sqlite store's schema without a lock; studies opening it at once
+    collided (table exists, duplicate column, CircularDependencyError) and one died."""
+    import multiprocessing
+
+    mp = multiprocessing.get_context("spawn")
+    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    barrier = mp.Barrier(3)
+    procs = [mp.Process(target=_open_new_store, args=(uri, f"s{i}", barrier)) for i in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=300)
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    names = {e.name for e in MlflowClient(uri).search_experiments()}
+    assert {"s0", "s1", "s2"} <= names

@@ -15,6 +15,8 @@ import multiprocessing
 import os
 import sys
 import time
+import zipfile
+import zlib
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -125,7 +127,7 @@ def _prepare_one(task: _Task) -> _Result:
     try:
         native = read_dicom(task.dicom_path)
     except DicomError as exc:
-        return _Result(None, None, 0, "undecodable_dicom", str(exc))
+        return _Result(None, None, 0, "undecodable_dicom", exc.detail)  # no path: patient id
     image, transform = letterbox(native, task.size)
     fix = native_fixations(task.fixations, task.pads, native.shape, task.coordinates)  # type: ignore[arg-type]
     gaze = static_heatmap(fix, transform, task.size, task.sigma, task.weighting)  # type: ignore
@@ -205,9 +207,10 @@ def build_cache(
         kept.append(rec)
     seconds = time.perf_counter() - t0
     if not kept:
+        decoding = {k: v for k, v in counts.items() if v}
         raise ValueError(
-            f"no usable image among {len(index.records)} indexed images "
-            f"(exclusions: {dict(counts)})"
+            f"no usable image among {len(index.records)} indexed images (exclusions while "
+            f"indexing: {dict(sorted(index.exclusions.items()))}; while decoding: {decoding})"
         )
     content = CacheContent(
         images=np.stack(images),
@@ -250,15 +253,24 @@ def save_cache(content: CacheContent, path: Path) -> None:
     os.replace(tmp, path)
 
 
+# What a damaged .npz raises: truncated or zero-byte files, a bad CRC, a broken zip directory,
+# a member that is not an array, a missing member.
+_CORRUPT = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error)
+
+
 def load_cache(path: Path, fingerprint: str) -> CacheContent | None:
-    """The cached content, or None when the file is absent, unreadable or for other inputs."""
+    """The cached content, or None when the file is absent or for other inputs.
+
+    A corrupt file (truncated, empty, bad CRC ...) is reported, removed and None returned, so the
+    caller rebuilds it instead of failing on it in every later run.
+    """
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
             if str(z["fingerprint"]) != fingerprint:
                 return None
-            return CacheContent(
+            content = CacheContent(
                 images=z["images"],
                 gaze=z["gaze"],
                 labels=z["labels"],
@@ -267,8 +279,23 @@ def load_cache(path: Path, fingerprint: str) -> CacheContent | None:
                 exclusions=json.loads(str(z["exclusions"])),
                 fingerprint=fingerprint,
             )
-    except (OSError, ValueError, KeyError) as exc:
-        logger.warning("cache %s unreadable (%s); rebuilding", path, exc)
+        n = len(content.labels)
+        if not (len(content.images) == len(content.gaze) == len(content.keys) == n):
+            raise ValueError(
+                f"arrays of different lengths ({len(content.images)} images, {n} labels)"
+            )
+        return content
+    except _CORRUPT as exc:
+        logger.warning(
+            "preprocessing cache %s is corrupt (%s: %s); removing it and rebuilding",
+            path,
+            type(exc).__name__,
+            exc,
+        )
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as err:  # save_cache replaces it anyway
+            logger.warning("could not remove %s (%s)", path, err)
         return None
 
 

@@ -22,7 +22,18 @@ _GREY_WEIGHTS = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 luma, as PIL's c
 
 
 class DicomError(ValueError):
-    """A DICOM file that cannot be turned into a grey image; the message names the file."""
+    """A DICOM file that cannot be turned into a grey image; the message names the file.
+
+    ``detail`` is the reason without the path: MIMIC paths carry the patient id, so the data
+    pipeline logs ``detail`` next to the image's dicom_id instead of the message.
+    """
+
+    def __init__(self, path: str | Path, detail: str):
+        self.path, self.detail = Path(path), detail
+        super().__init__(f"{path}: {detail}")
+
+    def __reduce__(self):  # picklable across decoding processes despite the two arguments
+        return type(self), (self.path, self.detail)
 
 
 def read_dicom(path: str | Path) -> np.ndarray:
@@ -52,31 +63,33 @@ def read_dicom(path: str | Path) -> np.ndarray:
     except Exception as exc:
         # pydicom's decoders and plugins raise many types (ValueError, RuntimeError, KeyError,
         # NotImplementedError, OSError, struct.error...): callers need one type to count exclusions.
-        raise DicomError(f"{path}: cannot decode ({type(exc).__name__}: {exc})") from exc
+        # Decoder messages may quote the path (OSError does): keep only the file name in detail.
+        inner = str(exc).replace(str(path), path.name)
+        raise DicomError(path, f"cannot decode ({type(exc).__name__}: {inner})") from exc
 
 
 def _decode(path: Path) -> np.ndarray:
     if not path.is_file():
-        raise DicomError(f"{path}: not a regular file (missing or a directory)")
+        raise DicomError(path, "not a regular file (missing or a directory)")
     try:
         ds = pydicom.dcmread(path)
     except pydicom.errors.InvalidDicomError as exc:
-        raise DicomError(f"{path}: not a DICOM file ({exc})") from exc
+        raise DicomError(path, f"not a DICOM file ({exc})") from exc
     if "PixelData" not in ds:
-        raise DicomError(f"{path}: no Pixel Data element (7FE0,0010)")
+        raise DicomError(path, "no Pixel Data element (7FE0,0010)")
     bits = ds.get("BitsAllocated")
     if bits is None:
-        raise DicomError(f"{path}: no BitsAllocated element (0028,0100)")
+        raise DicomError(path, "no BitsAllocated element (0028,0100)")
     if bits not in SUPPORTED_BITS_ALLOCATED:
         raise DicomError(
-            f"{path}: BitsAllocated {bits} not supported (supported: {SUPPORTED_BITS_ALLOCATED})"
+            path, f"BitsAllocated {bits} not supported (supported: {SUPPORTED_BITS_ALLOCATED})"
         )
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     arr = pixel_array(ds, index=0)
 
     if photometric in ("MONOCHROME1", "MONOCHROME2"):
         if arr.ndim != 2:
-            raise DicomError(f"{path}: expected one grey frame, got shape {arr.shape}")
+            raise DicomError(path, f"expected one grey frame, got shape {arr.shape}")
         arr = apply_voi_lut(apply_modality_lut(arr, ds), ds, index=0)
         grey = _min_max(np.asarray(arr, dtype=np.float64))
         if photometric == "MONOCHROME1":
@@ -86,14 +99,14 @@ def _decode(path: Path) -> np.ndarray:
             arr = apply_color_lut(arr, ds)
         # pydicom returns YBR data converted to RGB by default (and J2K decoders undo ICT/RCT).
         if arr.ndim != 3 or arr.shape[-1] != 3:
-            raise DicomError(f"{path}: expected one RGB frame, got shape {arr.shape}")
+            raise DicomError(path, f"expected one RGB frame, got shape {arr.shape}")
         grey = _min_max(arr.astype(np.float64) @ _GREY_WEIGHTS)
     else:
-        raise DicomError(f"{path}: PhotometricInterpretation {photometric!r} not supported")
+        raise DicomError(path, f"PhotometricInterpretation {photometric!r} not supported")
 
     grey = grey.astype(np.float32)
     if not np.isfinite(grey).all():
-        raise DicomError(f"{path}: decoded image has non-finite values")
+        raise DicomError(path, "decoded image has non-finite values")
     return grey
 
 

@@ -9,7 +9,9 @@ paper's image list (``filenames.csv``) has a BOM and CRLF line ends.
 
 Images are excluded in this order, each counted once under the first reason it meets:
 ``duplicate_master_row``, ``not_in_image_list``, ``label_not_one_hot``, ``invalid_pads``,
-``no_fixations``, ``missing_dicom``. Row-level counts: ``calibration_rows`` / ``calibration_ids``,
+``pads_leave_no_image`` (left + right >= 1920 or top + bottom >= 1080), ``no_fixations``, ``path_outside_mimic_root`` (absolute, ``..`` or a symlink leaving the MIMIC root),
+``missing_dicom``. Log lines name images by ``dicom_id``, never by path: MIMIC paths
+(``files/p10/p10000032/...``) carry the patient id. Row-level counts: ``calibration_rows`` / ``calibration_ids``,
 ``gaze_rows_not_in_master_sheet`` / ``gaze_ids_not_in_master_sheet``, ``invalid_fixation_rows``,
 and ``listed_id_not_found`` (ids of the image list missing from the master sheet).
 """
@@ -27,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from trainables.config import CLASSES
-from trainables.data.heatmaps import Fixations, Pads
+from trainables.data.heatmaps import SCREEN_HEIGHT, SCREEN_WIDTH, Fixations, Pads
 
 logger = logging.getLogger(__name__)
 
@@ -179,20 +181,28 @@ def read_csv_checked(path: Path, required: Sequence[str], **kwargs) -> pd.DataFr
 
     Raises:
         FileNotFoundError: the file does not exist (message names it).
-        ValueError: columns are missing (message names the file and the columns).
+        ValueError: columns are missing (message names the file and the columns), or the file is
+            not UTF-8 (message names the file).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        header = next(csv.reader(fh), [])
-    missing = [c for c in required if c not in header]
-    if missing:
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            header = next(csv.reader(fh), [])
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise ValueError(
+                f"{path}: missing required columns {missing} (header has {len(header)} "
+                f"columns: {header[:8]}{'...' if len(header) > 8 else ''})"
+            )
+        return pd.read_csv(path, encoding="utf-8-sig", **kwargs)
+    except UnicodeDecodeError as exc:
+        bad = exc.object[exc.start : exc.start + 1]
         raise ValueError(
-            f"{path}: missing required columns {missing} (header has {len(header)} "
-            f"columns: {header[:8]}{'...' if len(header) > 8 else ''})"
-        )
-    return pd.read_csv(path, encoding="utf-8-sig", **kwargs)
+            f"{path}: not UTF-8 text ({exc.reason}, byte {bad!r}); the EGD-CXR tables are "
+            f"UTF-8: convert this file (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
 
 
 def read_image_list(path: str | Path) -> list[str]:
@@ -261,7 +271,9 @@ def read_egd(
     columns = {c: gaze[c].to_numpy(np.float64) for c in FIXATION_COLUMNS}
     records: list[EgdRecord] = []
     no_fix: list[str] = []
+    outside: list[str] = []
     missing: list[str] = []
+    root = mimic_root.resolve()
     for i, row in enumerate(master[["dicom_id", "patient_id", "path"]].itertuples(index=False)):
         if labels[i] < 0 or pads[i] is None:
             continue
@@ -269,10 +281,12 @@ def read_egd(
         if rows is None:
             no_fix.append(row.dicom_id)
             continue
-        rel = row.path.strip()
-        dicom_path = mimic_root / rel
-        if not rel or not dicom_path.is_file():
-            missing.append(f"{row.dicom_id} ({dicom_path})")
+        dicom_path = _inside(root, row.path.strip())
+        if dicom_path is None:
+            outside.append(row.dicom_id)
+            continue
+        if not dicom_path.is_file():
+            missing.append(row.dicom_id)  # the path names the patient: log the id only
             continue
         fix = Fixations(*(columns[c][rows] for c in FIXATION_COLUMNS))
         records.append(
@@ -281,6 +295,7 @@ def read_egd(
             )
         )
     _exclude(counts, "no_fixations", no_fix, fix_path)
+    _exclude(counts, "path_outside_mimic_root", outside, master_path)
     _exclude(counts, "missing_dicom", missing, mimic_root)
     logger.info(
         "EGD-CXR index %s: %d images kept; excluded %s",
@@ -289,6 +304,18 @@ def read_egd(
         dict(sorted(counts.items())) or "none",
     )
     return EgdIndex(tuple(records), dict(counts), tuple(sources))
+
+
+def _inside(root: Path, rel: str) -> Path | None:
+    """``root / rel`` with symlinks and ``..`` resolved, or None when that leaves ``root``.
+
+    The sheet is input, not code: an absolute path, ``../..`` or a symlink out of the MIMIC tree
+    must not make the reader open arbitrary files. An empty path is None too.
+    """
+    if not rel or Path(rel).is_absolute():
+        return None
+    path = (root / rel).resolve()
+    return path if path.is_relative_to(root) and path != root else None
 
 
 def _read_fixations(path: Path, counts: Counter[str]) -> pd.DataFrame:
@@ -356,14 +383,22 @@ def _one_hot_labels(master: pd.DataFrame, path: Path, counts: Counter[str]) -> n
 def _pads(
     master: pd.DataFrame, labels: np.ndarray, path: Path, counts: Counter[str]
 ) -> list[Pads | None]:
-    """Display pads per row, or None when a pad is not a non-negative integer (counted for rows
-    whose label is valid, so no image is counted twice)."""
+    """Display pads per row, or None when a pad is not a non-negative integer or the pads leave
+    no room for the image on the 1920x1080 screen (counted for rows whose label is valid, so no
+    image is counted twice)."""
     values = master[list(PAD_COLUMNS)].apply(
         lambda s: pd.to_numeric(s.str.strip(), errors="coerce")
     )
     arr = values.to_numpy(np.float64)
     ok = np.isfinite(arr).all(axis=1) & (arr >= 0).all(axis=1) & (arr == np.round(arr)).all(axis=1)
     _exclude(counts, "invalid_pads", master.loc[~ok & (labels >= 0), "dicom_id"], path)
+    # Pads that leave no screen area for the image make the screen-to-image mapping divide by
+    # zero or flip sign: the row is wrong, the image cannot be placed.
+    top, bottom, left, right = (arr[:, PAD_COLUMNS.index(c)] for c in PAD_COLUMNS)
+    fits = (left + right < SCREEN_WIDTH) & (top + bottom < SCREEN_HEIGHT)
+    no_room = ok & ~fits
+    _exclude(counts, "pads_leave_no_image", master.loc[no_room & (labels >= 0), "dicom_id"], path)
+    ok &= fits
     return [Pads(*(int(v) for v in a)) if good else None for a, good in zip(arr, ok, strict=True)]
 
 

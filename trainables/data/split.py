@@ -10,9 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from trainables.config import SPLITS
+from trainables.data.egd import read_csv_checked
 
 FRACTIONS = (0.8, 0.1, 0.1)  # train, val, test: the paper's 80/10/10
 _EXAMPLES = 5
@@ -72,10 +72,7 @@ def read_split_file(path: str | Path, keys: Sequence[str]) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: split file not found")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    missing_cols = [c for c in ("dicom_id", "split") if c not in df.columns]
-    if missing_cols:
-        raise ValueError(f"{path}: missing required columns {missing_cols}")
+    df = read_csv_checked(path, ("dicom_id", "split"), dtype=str, keep_default_na=False)
     ids = df["dicom_id"].str.strip()
     values = df["split"].str.strip()
     bad = sorted(set(values) - set(SPLITS))

@@ -75,7 +75,8 @@ def test_reused_without_decoding_and_rebuilt_when_a_dicom_changes(cfg, caplog):
     assert rebuilt.built and rebuilt.fingerprint != first.fingerprint
     assert rebuilt.exclusions["undecodable_dicom"] == 1
     assert index.records[2].key not in rebuilt.keys and len(rebuilt.keys) == len(first.keys) - 1
-    assert str(victim) in caplog.text
+    assert index.records[2].key in caplog.text and "not a DICOM" in caplog.text
+    assert str(victim) not in caplog.text  # logged by dicom_id: the path holds the patient id
 
 
 @pytest.mark.parametrize(
@@ -170,3 +171,39 @@ def test_script_without_main_guard_still_builds_the_cache(synthetic_cfg, synthet
         env={**os.environ, "PYTHONPATH": os.getcwd()},
     )
     assert f"BUILT True {synthetic_cfg.synthetic_images}" in out.stdout, out.stderr[-2000:]
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _empty(path):
+    path.write_bytes(b"")
+
+
+def _bad_crc(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # inside the images member: its CRC-32 no longer matches
+    path.write_bytes(bytes(data))
+
+
+def _garbage_tail(path):
+    data = path.read_bytes()
+    path.write_bytes(data[:-40] + b"\0" * 40)  # the zip's central directory end is gone
+
+
+@pytest.mark.parametrize("corrupt", [_truncate, _empty, _bad_crc, _garbage_tail])
+def test_a_corrupt_cache_file_is_reported_removed_and_rebuilt(cfg, caplog, corrupt):
+    index = _index(cfg)
+    first = load_or_build(index, cfg, progress=False, workers=1)
+    path = cache_path(cfg, first.fingerprint)
+    corrupt(path)
+    with caplog.at_level(logging.WARNING, logger="trainables.data.cache"):
+        healed = load_or_build(index, cfg, progress=False, workers=1)
+    assert healed.built and healed.fingerprint == first.fingerprint
+    np.testing.assert_array_equal(healed.images, first.images)
+    np.testing.assert_array_equal(healed.gaze, first.gaze)
+    assert str(path) in caplog.text and "corrupt" in caplog.text
+    again = load_or_build(index, cfg, progress=False, workers=1)  # the new file is whole
+    assert not again.built
+    np.testing.assert_array_equal(again.images, first.images)

@@ -136,6 +136,66 @@ def test_each_image_exclusion_is_counted_logged_and_named(egd_copy, caplog, edit
         assert key in caplog.text
 
 
+def _outside_copy(root: Path, row: pd.Series) -> Path:
+    """A real DICOM of the twin copied next to (not inside) the MIMIC root."""
+    outside = root.parent / "elsewhere" / Path(row["path"]).name
+    outside.parent.mkdir(exist_ok=True)
+    outside.write_bytes((root / row["path"]).read_bytes())
+    return outside
+
+
+def _dotdot_path(root: Path) -> str:
+    df = _master(root)
+    outside = _outside_copy(root, df.loc[7])
+    df.loc[7, "path"] = f"../{outside.parent.name}/{outside.name}"
+    _write_master(root, df)
+    return df.loc[7, "dicom_id"]
+
+
+def _absolute_path(root: Path) -> str:
+    df = _master(root)
+    df.loc[7, "path"] = str(_outside_copy(root, df.loc[7]))
+    _write_master(root, df)
+    return df.loc[7, "dicom_id"]
+
+
+def _system_file(root: Path) -> str:
+    df = _master(root)
+    df.loc[7, "path"] = "../" * 12 + "etc/passwd"
+    _write_master(root, df)
+    return df.loc[7, "dicom_id"]
+
+
+def _symlink_out(root: Path) -> str:
+    row = _master(root).loc[7]
+    outside = _outside_copy(root, row)
+    (root / row["path"]).unlink()
+    (root / row["path"]).symlink_to(outside)
+    return row["dicom_id"]
+
+
+@pytest.mark.parametrize("edit", [_dotdot_path, _absolute_path, _system_file, _symlink_out])
+def test_paths_leaving_the_mimic_root_are_excluded(egd_copy, caplog, edit, n_images):
+    key = edit(egd_copy)
+    with caplog.at_level(logging.WARNING, logger="trainables.data.egd"):
+        index = read_egd(egd_copy)
+    assert index.exclusions["path_outside_mimic_root"] == 1
+    assert len(index.records) == n_images - 1 and key not in {r.key for r in index.records}
+    root = egd_copy.resolve()
+    assert all(r.dicom_path.resolve().is_relative_to(root) for r in index.records)
+    assert key in caplog.text and "path_outside_mimic_root" in caplog.text
+    assert "elsewhere" not in caplog.text and "passwd" not in caplog.text  # ids, not paths
+
+
+def test_a_dotdot_path_that_stays_inside_the_root_is_kept(egd_copy, n_images):
+    df = _master(egd_copy)
+    first = Path(df.loc[7, "path"]).parts[0]
+    df.loc[7, "path"] = f"{first}/../{df.loc[7, 'path']}"
+    _write_master(egd_copy, df)
+    index = read_egd(egd_copy)
+    assert len(index.records) == n_images and "path_outside_mimic_root" not in index.exclusions
+
+
 def test_gaze_ids_not_in_master_and_bad_rows_are_counted(egd_copy, caplog, n_images):
     gaze = pd.read_csv(egd_copy / FIXATIONS, dtype={"DICOM_ID": str})
     stranger = gaze.iloc[:4].copy()
@@ -176,3 +236,33 @@ def test_bounding_boxes_have_the_published_columns(synthetic_root):
     boxes = read_bounding_boxes(synthetic_root / "bounding_boxes.csv")
     assert list(boxes.columns) == ["dicom_id", "bbox_name", "x1", "x2", "y1", "y2"]
     assert (boxes.groupby("dicom_id").size() == 17).all()
+
+
+@pytest.mark.parametrize(
+    "pads", [("0", "0", "960", "960"), ("540", "540", "0", "0"), ("0", "0", "1500", "1000")]
+)
+def test_pads_that_cover_the_screen_exclude_the_image(egd_copy, caplog, pads, n_images):
+    df = _master(egd_copy)
+    df.loc[8, ["image_top_pad", "image_bottom_pad", "image_left_pad", "image_right_pad"]] = pads
+    _write_master(egd_copy, df)
+    key = df.loc[8, "dicom_id"]
+    with caplog.at_level(logging.WARNING, logger="trainables.data.egd"):
+        index = read_egd(egd_copy)
+    assert index.exclusions["pads_leave_no_image"] == 1
+    assert len(index.records) == n_images - 1 and key not in {r.key for r in index.records}
+    assert key in caplog.text and "pads_leave_no_image" in caplog.text
+
+
+@pytest.mark.parametrize("table", [MASTER_SHEET, FIXATIONS])
+@pytest.mark.parametrize("where", ["header", "body"])
+def test_a_table_that_is_not_utf8_is_an_error_naming_the_file(egd_copy, table, where):
+    path = egd_copy / table
+    lines = path.read_bytes().split(b"\n")
+    at = 0 if where == "header" else len(lines) // 2
+    column = 0 if table == MASTER_SHEET else 2  # dicom_id / DICOM_ID: a column the reader uses
+    fields = lines[at].split(b",")
+    fields[column] += "\u00e9".encode("latin-1")  # e-acute in Latin-1: not UTF-8
+    lines[at] = b",".join(fields)
+    path.write_bytes(b"\n".join(lines))
+    with pytest.raises(ValueError, match=rf"{table}.*not UTF-8"):
+        read_egd(egd_copy)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 import logging
 import shutil
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from trainables.config import SPLITS
 from trainables.data.cached import CachedData
+from trainables.data.egd import FIXATIONS, MASTER_SHEET
 from trainables.data.prepare import ensure_synthetic, prepare_data, synthetic_root
 
 
@@ -71,3 +74,60 @@ def test_synthetic_twin_reused_when_complete_and_interrupted_runs_ignored(cfg, t
     assert made == synthetic_root(small) and made.name == "synthetic-12-seed0"
     assert (made / "fixations.csv").is_file()
     assert not [p for p in made.parent.iterdir() if p.name.endswith(".tmp") and p != partial]
+
+
+def test_logs_of_a_build_with_bad_rows_name_no_patient(synthetic_cfg, egd_copy, tmp_path, caplog):
+    """Every exclusion is logged by dicom_id; no patient (or study) id reaches the logs, although
+    MIMIC paths (files/p10/p10000032/s5.../<dicom_id>.dcm) carry them."""
+    master = pd.read_csv(egd_copy / MASTER_SHEET, dtype=str, keep_default_na=False)
+    bad = {}
+    row = master.loc[0]  # undecodable DICOM (decoding stage)
+    (egd_copy / row["path"]).write_bytes(b"not a dicom at all")
+    bad[row["dicom_id"]] = "undecodable_dicom"
+    row = master.loc[1]  # missing DICOM (index stage)
+    (egd_copy / row["path"]).unlink()
+    bad[row["dicom_id"]] = "missing_dicom"
+    master.loc[2, "path"] = "../" + master.loc[2, "path"]  # leaves the MIMIC root
+    bad[master.loc[2, "dicom_id"]] = "path_outside_mimic_root"
+    master.loc[3, "image_left_pad"] = "wide"
+    bad[master.loc[3, "dicom_id"]] = "invalid_pads"
+    master.loc[4, "Normal"], master.loc[4, "CHF"], master.loc[4, "pneumonia"] = "1", "1", "0"
+    bad[master.loc[4, "dicom_id"]] = "label_not_one_hot"
+    master.to_csv(egd_copy / MASTER_SHEET, index=False)
+    gaze = pd.read_csv(egd_copy / FIXATIONS, dtype={"DICOM_ID": str})
+    gaze[gaze["DICOM_ID"] != master.loc[5, "dicom_id"]].to_csv(egd_copy / FIXATIONS, index=False)
+    bad[master.loc[5, "dicom_id"]] = "no_fixations"
+    cfg = dataclasses.replace(
+        synthetic_cfg, egd_root=str(egd_copy), data_dir=str(tmp_path / "d"), image_size=32
+    )
+    with caplog.at_level(logging.DEBUG):
+        data = prepare_data(cfg, progress=False)
+    assert not set(bad) & set(data.keys)
+    for key, reason in bad.items():
+        assert data.exclusions[reason] >= 1
+        assert any(key in m and reason in m for m in caplog.messages), (key, reason)
+    text = caplog.text
+    for pid in master["patient_id"]:
+        assert pid not in text, f"patient id {pid} in the logs"
+    for sid in master["study_id"]:
+        assert sid not in text, f"study id {sid} in the logs"
+    assert "files/p" not in text and str(egd_copy / "files") not in text
+    assert not any(Path(p).parts[1] in text for p in master["path"])  # the pXX folders
+
+
+def test_no_usable_image_error_gives_the_counts_of_both_stages(synthetic_cfg, egd_copy, tmp_path):
+    master = pd.read_csv(egd_copy / MASTER_SHEET, dtype=str, keep_default_na=False)
+    for i, rel in enumerate(master["path"]):
+        if i % 2:
+            (egd_copy / rel).unlink()  # index stage: missing_dicom
+        else:
+            (egd_copy / rel).write_bytes(b"garbage")  # decoding stage: undecodable_dicom
+    cfg = dataclasses.replace(
+        synthetic_cfg, egd_root=str(egd_copy), data_dir=str(tmp_path / "d"), image_size=32
+    )
+    half = len(master) // 2
+    with pytest.raises(ValueError, match="no usable image") as err:
+        prepare_data(cfg, progress=False)
+    assert f"'missing_dicom': {half}" in str(err.value)
+    assert f"'undecodable_dicom': {len(master) - half}" in str(err.value)
+    assert "calibration_rows" in str(err.value)

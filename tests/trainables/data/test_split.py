@@ -89,3 +89,10 @@ def test_split_file_errors_name_the_problem(tmp_path, rows, header, match):
     path = _write(tmp_path / "s.csv", rows, header)
     with pytest.raises(ValueError, match=match):
         read_split_file(path, ["a", "b"])
+
+
+def test_a_split_file_that_is_not_utf8_is_an_error_naming_it(tmp_path):
+    path = tmp_path / "latin.csv"
+    path.write_bytes("dicom_id,split\na\u00e9,train\nb,val\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin\.csv: not UTF-8"):
+        read_split_file(path, ["a", "b"])
