@@ -13,6 +13,7 @@ from timm.layers import create_conv2d
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from tests.tiny import StageOutputs
 from trainables.activations import patch_activations
 from trainables.fast_conv import (
     ConvInputGrad,
@@ -120,9 +121,10 @@ class _Net(nn.Module):
         self.classification_head = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, 3)
         )
+        self.encoder = StageOutputs(self.features, ends=(3, 6, 8, 10))
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classification_head(self.features(x))
+        return self.classification_head(self.encoder(x)[-1])
 
 
 def _map_and_grads(model, x, target, name, fast, bn_mode="batch", dtype=torch.float64):

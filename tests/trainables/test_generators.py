@@ -14,6 +14,7 @@ from scipy.ndimage import gaussian_filter
 from torch import nn
 from torch.func import functional_call
 
+from tests.tiny import StageOutputs
 from trainables.activations import RuleActivation, patch_activations
 from trainables.generators import (
     GENERATORS as REGISTRY,
@@ -36,23 +37,6 @@ GENERATORS = list_generators()
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-class _Stages(nn.Module):
-    """Runs a Sequential and returns the output of each stage, as an smp encoder does."""
-
-    def __init__(self, seq: nn.Sequential, ends: tuple[int, ...]) -> None:
-        super().__init__()
-        self.seq, self.ends = seq, ends
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outs, start = [], 0
-        for end in self.ends:
-            for layer in self.seq[start:end]:
-                x = layer(x)
-            outs.append(x)
-            start = end
-        return outs
 
 
 class TinyNet(nn.Module):
@@ -79,7 +63,7 @@ class TinyNet(nn.Module):
         self.classification_head = nn.Sequential(
             nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3)
         )
-        self.encoder = _Stages(self.features, ends=(4, 7, 10))
+        self.encoder = StageOutputs(self.features, ends=(4, 7, 10))
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         return self.classification_head(self.encoder(x)[-1])
