@@ -57,6 +57,7 @@ def _flags(tmp: Path, data_dir: str, arms: str, trials: int, epochs: int) -> lis
         "--storage-path",
         str(tmp / "ray_results"),
         "--no-report",
+        "--verbose",  # the trials' own lines (epochs, "already finished") reach the driver's log
     ]
 
 
