@@ -29,6 +29,7 @@ fixup: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 ## CPU step-time benchmark (per-arm ratios to unet, stock vs fast double backward).
 bench: $(STAMP)

@@ -48,14 +48,8 @@ from analysis.results import (
     trials_display,
 )
 from analysis.stats import align_arms
-from analysis.tables import (
-    TablesOutput,
-    display_frame,
-    method_note,
-    seeds_display,
-    seeds_note,
-    write_tables_from,
-)
+from analysis.table_render import display_frame, method_note, seeds_display, seeds_note
+from analysis.tables import TablesOutput, write_tables_from
 
 log = logging.getLogger(__name__)
 

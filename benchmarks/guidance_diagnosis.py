@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
                    synthetic_shortcut=args.shortcut, synthetic_shortcut_test="shuffled"),
         progress=False,
     )  # fmt: skip
-    cfg = TrialConfig(arm="no-seg", epochs=args.epochs, image_size=args.size, encoder=TINY_ENCODER,
+    cfg = TrialConfig(arm="no-seg", epochs=args.epochs, encoder=TINY_ENCODER,
                       decoder_channels=TINY_DECODER, device="cpu", num_threads=1, panels=0,
                       bootstrap_resamples=20)  # fmt: skip
     if args.model:

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         paths = [True, False] if get_arm(arm).needs_map == "graph" else [True]
         for fast in paths:
             torch.manual_seed(0)
-            cfg = TrialConfig(arm=arm, encoder=args.encoder, image_size=s, batch_size=b, fast_conv=fast,
+            cfg = TrialConfig(arm=arm, encoder=args.encoder, batch_size=b, fast_conv=fast,
                               bn_mode=args.bn_mode, device=str(device), decoder_channels=decoder)
             name = arm if len(paths) == 1 else f"{arm} ({'fast' if fast else 'stock'})"
             variants[name] = make_variant(cfg, device)

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     batch = dd.batch(dd.indices("train")[:args.batch])
     variants = {}
     for arm in list_arms():
-        cfg = TrialConfig(arm=arm, image_size=args.size, batch_size=args.batch, device=str(device))
+        cfg = TrialConfig(arm=arm, batch_size=args.batch, device=str(device))
         variants[arm] = make_variant(cfg, device)
     step = time_steps(variants, batch, device, warmup=1, repeats=args.repeats, amp=args.amp)
 

@@ -43,9 +43,8 @@ class SearchSpace:
     """What one arm searches, and the point evaluated first."""
 
     params: dict[str, FloatRange] = field(default_factory=dict)  # hyperparameter -> range
-    baseline: dict[str, float] = field(
-        default_factory=dict
-    )  # baseline code's values (all of SEARCHABLE)
+    # the baseline code's values (all of SEARCHABLE)
+    baseline: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = set(self.params) - set(SEARCHABLE)

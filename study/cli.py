@@ -14,12 +14,18 @@ import sys
 from collections.abc import Iterator, Sequence
 
 from search_spaces import list_spaces
-from study.presets import StudyConfig, get_preset, list_presets, with_overrides
+from study.presets import (
+    StudyConfig,
+    apply_settings,
+    get_preset,
+    list_presets,
+    with_overrides,
+)
 from trainables.config import ConfigError
 
 # The flags that override one config field each (the argparse ``dest`` is the field's name).
 DATA_FLAGS = ("egd_root", "mimic_root", "image_list", "data_dir", "synthetic_images", "image_size")
-TRIAL_FLAGS = ("epochs", "image_size", "encoder", "batch_size")
+TRIAL_FLAGS = ("epochs", "encoder", "batch_size")
 STUDY_FLAGS = (
     "study_name",
     "arms",
@@ -245,6 +251,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--experiment", metavar="NAME", help="MLflow experiment name (letters, digits, -_.)"
     )
 
+    g = p.add_argument_group("any setting")
+    g.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="settings",
+        help="set any config field without a flag of its own, e.g. data.gaze_sigma=100, "
+        "data.split_file=split.csv, trial.bn_mode=frozen, trial.weight_decay=1e-4, "
+        "grace_period=2 (repeatable; applied after the flags)",
+    )
+
     g = p.add_argument_group(
         "single trial (no Ray; debugger-friendly)",
         "--arm, --lr, --seg-ratio, --gamma and --out set one configuration, so they need\n"
@@ -292,6 +310,7 @@ def build_config(args: argparse.Namespace, command: Sequence[str] = ()) -> Study
         cfg = dataclasses.replace(
             cfg, trial=dataclasses.replace(cfg.trial, encoder_weights=weights)
         )
+    cfg = apply_settings(cfg, args.settings)
     return dataclasses.replace(
         cfg, report=not args.no_report and cfg.report, command=tuple(command)
     )
@@ -322,8 +341,10 @@ def parse_config(
     try:
         cfg = build_config(args, command)
     except ConfigError as err:
-        flag = _flag(parser, err.field)
+        flag = _flag(parser, err.field) or ("--set" if args.settings else None)
         parser.error(f"argument {flag}: {err}" if flag else f"invalid configuration: {err}")
+    except ValueError as err:  # a malformed --set item
+        parser.error(f"argument --set: {err}")
     return args, cfg
 
 

@@ -86,7 +86,7 @@ def study_params(cfg: StudyConfig, arms: Sequence[str]) -> dict[str, Any]:
         "arms": ",".join(arms),
         "trials_per_arm": cfg.trials_per_arm,
         "epochs": cfg.trial.epochs,
-        "image_size": cfg.trial.image_size,
+        "image_size": cfg.data.image_size,
         "encoder": cfg.trial.encoder,
         "encoder_weights": cfg.trial.encoder_weights,
         "batch_size": cfg.trial.batch_size,

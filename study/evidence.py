@@ -122,7 +122,7 @@ def run_evidence(cfg: EvidenceConfig) -> EvidenceSummary:
                 "shortcut_fraction": cfg.shortcut_fraction,
                 "shortcut_test": cfg.shortcut_test,
                 "epochs": scfg.trial.epochs,
-                "image_size": scfg.trial.image_size,
+                "image_size": scfg.data.image_size,
                 "images": scfg.data.synthetic_images,
                 "encoder": scfg.trial.encoder,
                 "lr": scfg.trial.lr,

@@ -95,7 +95,8 @@ def _model_path(spec: str, tracking_uri: str | None, tmp: Path) -> Path:
 
 
 def load_model(path: Path, device: str = "cpu"):
-    """The model and the TrialConfig of a ``model.pt`` (``{"state_dict", "config"}``).
+    """The model, its TrialConfig and its image size, from a ``model.pt`` (``{"state_dict",
+    "config", "image_size"}``).
 
     Raises:
         PredictError: not loadable with ``weights_only=True``, not such a dict, a config naming an
@@ -127,6 +128,10 @@ def load_model(path: Path, device: str = "cpu"):
         raise PredictError(
             f"{path}: its config does not describe a model here ({message})"
         ) from err
+    # fit saves the image size beside the config (older files had it inside the config).
+    image_size = saved.get("image_size", saved["config"].get("image_size"))
+    if not isinstance(image_size, int):
+        raise PredictError(f"{path}: no image size recorded (expected fit's model.pt)")
     # No pretrained weights: the state dict holds every parameter, and smp would download them.
     model = build_model(cfg.encoder, None, cfg.decoder_channels)
     try:
@@ -135,7 +140,7 @@ def load_model(path: Path, device: str = "cpu"):
         raise PredictError(
             f"{path}: the weights do not fit the model of its config ({err})"
         ) from err
-    return model.to(device).eval(), cfg
+    return model.to(device).eval(), cfg, image_size
 
 
 def prepare_image(dicom: Path, size: int):
@@ -204,7 +209,7 @@ def write_outputs(
         "dicom": dicom.name,
         "model": model_spec,
         "arm": cfg.arm,
-        "image_size": cfg.image_size,
+        "image_size": int(image.shape[-1]),
         "predicted": CLASSES[int(pred.probs.argmax())],
         "probabilities": {c: float(p) for c, p in zip(CLASSES, pred.probs, strict=True)},
         "maps": {"decoder": pred.maps["decoder"] is not None, "generator": pred.generator},
@@ -224,8 +229,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             device = "cuda" if torch.cuda.is_available() else "cpu"
         with tempfile.TemporaryDirectory(prefix="predict-") as tmp:
-            model, cfg = load_model(_model_path(args.model, args.tracking_uri, Path(tmp)), device)
-        image = prepare_image(args.dicom, cfg.image_size)
+            model, cfg, size = load_model(
+                _model_path(args.model, args.tracking_uri, Path(tmp)), device
+            )
+        image = prepare_image(args.dicom, size)
         pred = predict_image(model, cfg, image, device)
         result = write_outputs(pred, image, cfg, args.dicom, args.model, args.out)
     except PredictError as err:

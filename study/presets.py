@@ -10,7 +10,9 @@ preset is a small function returning a StudyConfig; the CLI applies its flags on
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import types
+import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,18 +20,20 @@ from typing import Any
 from search_spaces import list_spaces
 from trainables.config import (
     NAME,
+    ConfigError,
     DataConfig,
     TrialConfig,
     above,
     at_least,
     check_fields,
+    model_stride,
     optional,
 )
+from trainables.registry import Registry
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
-TINY_ENCODER = (
-    "tu-test_efficientnet"  # timm's tiny test EfficientNet (SiLU): CPU demo and smoke runs
-)
+# timm's tiny test EfficientNet (SiLU): CPU demo and smoke runs
+TINY_ENCODER = "tu-test_efficientnet"
 TINY_DECODER = (16, 8, 8, 4, 4)  # decoder channels matching the tiny encoder's five stages
 
 
@@ -51,9 +55,8 @@ class StudyConfig:
     reduction_factor: int = 2  # ASHA: a rung keeps the best 1/reduction_factor of trials
     max_failures: int = 2  # Tune restarts a failed trial (e.g. a lost node) from its checkpoint
     address: str | None = None  # Ray cluster to join ("auto" on a head); None = local Ray
-    storage_path: str | None = (
-        None  # Tune storage: s3://, gs:// or shared path; None = <project>/ray_results
-    )
+    # Tune storage: s3://, gs:// or shared path; None = <project>/ray_results
+    storage_path: str | None = None
     storage_is_shared: bool = False  # a local storage path that every node mounts (NFS)
     tracking_uri: str | None = None  # MLflow; None = sqlite:///<project>/mlflow.db
     experiment: str = "gaze-unet"  # MLflow experiment
@@ -64,9 +67,8 @@ class StudyConfig:
     report: bool = True  # write the analysis report (analysis.report) when the study ends
     project_dir: str = str(PROJECT_DIR)  # absolute project root (trials chdir: no relative paths)
     data: DataConfig = field(default_factory=DataConfig)  # images and gaze maps
-    trial: TrialConfig = field(
-        default_factory=TrialConfig
-    )  # fixed trial settings (arm/lr/... searched)
+    # fixed trial settings (arm, lr, ... are searched)
+    trial: TrialConfig = field(default_factory=TrialConfig)
 
     def __post_init__(self) -> None:
         check_fields(
@@ -86,6 +88,15 @@ class StudyConfig:
                 "max_failures": at_least(-1),  # -1: Tune retries for ever
             },
         )
+        stride = model_stride(self.trial.decoder_channels)
+        if self.data.image_size % stride:
+            raise ConfigError(
+                "DataConfig",
+                "image_size",
+                f"must be a multiple of {stride} (the U-Net's {len(self.trial.decoder_channels)} "
+                f"decoder stages halve it {len(self.trial.decoder_channels)} times)",
+                self.data.image_size,
+            )
 
     def storage_root(self) -> str:
         """Where the Tune experiments of this study live (absolute path or URI)."""
@@ -98,34 +109,21 @@ class StudyConfig:
 
 
 PresetFn = Callable[[], StudyConfig]
-_PRESETS: dict[str, PresetFn] = {}
+PRESETS: Registry[PresetFn] = Registry("preset")
 
 
 def register_preset(name: str) -> Callable[[PresetFn], PresetFn]:
     """Decorator registering a function returning a StudyConfig as preset ``name``."""
-
-    def wrap(fn: PresetFn) -> PresetFn:
-        if name in _PRESETS:
-            raise ValueError(f"preset {name!r} is registered twice")
-        _PRESETS[name] = fn
-        return fn
-
-    return wrap
+    return PRESETS.register(name)
 
 
 def list_presets() -> list[str]:
-    return sorted(_PRESETS)
+    return sorted(PRESETS.names())
 
 
 def get_preset(name: str) -> StudyConfig:
-    """The StudyConfig of preset ``name``.
-
-    Raises:
-        KeyError: unknown name; lists the valid ones.
-    """
-    if name not in _PRESETS:
-        raise KeyError(f"unknown preset {name!r}; valid: {', '.join(list_presets())}")
-    return _PRESETS[name]()
+    """The StudyConfig of preset ``name`` (KeyError listing the valid ones)."""
+    return PRESETS.get(name)()
 
 
 def _data_dir() -> str:
@@ -148,7 +146,6 @@ def demo() -> StudyConfig:
         data=DataConfig(data_dir=_data_dir(), image_size=64, synthetic_images=240),
         trial=TrialConfig(
             epochs=3,
-            image_size=64,
             batch_size=16,
             encoder=TINY_ENCODER,
             decoder_channels=TINY_DECODER,
@@ -176,7 +173,6 @@ def paper() -> StudyConfig:
         data=DataConfig(data_dir=_data_dir(), image_size=224),
         trial=TrialConfig(
             epochs=35,
-            image_size=224,
             batch_size=32,
             encoder="efficientnet-b0",
             encoder_weights="imagenet",
@@ -200,7 +196,6 @@ def smoke() -> StudyConfig:
         data=DataConfig(data_dir=_data_dir(), image_size=32, synthetic_images=40),
         trial=TrialConfig(
             epochs=1,
-            image_size=32,
             batch_size=8,
             eval_batch_size=32,
             encoder=TINY_ENCODER,
@@ -252,9 +247,7 @@ def evidence_quick() -> StudyConfig:
         cfg,
         preset="evidence-quick",
         data=dataclasses.replace(cfg.data, synthetic_images=90, image_size=32),
-        trial=dataclasses.replace(
-            cfg.trial, epochs=2, image_size=32, bootstrap_resamples=50, panels=1
-        ),
+        trial=dataclasses.replace(cfg.trial, epochs=2, bootstrap_resamples=50, panels=1),
     )
 
 
@@ -270,7 +263,7 @@ def with_overrides(
     trial: dict[str, Any] | None = None,
     **study: Any,
 ) -> StudyConfig:
-    """Apply overrides that are not None; ``image_size`` set on either side sets both.
+    """Apply overrides that are not None (``None`` reads as "flag not given").
 
     Raises:
         KeyError: an override names no field of StudyConfig, DataConfig or TrialConfig.
@@ -286,9 +279,72 @@ def with_overrides(
         unknown = set(given) - valid
         if unknown:
             raise KeyError(f"unknown {what} override(s) {sorted(unknown)}; valid: {sorted(valid)}")
-    size = trial.get("image_size", data.get("image_size"))
-    if size is not None:
-        data["image_size"] = trial["image_size"] = size
+    return dataclasses.replace(
+        cfg,
+        data=dataclasses.replace(cfg.data, **data),
+        trial=dataclasses.replace(cfg.trial, **trial),
+        **study,
+    )
+
+
+def _parse_value(text: str, hint: Any, key: str) -> Any:
+    """``text`` as a value of the field type ``hint`` (int, float, bool, str, Literal, tuple of
+    int, and ``X | None`` with "none")."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (types.UnionType, typing.Union):
+        if text.lower() in ("none", "null", ""):
+            return None
+        return _parse_value(text, args[0], key)
+    if typing.get_origin(hint) is typing.Literal:
+        if text not in args:
+            raise ValueError(f"{key}: {text!r} is not one of {', '.join(map(str, args))}")
+        return text
+    if typing.get_origin(hint) is tuple:
+        return tuple(_parse_value(t.strip(), args[0], key) for t in text.split(",") if t.strip())
+    if hint is bool:
+        if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"{key}: {text!r} is not a boolean (true/false)")
+        return text.lower() in ("true", "1", "yes")
+    if hint in (int, float):
+        try:
+            return hint(text)
+        except ValueError:
+            raise ValueError(
+                f"{key}: {text!r} is not a{'n int' if hint is int else ' number'}"
+            ) from None
+    return text
+
+
+def apply_settings(cfg: StudyConfig, settings: Sequence[str]) -> StudyConfig:
+    """Apply ``--set`` overrides: ``data.<field>=V``, ``trial.<field>=V`` or ``<study field>=V``,
+    each value parsed by the field's type; the configs' own rules then check it.
+
+    One generic door for the settings that have no flag of their own (``data.gaze_sigma``,
+    ``data.split_file``, ``trial.bn_mode``, ``trial.scheduler``, ``trial.weight_decay``, ...).
+
+    Raises:
+        ValueError: malformed item, unknown field, or a value that does not parse.
+        ConfigError: a value breaks the field's rule.
+    """
+    groups: dict[str, dict[str, Any]] = {"data": {}, "trial": {}, "study": {}}
+    owners = {"data": DataConfig, "trial": TrialConfig, "study": StudyConfig}
+    for item in settings:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{item!r}: expected KEY=VALUE, e.g. data.gaze_sigma=50")
+        key = key.strip()
+        group, _, name = key.rpartition(".")
+        group = group or "study"
+        if group not in groups:
+            raise ValueError(f"{key}: the key starts with data., trial. or a study field")
+        hints = typing.get_type_hints(owners[group])
+        valid = {f.name for f in dataclasses.fields(owners[group])} - {"data", "trial"}
+        if name not in valid:
+            raise ValueError(
+                f"{key}: no such field; {group} fields: {', '.join(sorted(valid))}"
+            )
+        groups[group][name] = _parse_value(text.strip(), hints[name], key)
+    data, trial, study = groups["data"], groups["trial"], groups["study"]
     return dataclasses.replace(
         cfg,
         data=dataclasses.replace(cfg.data, **data),

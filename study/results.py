@@ -84,7 +84,7 @@ def study_description(cfg: StudyConfig, arms: Sequence[str], data: dict[str, Any
         (
             f"**Study `{cfg.study_name}`** (preset `{cfg.preset}`): {len(arms)} arms x "
             f"{cfg.trials_per_arm} trials, {cfg.trial.epochs} epochs at "
-            f"{cfg.trial.image_size} px, search space `{cfg.search_space}`."
+            f"{cfg.data.image_size} px, search space `{cfg.search_space}`."
         ),
         f"Data: {data['images']} images ({splits}); fingerprint `{data['fingerprint']}`.",
     ]

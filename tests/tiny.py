@@ -15,7 +15,6 @@ def tiny_config(**overrides) -> TrialConfig:
     base = {
         "encoder": TINY_ENCODER,
         "decoder_channels": TINY_DECODER,
-        "image_size": 32,
         "batch_size": 8,
         "eval_batch_size": 32,
         "epochs": 2,

@@ -14,11 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-CLASSES: tuple[str, ...] = (
-    "Normal",
-    "CHF",
-    "pneumonia",
-)  # label order everywhere (index = class id)
+CLASSES: tuple[str, ...] = ("Normal", "CHF", "pneumonia")  # label order everywhere (index = id)
 SPLITS: tuple[str, ...] = ("train", "val", "test")  # split ids 0, 1, 2 in CachedData.split
 
 # -- value rules -------------------------------------------------------------------------------
@@ -107,34 +103,29 @@ def check_fields(cfg: Any, rules: Mapping[str, Rule]) -> None:
 class DataConfig:
     """Where the images and gaze come from and how they are turned into training tensors."""
 
-    egd_root: str | None = (
-        None  # EGD-CXR folder (master_sheet.csv, fixations.csv); None = synthetic twin
-    )
-    mimic_root: str | None = (
-        None  # MIMIC-CXR root the `path` column is relative to; None = egd_root
-    )
-    image_list: str | None = (
-        None  # filenames.csv-style list (",filename" header) restricting images
-    )
+    # EGD-CXR folder (master_sheet.csv, fixations.csv); None = synthetic twin
+    egd_root: str | None = None
+    # MIMIC-CXR root the `path` column is relative to; None = egd_root
+    mimic_root: str | None = None
+    # filenames.csv-style list (",filename" header) restricting images
+    image_list: str | None = None
     data_dir: str = "data"  # where the synthetic twin is generated and the cache is written
-    synthetic_images: int = (
-        300  # size of the synthetic twin made on first use when egd_root is None
-    )
+    # size of the synthetic twin made on first use when egd_root is None
+    synthetic_images: int = 300
     synthetic_seed: int = 0  # seed of the synthetic twin
     # A class-correlated shortcut planted in the twin's train/val images (trainables.data.synthetic
     # .shortcuts: marker, intensity, border), broken in its test split; None = a clean twin.
     synthetic_shortcut: str | None = None
     synthetic_shortcut_fraction: float = 0.9  # train/val images carrying the shortcut
     synthetic_shortcut_test: Literal["absent", "shuffled"] = "absent"  # test: none or random class
-    image_size: int = 128  # square training size; aspect kept, padded
+    image_size: int = 128  # square training size (the trials train at it); aspect kept, padded
     image_dtype: Literal["uint8", "float16"] = "uint8"  # how cached images are stored
     # Gaussian sigma of the gaze maps in MIMIC-CXR pixels (published code: 150); on the synthetic
     # twin, whose images are about a third of MIMIC's size, scaled by its twin.json pixel_scale.
     gaze_sigma: float = 150.0
     gaze_weighting: Literal["count", "duration"] = "count"  # +1 per fixation, or weight by FPOGD
-    gaze_coordinates: Literal["pads", "original"] = (
-        "pads"  # FPOGX/Y through the pads, or X/Y_ORIGINAL
-    )
+    # FPOGX/Y through the pads, or X/Y_ORIGINAL
+    gaze_coordinates: Literal["pads", "original"] = "pads"
     split_seed: int = 0  # seed of the patient-level 80/10/10 split
     split_file: str | None = None  # CSV (dicom_id,split) overriding the seeded split
 
@@ -144,7 +135,8 @@ class DataConfig:
             {
                 "synthetic_images": at_least(3),  # one image per class at least
                 "synthetic_seed": at_least(0),
-                "image_size": at_least(32),  # the model adds its multiple-of rule (TrialConfig)
+                # the U-Net's stride adds a multiple-of rule (StudyConfig, and fit for any caller)
+                "image_size": at_least(32),
                 "gaze_sigma": above(0),
                 "split_seed": at_least(0),
                 "synthetic_shortcut_fraction": within(0, 1),
@@ -170,16 +162,9 @@ class TrialConfig:
     epochs: int = 5  # training epochs; best epoch chosen by validation mean AUC
     batch_size: int = 16  # training batch size
     eval_batch_size: int = 64  # batch size for validation / test inference
-    image_size: int = 128  # must match the DataConfig the cache was built with
     encoder: str = "efficientnet-b0"  # any smp encoder name (tests use tiny timm ones)
     encoder_weights: str | None = None  # "imagenet", a local .pth file, or None (random init)
-    decoder_channels: tuple[int, ...] = (
-        256,
-        128,
-        64,
-        32,
-        16,
-    )  # smp default; smaller for demos/tests
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)  # smp default; smaller for demos
     seed: int = 0  # seeds torch, numpy and python RNGs for this trial
     device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
     weight_decay: float = 0.0  # Adam weight decay
@@ -195,7 +180,6 @@ class TrialConfig:
     num_threads: int | None = None  # torch CPU threads (None = torch default)
 
     def __post_init__(self) -> None:
-        stride = 2 ** len(self.decoder_channels)  # the U-Net halves the image once per stage
         check_fields(
             self,
             {
@@ -211,13 +195,6 @@ class TrialConfig:
                 "decoder_channels": (
                     lambda v: len(v) >= 1 and all(_number(c) and c >= 1 for c in v),
                     "must be one or more positive widths",
-                ),
-                "image_size": (
-                    lambda v: _number(v) and v >= 32 and v % stride == 0,
-                    (
-                        f"must be >= 32 and a multiple of {stride} "
-                        f"({len(self.decoder_channels)} decoder stages)"
-                    ),
                 ),
                 "seed": at_least(0),
                 "weight_decay": at_least(0),
@@ -235,3 +212,8 @@ class TrialConfig:
 def replace(cfg, **overrides):
     """`dataclasses.replace` that ignores None overrides (CLI flags left unset)."""
     return dataclasses.replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def model_stride(decoder_channels: tuple[int, ...]) -> int:
+    """The U-Net halves the image once per encoder stage: sizes must be a multiple of this."""
+    return 2 ** len(decoder_channels)

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from trainables.config import CLASSES, TrialConfig
+from trainables.config import CLASSES, TrialConfig, model_stride
 from trainables.data.cached import CachedData
 from trainables.device_data import DeviceData, random_affine
 from trainables.evaluate import choose_panel_keys, explain, predict
@@ -184,11 +184,14 @@ class _Trainer:
     """The state of one run: model, optimiser, scheduler, RNGs, best epoch and history."""
 
     def __init__(self, cfg: TrialConfig, data: CachedData, log: Callable[[str], None]):
-        if cfg.image_size != data.image_size:
+        stride = model_stride(cfg.decoder_channels)
+        if data.image_size % stride:
             raise ValueError(
-                f"TrialConfig.image_size={cfg.image_size} but the cached data is "
-                f"{data.image_size}px; rebuild the cache or change --image-size"
+                f"the cached data is {data.image_size} px, but a U-Net with "
+                f"{len(cfg.decoder_channels)} decoder stages needs a multiple of {stride} px: "
+                f"change --image-size (or the decoder)"
             )
+        self.image_size = data.image_size
         self.cfg, self.log = cfg, log
         self.arm = get_arm(cfg.arm)
         seed_everything(cfg.seed)
@@ -365,7 +368,9 @@ class _Trainer:
         write_panels(arrays, gen_name, heat)
         (out_dir / "model").mkdir(parents=True, exist_ok=True)
         torch.save(
-            {"state_dict": self.model.state_dict(), "config": cfg.to_dict()},
+            # the image size is the data's: predict letterboxes a new image to it
+            {"state_dict": self.model.state_dict(), "config": cfg.to_dict(),
+             "image_size": self.image_size},
             out_dir / "model" / "model.pt",
         )
         return res
@@ -385,7 +390,8 @@ def fit(
 
     Args:
         cfg: the arm and its hyperparameters.
-        data: the preprocessed dataset (its image size must equal ``cfg.image_size``).
+        data: the preprocessed dataset; its image size is the trial's (a multiple of the U-Net's
+            stride, ``trainables.config.model_stride``).
         out_dir: folder for predictions/, explain/, heatmaps/, model/, summary.json (and, without a
             ``report`` callback, the latest checkpoint in checkpoint/).
         report: called once per epoch with the metrics and a checkpoint folder that is deleted after the
@@ -468,7 +474,8 @@ def fit(
             metrics[DONE] = 1.0
             (out_dir / "summary.json").write_text(
                 json.dumps(
-                    {"status": "ok", "config": cfg.to_dict(), "history": tr.history, "test": test},
+                    {"status": "ok", "config": cfg.to_dict(), "image_size": tr.image_size,
+                     "history": tr.history, "test": test},
                     indent=1,
                 )
             )

@@ -2,7 +2,7 @@
 
 BCE-with-logits is used only on logits (the decoder output); a [0, 1] heatmap (a generator map after
 ``to_heatmap``) gets BCE on probabilities -- feeding it to BCEWithLogits would squash it a second time and
-make the fit threshold instead of match (DESIGN.md section 2).
+make the fit threshold instead of match.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The one MLflow integration path of the study (the only trainables module importing mlflow).
 
-What gets written is the contract in DESIGN.md section 4 (and the analysis/ helpers read it back):
-one experiment per study, one parent run per study (tags ``role=study``, ``study_name``, ``preset``),
+What gets written is the record laid out in ``trainables/record.py`` and the README ("Reading the
+results"; ``analysis/`` reads it back): one experiment per study, one parent run per study (tags ``role=study``, ``study_name``, ``preset``),
 one child run per Tune trial (tags ``role=trial``, ``arm``, ``model_set``, ``generator``, ``stage``,
 ``trial_id``, ``status``, ``error``), per-epoch ``train/*`` and ``val/*`` metrics with step = epoch,
 final ``best/*`` and ``test/*`` metrics and the artifact folders written by ``trainables.fit``.

@@ -106,13 +106,15 @@ def train_trial(
     if checkpoint is not None:
         restore_dir = checkpoint.to_directory(tempfile.mkdtemp(prefix="restore-"))
         run_id = read_checkpoint_extra(restore_dir).get("mlflow_run_id")
+    # The trial trains at its data's image size: logged with its settings (the record's params).
+    params = {**cfg.to_dict(), "image_size": data.image_size}
     finished = tracking.finished_trial(
         study.tracking,
         trial_id,
         run_id=run_id,
         stage=study.stage,
         arm=arm.name,
-        params=cfg.to_dict(),
+        params=params,
     )
     if finished is not None:
         # Tune lost this trial's end (driver killed) but MLflow holds its whole record: give Tune
@@ -131,7 +133,7 @@ def train_trial(
         trial_id,
         run_id=run_id,
         tags={**trial_tags(arm.name, study.stage, arm.model_set, arm.generator), **extra_tags},
-        params=cfg.to_dict(),
+        params=params,
     )
     # A trial restarted from an older checkpoint than its last report (Tune had not recorded the
     # newest one: driver interrupted, node lost) re-runs epochs MLflow already holds. fit resumes

@@ -39,7 +39,6 @@ def tiny_trial(**overrides) -> TrialConfig:
     base = {
         "encoder": TINY_ENCODER,
         "decoder_channels": TINY_DECODER,
-        "image_size": IMAGE_SIZE,
         "batch_size": 8,
         "eval_batch_size": 32,
         "epochs": 2,

@@ -19,6 +19,7 @@ from trainables.config import ConfigError
 
 FLAGS = [
     "--data",
+    "--set",
     "--data-dir",
     "--synthetic-images",
     "--study-name",
@@ -87,7 +88,7 @@ def test_help_lists_every_flag_with_text():
 def test_no_flags_is_the_demo_preset():
     cfg = build_config(build_parser().parse_args([]))
     assert cfg == get_preset("demo")
-    assert cfg.arms == () and cfg.trial.image_size == cfg.data.image_size == 64
+    assert cfg.arms == () and cfg.data.image_size == 64
 
 
 EVERY_FLAG = (
@@ -105,7 +106,7 @@ def test_flags_override_the_preset():
     args = build_parser().parse_args(EVERY_FLAG.split())
     cfg = build_config(args)
     assert cfg.preset == "paper" and cfg.arms == ("unet", "set3-gbp") and cfg.trials_per_arm == 3
-    assert cfg.trial.epochs == 4 and cfg.trial.image_size == cfg.data.image_size == 96
+    assert cfg.trial.epochs == 4 and cfg.data.image_size == 96
     assert cfg.trial.encoder == "resnet18" and cfg.trial.encoder_weights is None
     assert (cfg.gpus_per_trial, cfg.cpus_per_trial, cfg.address) == (0.5, 2.0, "auto")
     assert (cfg.storage_path, cfg.tracking_uri, cfg.experiment) == (
@@ -128,7 +129,7 @@ def test_smoke_test_and_paper_presets():
     smoke = build_config(build_parser().parse_args(["--smoke-test"]))
     assert smoke.preset == "smoke" and smoke.trial.epochs == 1 and len(smoke.arms) == 2
     paper = get_preset("paper")
-    assert (paper.trial.image_size, paper.trial.epochs, paper.trials_per_arm) == (224, 35, 20)
+    assert (paper.data.image_size, paper.trial.epochs, paper.trials_per_arm) == (224, 35, 20)
     assert paper.trial.encoder == "efficientnet-b0" and paper.trial.encoder_weights == "imagenet"
     assert paper.search_space == "paper" and paper.gpus_per_trial > 0
 
@@ -280,7 +281,7 @@ def test_values_on_the_boundaries_are_accepted():
         build_parser(),
         SINGLE + ["--seg-ratio", "0", "--gamma", "1", "--image-size", "32", "--seed", "0"],
     )
-    assert (cfg.trial.seg_ratio, cfg.trial.gamma, cfg.trial.image_size) == (0.0, 1.0, 32)
+    assert (cfg.trial.seg_ratio, cfg.trial.gamma, cfg.data.image_size) == (0.0, 1.0, 32)
     _, cfg = parse_config(build_parser(), SINGLE + ["--seg-ratio", "1", "--lr", "7"])
     assert (cfg.trial.arm, cfg.trial.seg_ratio, cfg.trial.lr) == ("unet", 1.0, 7.0)
 
@@ -301,7 +302,7 @@ def test_the_rules_live_on_the_configs_for_programmatic_callers():
         (lambda: dataclasses.replace(demo, study_name="../x"), "study_name"),
         (lambda: dataclasses.replace(demo, trials_per_arm=0), "trials_per_arm"),
         (lambda: with_overrides(demo, trial={"lr": -1.0}), "lr"),
-        (lambda: with_overrides(demo, trial={"image_size": 40}), "image_size"),
+        (lambda: with_overrides(demo, data={"image_size": 40}), "image_size"),
     ]
     for make, field in cases:
         with pytest.raises(ConfigError) as info:
@@ -314,3 +315,25 @@ def test_the_command_is_kept_for_the_resume_hint():
         build_parser(), ["--epochs", "2"], command=("gaze-study", "--epochs", "2")
     )
     assert cfg.command == ("gaze-study", "--epochs", "2")
+
+
+def test_set_reaches_any_field_with_its_type_and_its_rules(capsys):
+    _, cfg = parse_config(
+        build_parser(),
+        ["--set", "data.gaze_sigma=100", "--set", "trial.decoder_channels=16,8,8,4,4",
+         "--set", "trial.bn_mode=frozen", "--set", "grace_period=3", "--set", "data.split_file=none",
+         "--set", "trial.augment=false"],
+    )  # fmt: skip
+    assert cfg.data.gaze_sigma == 100.0 and cfg.trial.decoder_channels == (16, 8, 8, 4, 4)
+    assert cfg.trial.bn_mode == "frozen" and cfg.grace_period == 3
+    assert cfg.data.split_file is None and cfg.trial.augment is False
+    for item, words in (
+        ("data.gaze_sigma=-3", "gaze_sigma must be > 0"),  # the config's own rule
+        ("trial.bn_mode=eval", "not one of frozen, batch"),
+        ("data.nope=1", "no such field"),
+        ("epochs=x", "no such field"),  # epochs is a trial field: trial.epochs
+        ("trial.epochs=two", "not an int"),
+        ("gaze_sigma", "expected KEY=VALUE"),
+    ):
+        err = _parse_error(["--set", item], capsys)
+        assert "argument --set: " in err and words in err, (item, err)

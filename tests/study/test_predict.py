@@ -40,7 +40,7 @@ def test_image(tiny_data, data_config):
 
 
 def _model_probs(model_pt, image: np.ndarray) -> np.ndarray:
-    model, _ = predict.load_model(model_pt)
+    model, _, _ = predict.load_model(model_pt)
     with torch.no_grad():
         logits = model.classify(torch.from_numpy(image)[None, None])
     return torch.softmax(logits, dim=1)[0].numpy()

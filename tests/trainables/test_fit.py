@@ -16,6 +16,7 @@ from sklearn.metrics import roc_auc_score
 
 from tests.tiny import tiny_config
 from trainables.config import CLASSES
+from trainables.data.toy import make_toy_cached
 from trainables.fit import CheckpointError, fit, read_checkpoint_extra
 from trainables.model_sets import get_arm, list_arms
 from trainables.record import AUC_KEYS, PROBE_MAPS, VAL_AUC_UNDEFINED
@@ -210,6 +211,10 @@ def test_a_diverging_run_stops_with_a_status_and_a_finite_metric(tiny_data, tmp_
     assert all(math.isfinite(v) for v in metrics.values())
 
 
-def test_image_size_mismatch_is_a_clear_error(tiny_data, tmp_path):
-    with pytest.raises(ValueError, match="image_size=64 but the cached data is 32px"):
-        fit(tiny_config(image_size=64), tiny_data, tmp_path, log=QUIET)
+def test_data_the_unet_cannot_halve_is_a_clear_error(tmp_path):
+    # The trial trains at its data's size (one home: DataConfig); 36 px is not a multiple of the
+    # stride 8 of a three-stage U-Net.
+    with pytest.raises(
+        ValueError, match="36 px, but a U-Net with 3 decoder stages needs a multiple of 8"
+    ):
+        fit(tiny_config(), make_toy_cached(n=24, size=36), tmp_path, log=QUIET)

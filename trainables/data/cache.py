@@ -20,7 +20,7 @@ import zlib
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,9 +28,9 @@ import numpy as np
 from tqdm import tqdm
 
 from trainables.config import DataConfig
+from trainables.data.cached import CachedData
 from trainables.data.dicom import DicomError, letterbox, read_dicom
 from trainables.data.heatmaps import (
-    CoordinateSource,
     Fixations,
     Pads,
     native_fixations,
@@ -49,15 +49,9 @@ _POOL_MIN_IMAGES = 64  # below this a process pool costs more to start than it s
 
 @dataclass
 class CacheContent:
-    """What the cache holds, plus how this call got it."""
+    """What the cache holds (the dataset, no split yet), plus how this call got it."""
 
-    images: np.ndarray  # (N, S, S) uint8 or float16
-    gaze: np.ndarray  # (N, S, S) float16 in [0, 1]
-    labels: np.ndarray  # (N,) int64
-    keys: list[str]
-    patients: list[str]
-    exclusions: dict[str, int] = field(default_factory=dict)  # found while decoding/drawing
-    fingerprint: str = ""
+    data: CachedData  # images, gaze maps, labels, keys, patients, exclusions, fingerprint
     built: bool = False  # True when this call decoded the DICOMs, False when it loaded the file
     decoded: int = 0  # DICOMs decoded by this call
     seconds: float = 0.0  # build time (0 when loaded)
@@ -74,7 +68,7 @@ def _identity(path: Path) -> list:
 
 
 def cache_fingerprint(
-    index: EgdIndex, cfg: DataConfig, coordinates: CoordinateSource = "pads"
+    index: EgdIndex, cfg: DataConfig
 ) -> str:
     """sha256 over input file identities and every content-relevant setting."""
     settings = {
@@ -83,7 +77,7 @@ def cache_fingerprint(
         "image_dtype": cfg.image_dtype,
         "gaze_sigma": float(cfg.gaze_sigma),
         "gaze_weighting": cfg.gaze_weighting,
-        "coordinates": coordinates,
+        "coordinates": cfg.gaze_coordinates,
         "egd_root": str(Path(cfg.egd_root).resolve()) if cfg.egd_root else None,
         "mimic_root": str(Path(cfg.resolved_mimic_root()).resolve())
         if cfg.resolved_mimic_root()
@@ -172,7 +166,6 @@ def build_cache(
     *,
     progress: bool = True,
     workers: int | None = None,
-    coordinates: CoordinateSource = "pads",
 ) -> CacheContent:
     """Decode and draw every indexed image; failures become counted exclusions."""
     if workers is None:
@@ -189,7 +182,7 @@ def build_cache(
             dtype=cfg.image_dtype,
             sigma=float(cfg.gaze_sigma),
             weighting=cfg.gaze_weighting,
-            coordinates=coordinates,
+            coordinates=cfg.gaze_coordinates,
         )
         for r in index.records
     ]
@@ -212,7 +205,7 @@ def build_cache(
             f"no usable image among {len(index.records)} indexed images (exclusions while "
             f"indexing: {dict(sorted(index.exclusions.items()))}; while decoding: {decoding})"
         )
-    content = CacheContent(
+    data = CachedData(
         images=np.stack(images),
         gaze=np.stack(gaze),
         labels=np.array([r.label for r in kept], dtype=np.int64),
@@ -220,6 +213,9 @@ def build_cache(
         patients=[r.patient for r in kept],
         exclusions={k: v for k, v in counts.items() if v},
         fingerprint=fingerprint,
+    )
+    content = CacheContent(
+        data,
         built=True,
         decoded=len(tasks),
         seconds=seconds,
@@ -237,18 +233,19 @@ def build_cache(
 
 def save_cache(content: CacheContent, path: Path) -> None:
     """Write atomically (temp file + rename), so a reader never sees a half-written cache."""
+    data = content.data
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as fh:
         np.savez(
             fh,
-            images=content.images,
-            gaze=content.gaze,
-            labels=content.labels,
-            keys=np.array(content.keys, dtype=str),
-            patients=np.array(content.patients, dtype=str),
-            exclusions=np.array(json.dumps(content.exclusions)),
-            fingerprint=np.array(content.fingerprint),
+            images=data.images,
+            gaze=data.gaze,
+            labels=data.labels,
+            keys=np.array(data.keys, dtype=str),
+            patients=np.array(data.patients, dtype=str),
+            exclusions=np.array(json.dumps(data.exclusions)),
+            fingerprint=np.array(data.fingerprint),
         )
     os.replace(tmp, path)
 
@@ -270,7 +267,8 @@ def load_cache(path: Path, fingerprint: str) -> CacheContent | None:
         with np.load(path, allow_pickle=False) as z:
             if str(z["fingerprint"]) != fingerprint:
                 return None
-            content = CacheContent(
+            # CachedData checks that every array has one row per image.
+            data = CachedData(
                 images=z["images"],
                 gaze=z["gaze"],
                 labels=z["labels"],
@@ -279,12 +277,7 @@ def load_cache(path: Path, fingerprint: str) -> CacheContent | None:
                 exclusions=json.loads(str(z["exclusions"])),
                 fingerprint=fingerprint,
             )
-        n = len(content.labels)
-        if not (len(content.images) == len(content.gaze) == len(content.keys) == n):
-            raise ValueError(
-                f"arrays of different lengths ({len(content.images)} images, {n} labels)"
-            )
-        return content
+        return CacheContent(data)
     except _CORRUPT as exc:
         logger.warning(
             "preprocessing cache %s is corrupt (%s: %s); removing it and rebuilding",
@@ -305,7 +298,6 @@ def load_or_build(
     *,
     progress: bool = True,
     workers: int | None = None,
-    coordinates: CoordinateSource = "pads",
 ) -> CacheContent:
     """Load the cache for these inputs and settings, or build and save it.
 
@@ -314,16 +306,15 @@ def load_or_build(
         cfg: data settings; ``cfg.egd_root`` must be the folder the index was read from.
         progress: show a tqdm bar while decoding (only on a terminal).
         workers: decoding processes (default min(cpu count, 8); 1 = in this process).
-        coordinates: where fixations come from (see ``heatmaps.native_fixations``).
     """
-    fingerprint = cache_fingerprint(index, cfg, coordinates)
+    fingerprint = cache_fingerprint(index, cfg)
     path = cache_path(cfg, fingerprint)
     content = load_cache(path, fingerprint)
     if content is not None:
-        logger.info("loaded preprocessing cache %s (%d images)", path, len(content.labels))
+        logger.info("loaded preprocessing cache %s (%d images)", path, len(content.data.labels))
         return content
     content = build_cache(
-        index, cfg, fingerprint, progress=progress, workers=workers, coordinates=coordinates
+        index, cfg, fingerprint, progress=progress, workers=workers
     )
     save_cache(content, path)
     logger.info("wrote preprocessing cache %s", path)

@@ -33,7 +33,7 @@ class CachedData:
     labels: np.ndarray
     keys: list[str]
     patients: list[str]
-    split: np.ndarray
+    split: np.ndarray | None = None  # None until prepare assigns one (the cache holds none)
     exclusions: dict[str, int] = field(default_factory=dict)
     fingerprint: str = ""
 
@@ -43,7 +43,8 @@ class CachedData:
             arr = getattr(self, name)
             if arr.ndim != 3 or arr.shape[0] != n:
                 raise ValueError(f"CachedData.{name} has shape {arr.shape}, expected ({n}, S, S)")
-        if len(self.keys) != n or len(self.patients) != n or len(self.split) != n:
+        split_n = n if self.split is None else len(self.split)
+        if len(self.keys) != n or len(self.patients) != n or split_n != n:
             raise ValueError("CachedData: keys, patients, split and labels differ in length")
 
     @property
@@ -52,6 +53,8 @@ class CachedData:
 
     def indices(self, split: str) -> np.ndarray:
         """Row indices of one split ('train', 'val' or 'test'), in stored order."""
+        if self.split is None:
+            raise ValueError("CachedData has no split yet (trainables.data.prepare assigns it)")
         return np.flatnonzero(self.split == SPLITS.index(split))
 
     def summary_dict(self) -> dict:

@@ -116,7 +116,7 @@ def prepare_data(cfg: DataConfig, *, progress: bool = True) -> CachedData:
     # The twin's images are smaller than MIMIC's: gaze_sigma is in MIMIC pixels everywhere.
     scale = float(manifest["pixel_scale"]) if manifest else 1.0
     cache_cfg = dataclasses.replace(cfg, gaze_sigma=cfg.gaze_sigma * scale)
-    content = load_or_build(index, cache_cfg, progress=progress, coordinates=cfg.gaze_coordinates)
+    content = load_or_build(index, cache_cfg, progress=progress).data
     split_file = cfg.split_file
     if split_file is None and manifest and manifest.get("shortcut"):
         # A shortcut twin's test split is where its shortcut is broken: use the split it was
@@ -129,15 +129,6 @@ def prepare_data(cfg: DataConfig, *, progress: bool = True) -> CachedData:
         split = patient_split(content.labels, content.patients, seed=cfg.split_seed)
     exclusions = Counter(index.exclusions)
     exclusions.update(content.exclusions)
-    data = CachedData(
-        images=content.images,
-        gaze=content.gaze,
-        labels=content.labels,
-        keys=content.keys,
-        patients=content.patients,
-        split=split,
-        exclusions=dict(exclusions),
-        fingerprint=content.fingerprint,
-    )
+    data = dataclasses.replace(content, split=split, exclusions=dict(exclusions))
     logger.info("%s", data.summary())
     return data

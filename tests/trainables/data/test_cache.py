@@ -38,21 +38,21 @@ def test_content_matches_the_per_image_pipeline(cfg):
     index = _index(cfg)
     c = load_or_build(index, cfg, progress=False, workers=1)
     assert c.built and c.decoded == N_CACHED and c.rate > 0
-    assert c.images.shape == (N_CACHED, 48, 48) and c.images.dtype == np.uint8
-    assert c.gaze.shape == (N_CACHED, 48, 48) and c.gaze.dtype == np.float16
-    assert c.keys == [r.key for r in index.records]
-    assert c.patients == [r.patient for r in index.records]
-    np.testing.assert_array_equal(c.labels, [r.label for r in index.records])
+    assert c.data.images.shape == (N_CACHED, 48, 48) and c.data.images.dtype == np.uint8
+    assert c.data.gaze.shape == (N_CACHED, 48, 48) and c.data.gaze.dtype == np.float16
+    assert c.data.keys == [r.key for r in index.records]
+    assert c.data.patients == [r.patient for r in index.records]
+    np.testing.assert_array_equal(c.data.labels, [r.label for r in index.records])
     rec = index.records[5]
     native = read_dicom(rec.dicom_path)
     image, t = letterbox(native, 48)
     gaze = static_heatmap(
         native_fixations(rec.fixations, rec.pads, native.shape), t, 48, cfg.gaze_sigma
     )
-    np.testing.assert_array_equal(c.images[5], np.round(image * 255).astype(np.uint8))
-    np.testing.assert_allclose(c.gaze[5], gaze, atol=1e-3)
-    assert np.isclose(c.gaze.max(axis=(1, 2)), 1.0, atol=1e-3).all()
-    assert c.exclusions.get("off_image_fixations", 0) > 0  # the twin glances off the image
+    np.testing.assert_array_equal(c.data.images[5], np.round(image * 255).astype(np.uint8))
+    np.testing.assert_allclose(c.data.gaze[5], gaze, atol=1e-3)
+    assert np.isclose(c.data.gaze.max(axis=(1, 2)), 1.0, atol=1e-3).all()
+    assert c.data.exclusions.get("off_image_fixations", 0) > 0  # the twin glances off the image
 
 
 def test_reused_without_decoding_and_rebuilt_when_a_dicom_changes(cfg, caplog):
@@ -65,16 +65,16 @@ def test_reused_without_decoding_and_rebuilt_when_a_dicom_changes(cfg, caplog):
     victim.write_bytes(b"\0" * st.st_size)
     os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
     again = load_or_build(_index(cfg), cfg, progress=False, workers=1)
-    assert not again.built and again.decoded == 0 and again.fingerprint == first.fingerprint
-    np.testing.assert_array_equal(again.images, first.images)
-    assert again.keys == first.keys
+    assert not again.built and again.decoded == 0 and again.data.fingerprint == first.data.fingerprint
+    np.testing.assert_array_equal(again.data.images, first.data.images)
+    assert again.data.keys == first.data.keys
     # Now the file looks changed (new mtime): rebuilt, and the corrupt DICOM is a named exclusion.
     os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     with caplog.at_level(logging.WARNING, logger="trainables.data.cache"):
         rebuilt = load_or_build(_index(cfg), cfg, progress=False, workers=1)
-    assert rebuilt.built and rebuilt.fingerprint != first.fingerprint
-    assert rebuilt.exclusions["undecodable_dicom"] == 1
-    assert index.records[2].key not in rebuilt.keys and len(rebuilt.keys) == len(first.keys) - 1
+    assert rebuilt.built and rebuilt.data.fingerprint != first.data.fingerprint
+    assert rebuilt.data.exclusions["undecodable_dicom"] == 1
+    assert index.records[2].key not in rebuilt.data.keys and len(rebuilt.data.keys) == len(first.data.keys) - 1
     assert index.records[2].key in caplog.text and "not a DICOM" in caplog.text
     assert str(victim) not in caplog.text  # logged by dicom_id: the path holds the patient id
 
@@ -93,18 +93,18 @@ def test_setting_change_builds_a_new_file(cfg, change):
     base = load_or_build(index, cfg, progress=False, workers=1)
     other_cfg = dataclasses.replace(cfg, **change)
     other = load_or_build(index, other_cfg, progress=False, workers=1)
-    assert other.built and other.fingerprint != base.fingerprint
-    assert cache_path(other_cfg, other.fingerprint).is_file()
-    assert cache_path(cfg, base.fingerprint).is_file()
+    assert other.built and other.data.fingerprint != base.data.fingerprint
+    assert cache_path(other_cfg, other.data.fingerprint).is_file()
+    assert cache_path(cfg, base.data.fingerprint).is_file()
     if "image_dtype" in change:
         assert (
-            other.images.dtype == np.float16 and 0 <= other.images.min() <= other.images.max() <= 1
+            other.data.images.dtype == np.float16 and 0 <= other.data.images.min() <= other.data.images.max() <= 1
         )
-        np.testing.assert_allclose(other.images * 255, base.images, atol=0.6)
+        np.testing.assert_allclose(other.data.images * 255, base.data.images, atol=0.6)
     elif "image_size" in change:
-        assert other.images.shape[1:] == (32, 32)
+        assert other.data.images.shape[1:] == (32, 32)
     else:
-        assert not np.array_equal(other.gaze, base.gaze)
+        assert not np.array_equal(other.data.gaze, base.data.gaze)
 
 
 def test_table_change_rebuilds(cfg):
@@ -113,7 +113,7 @@ def test_table_change_rebuilds(cfg):
     fix = os.path.join(cfg.egd_root, "fixations.csv")
     os.utime(fix, ns=(os.stat(fix).st_atime_ns, os.stat(fix).st_mtime_ns + 1_000_000))
     assert (
-        load_or_build(_index(cfg), cfg, progress=False, workers=1).fingerprint != base.fingerprint
+        load_or_build(_index(cfg), cfg, progress=False, workers=1).data.fingerprint != base.data.fingerprint
     )
 
 
@@ -121,11 +121,11 @@ def test_process_pool_gives_the_same_arrays(cfg):
     index = _index(cfg)
     small = dataclasses.replace(index, records=index.records[:4])
     one = load_or_build(small, cfg, progress=False, workers=1)
-    os.remove(cache_path(cfg, one.fingerprint))
+    os.remove(cache_path(cfg, one.data.fingerprint))
     two = load_or_build(small, cfg, progress=False, workers=2)
     assert two.built
-    np.testing.assert_array_equal(one.images, two.images)
-    np.testing.assert_array_equal(one.gaze, two.gaze)
+    np.testing.assert_array_equal(one.data.images, two.data.images)
+    np.testing.assert_array_equal(one.data.gaze, two.data.gaze)
 
 
 def test_image_whose_fixations_all_miss_it_is_excluded(cfg, caplog):
@@ -137,8 +137,8 @@ def test_image_whose_fixations_all_miss_it_is_excluded(cfg, caplog):
     records[1] = dataclasses.replace(rec, fixations=off)
     with caplog.at_level(logging.WARNING, logger="trainables.data.cache"):
         c = load_or_build(dataclasses.replace(index, records=tuple(records)), cfg, progress=False)
-    assert c.exclusions["no_fixation_on_image"] == 1 and rec.key not in c.keys
-    assert c.exclusions["off_image_fixations"] >= n and rec.key in caplog.text
+    assert c.data.exclusions["no_fixation_on_image"] == 1 and rec.key not in c.data.keys
+    assert c.data.exclusions["off_image_fixations"] >= n and rec.key in caplog.text
 
 
 def test_script_without_main_guard_still_builds_the_cache(synthetic_cfg, synthetic_root, tmp_path):
@@ -158,7 +158,7 @@ def test_script_without_main_guard_still_builds_the_cache(synthetic_cfg, synthet
                          egd_root={str(synthetic_root)!r}, image_size=32)
         index = read_egd(cfg.egd_root)
         content = load_or_build(index, cfg, progress=False, workers=2)
-        print("BUILT", content.built, len(content.keys))
+        print("BUILT", content.built, len(content.data.keys))
     """)
     )
     out = subprocess.run(
@@ -196,14 +196,14 @@ def _garbage_tail(path):
 def test_a_corrupt_cache_file_is_reported_removed_and_rebuilt(cfg, caplog, corrupt):
     index = _index(cfg)
     first = load_or_build(index, cfg, progress=False, workers=1)
-    path = cache_path(cfg, first.fingerprint)
+    path = cache_path(cfg, first.data.fingerprint)
     corrupt(path)
     with caplog.at_level(logging.WARNING, logger="trainables.data.cache"):
         healed = load_or_build(index, cfg, progress=False, workers=1)
-    assert healed.built and healed.fingerprint == first.fingerprint
-    np.testing.assert_array_equal(healed.images, first.images)
-    np.testing.assert_array_equal(healed.gaze, first.gaze)
+    assert healed.built and healed.data.fingerprint == first.data.fingerprint
+    np.testing.assert_array_equal(healed.data.images, first.data.images)
+    np.testing.assert_array_equal(healed.data.gaze, first.data.gaze)
     assert str(path) in caplog.text and "corrupt" in caplog.text
     again = load_or_build(index, cfg, progress=False, workers=1)  # the new file is whole
     assert not again.built
-    np.testing.assert_array_equal(again.images, first.images)
+    np.testing.assert_array_equal(again.data.images, first.data.images)

@@ -99,7 +99,7 @@ def test_prepare_uses_the_twins_split_and_scales_sigma_to_its_size(twins):
         direct = load_or_build(
             index, dataclasses.replace(resolved, gaze_sigma=sigma), progress=False, workers=1
         )
-        equal = np.allclose(direct.gaze.astype(np.float32), clean.gaze.astype(np.float32))
+        equal = np.allclose(direct.data.gaze.astype(np.float32), clean.gaze.astype(np.float32))
         assert equal == same, sigma
 
 
