@@ -1,0 +1,51 @@
+"""The multi-task U-Net: shapes, the classify path, BatchNorm momentum, encoder weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.tiny import TINY_DECODER, TINY_ENCODER
+from trainables.model import build_model
+
+
+def test_model_forward_shapes_and_batchnorm_momentum():
+    model = build_model(TINY_ENCODER, None, TINY_DECODER)
+    mask, logits = model(torch.rand(2, 1, 32, 32))
+    assert mask.shape == (2, 1, 32, 32) and logits.shape == (2, 3)
+    x = torch.rand(2, 1, 32, 32)
+    model.eval()  # no dropout: classify() is the aux head of the full forward
+    assert torch.allclose(model.classify(x), model(x)[1])
+    momenta = {
+        m.momentum for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+    }
+    assert momenta == {0.1}  # smp's EfficientNet ships 0.01, too slow for eval-mode BN to be usable
+
+
+def test_unavailable_encoder_weights_give_an_actionable_error(tmp_path):
+    from trainables.model import EncoderWeightsError
+
+    with pytest.raises(EncoderWeightsError, match="not found: .*missing.pth"):
+        build_model(TINY_ENCODER, str(tmp_path / "missing.pth"), TINY_DECODER)
+    # this machine has no route to the weights hub: the download fails with the way out spelled out
+    with pytest.raises(EncoderWeightsError, match="--encoder-weights none"):
+        build_model(TINY_ENCODER, "imagenet", TINY_DECODER)
+
+
+def test_local_encoder_weights_file_is_loaded(tmp_path):
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(1)
+    ref = smp.Unet(
+        TINY_ENCODER,
+        encoder_weights=None,
+        in_channels=3,
+        encoder_depth=3,
+        decoder_channels=TINY_DECODER,
+        classes=1,
+    )
+    torch.save(ref.encoder.state_dict(), tmp_path / "enc.pth")
+    model = build_model(TINY_ENCODER, str(tmp_path / "enc.pth"), TINY_DECODER)
+    first = next(model.unet.encoder.parameters())
+    assert first.shape[1] == 1  # RGB kernels summed into one grey channel
+    assert torch.allclose(first[:, 0], next(ref.encoder.parameters()).sum(1))
