@@ -46,6 +46,9 @@ def quiet_console(verbose: bool) -> None:
     if verbose:
         return
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Tune's "snapshotting triggered multiple times" advice (4 lines, once per burst of epoch
+    # checkpoints on a loaded machine) is about Tune's own bookkeeping, not the study; 0 = off.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     for name in _CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
 
