@@ -329,6 +329,17 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     record = Record(tracking_uri)
     study = record.study(experiment, parent)
+    if study.params.get("kind") == "evidence":
+        # The evidence experiment (study.evidence) has no search: its report is the clean vs
+        # shortcut comparison, not Tables 1-4.
+        from analysis.evidence import write_evidence_from
+
+        out = write_evidence_from(record, study, out_dir)
+        path = out_dir / REPORT_NAME
+        path.write_text(out.report.read_text(encoding="utf-8"), encoding="utf-8")
+        if log_to_mlflow:
+            record.log_outputs(study.parent_run_id, [*out.files, path])
+        return path.resolve()
     ctx = build_context(record, study, experiment, out_dir, resamples=resamples, seed=seed)
     path = out_dir / REPORT_NAME
     path.write_text(render_html(ctx), encoding="utf-8")

@@ -84,7 +84,7 @@ def run_evidence(cfg: EvidenceConfig) -> EvidenceSummary:
     """
     import ray
 
-    from study import tuner
+    from study import console, progress, tuner
     from study.driver import _connect_ray
     from study.reconcile import close_open_trials
     from trainables import tracking
@@ -94,6 +94,7 @@ def run_evidence(cfg: EvidenceConfig) -> EvidenceSummary:
     from trainables.trainable import DATASET_KEY, StudyContext
 
     t0 = time.perf_counter()
+    console.quiet_console(cfg.study.verbose)
     arms = list(cfg.arms)
     for arm in arms:
         get_arm(arm)
@@ -140,6 +141,9 @@ def run_evidence(cfg: EvidenceConfig) -> EvidenceSummary:
             {DATASET_KEY: list(TWINS), "arm": arms, "seed": list(cfg.seeds)},
             datasets,
             StudyContext(ctx, "evidence", scfg.cpus_per_trial),
+            callbacks=[
+                progress.TuneProgress(name, progress.ProgressBoard(arms, 2 * len(cfg.seeds)))
+            ],
         )
         if outcome.interrupted:
             tracking.end_study_run(ctx, "KILLED")
@@ -147,11 +151,12 @@ def run_evidence(cfg: EvidenceConfig) -> EvidenceSummary:
             print(f"[evidence] interrupted; continue with --resume --study-name {name}")
             return summary
         close_open_trials(ctx, outcome, "evidence")
-        from analysis.evidence import write_evidence
+        from analysis.report import write_report
 
         out_dir = Path(scfg.project_dir) / "outputs" / "evidence" / name
-        result = write_evidence(uri, scfg.experiment, out_dir, parent=ctx.parent_run_id)
-        summary.report, summary.table = str(result.report), result.markdown
+        # The report of an evidence study is the evidence page (logged to the parent run too).
+        summary.report = str(write_report(uri, scfg.experiment, out_dir, parent=ctx.parent_run_id))
+        summary.table = (out_dir / "evidence.md").read_text()
         tracking.end_study_run(ctx, "FINISHED")
     finally:
         if owns_ray:

@@ -64,7 +64,7 @@ def test_every_arm_seed_and_twin_ran_once_and_is_tagged(evidence):
 
 def test_table_and_report_cover_every_arm(evidence):
     _, summary = evidence
-    table = pd.read_csv(summary.report.replace("evidence.html", "evidence.csv"))
+    table = pd.read_csv(Path(summary.report).with_name("evidence.csv"))
     assert list(table["arm"]) == list(ARMS)
     assert (table["seeds"] == len(SEEDS)).all()
     assert table["clean AUC"].between(0, 1).all() and table["shortcut AUC"].between(0, 1).all()
@@ -73,6 +73,10 @@ def test_table_and_report_cover_every_arm(evidence):
         assert arm in html
     assert html.count("<img") == 3 and "What the numbers show" in html
     assert "unet: test mean AUC" in summary.table
+    # The report and the evidence files are logged to the parent run, like a study's.
+    client = MlflowClient(summary.tracking_uri)
+    logged = {a.path for a in client.list_artifacts(summary.parent_run_id, "analysis")}
+    assert {"analysis/report.html", "analysis/evidence.csv", "analysis/evidence.md"} <= logged
 
 
 def test_cli_builds_the_quick_and_full_configs():
