@@ -42,7 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--trials-per-arm", type=int, help="Optuna trials per arm (baseline point first)"
     )
     g.add_argument("--search-space", help="search_spaces registry name (paper, demo, lr-only)")
-    g.add_argument("--max-concurrent", type=int, help="trials of one arm running at once")
+    g.add_argument(
+        "--max-concurrent",
+        type=int,
+        help="trials of one arm running at once; None: every trial slot of the cluster, i.e. "
+        "GPUs / --gpus-per-trial but at most CPUs / --cpus-per-trial (CPUs / --cpus-per-trial "
+        "on a cluster without GPUs)",
+    )
+    g.add_argument(
+        "--sequential-arms",
+        action="store_true",
+        help="search the arms one after another (the old order) instead of side by side. Side "
+        "by side, every arm keeps its own Optuna study and ASHA, and a free slot goes to the arm "
+        "with the fewest running trials, so the arms share the slots evenly",
+    )
     g.add_argument("--seed", type=int, help="seed of the TPE sampler and of the search trials")
     g.add_argument("--seeds", type=int, help="re-run each arm's best config with N further seeds")
     g.add_argument(
@@ -90,7 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--batch-size", type=int, help="training batch size")
     g.add_argument("--cpus-per-trial", type=float, help="Ray CPUs per trial (torch threads)")
     g.add_argument(
-        "--gpus-per-trial", type=float, help="Ray GPUs per trial; 0.5 puts two trials on a GPU"
+        "--gpus-per-trial",
+        type=float,
+        help="Ray GPUs per trial; 0.5 puts two trials on a GPU; None: 1 on a cluster with GPUs, "
+        "0 on one without",
     )
 
     g = p.add_argument_group("cluster and tracking")
@@ -174,7 +190,11 @@ def build_config(args: argparse.Namespace) -> StudyConfig:
         cfg = dataclasses.replace(
             cfg, trial=dataclasses.replace(cfg.trial, encoder_weights=weights)
         )
-    flags = {"resume": args.resume, "storage_is_shared": args.storage_is_shared}
+    flags = {
+        "resume": args.resume,
+        "storage_is_shared": args.storage_is_shared,
+        "sequential_arms": args.sequential_arms,
+    }
     cfg = with_overrides(cfg, **{k: v for k, v in flags.items() if v})
     return dataclasses.replace(cfg, report=False) if args.no_report else cfg
 

@@ -33,11 +33,12 @@ class StudyConfig:
     arms: tuple[str, ...] = ()  # arms to search, in order; () = every registered arm
     trials_per_arm: int = 2  # Optuna trials per arm; the baseline point is the first
     search_space: str = "demo"  # search_spaces registry name
-    max_concurrent: int = 2  # trials of one arm running at the same time
+    max_concurrent: int | None = None  # trials of one arm at once; None = every trial slot
+    sequential_arms: bool = False  # arms one after another (the old order), not side by side
     seed: int = 0  # seeds the TPE sampler and the search-stage trials
     seeds: int = 0  # re-run each arm's best config with this many further seeds (0 = off)
     cpus_per_trial: float = 1.0  # Ray CPUs per trial (also torch threads)
-    gpus_per_trial: float = 0.0  # Ray GPUs per trial; fractions share a GPU
+    gpus_per_trial: float | None = None  # Ray GPUs per trial (fractions share one); None = 1 or 0
     grace_period: int = 1  # ASHA: epochs every trial runs before it may be stopped
     reduction_factor: int = 2  # ASHA: a rung keeps the best 1/reduction_factor of trials
     max_failures: int = 2  # Tune restarts a failed trial (e.g. a lost node) from its checkpoint
@@ -111,7 +112,6 @@ def demo() -> StudyConfig:
         preset="demo",
         trials_per_arm=2,
         search_space="demo",
-        max_concurrent=2,
         cpus_per_trial=1.0,
         grace_period=1,
         reduction_factor=2,
@@ -139,9 +139,7 @@ def paper() -> StudyConfig:
         preset="paper",
         trials_per_arm=20,
         search_space="paper",
-        max_concurrent=4,
         cpus_per_trial=4.0,
-        gpus_per_trial=1.0,
         grace_period=5,
         reduction_factor=3,
         seeds=3,
@@ -166,7 +164,6 @@ def smoke() -> StudyConfig:
         arms=("no-seg", "set3-gbp"),
         trials_per_arm=1,
         search_space="demo",
-        max_concurrent=2,
         cpus_per_trial=1.0,
         grace_period=1,
         data=DataConfig(data_dir=_data_dir(), image_size=32, synthetic_images=40),

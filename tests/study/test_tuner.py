@@ -15,7 +15,8 @@ from trainables.model_sets import get_arm, list_arms
 
 
 def _cfg(**kw):
-    return dataclasses.replace(get_preset("demo"), study_name="t", **kw)
+    # max_concurrent is otherwise left to the cluster (study.resources.resolve_resources)
+    return dataclasses.replace(get_preset("demo"), study_name="t", **{"max_concurrent": 2, **kw})
 
 
 @pytest.mark.parametrize("space_name", list_spaces())
