@@ -45,16 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--max-concurrent",
         type=int,
-        help="trials of one arm running at once; None: every trial slot of the cluster, i.e. "
-        "GPUs / --gpus-per-trial but at most CPUs / --cpus-per-trial (CPUs / --cpus-per-trial "
-        "on a cluster without GPUs)",
+        help="trials running at once (all arms together; the one arm searched with "
+        "--sequential-arms); None: every trial slot of the cluster, i.e. GPUs / --gpus-per-trial "
+        "but at most CPUs / --cpus-per-trial (CPUs / --cpus-per-trial without GPUs). An "
+        "autoscaling cluster has fewer nodes at the start: pass it there",
     )
     g.add_argument(
         "--sequential-arms",
         action="store_true",
         help="search the arms one after another (the old order) instead of side by side. Side "
         "by side, every arm keeps its own Optuna study and ASHA, and a free slot goes to the arm "
-        "with the fewest running trials, so the arms share the slots evenly",
+        "with the fewest running trials: the arms share the slots evenly while all have trials "
+        "left, and a finished arm's slots go to the others",
     )
     g.add_argument("--seed", type=int, help="seed of the TPE sampler and of the search trials")
     g.add_argument("--seeds", type=int, help="re-run each arm's best config with N further seeds")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from study.console import per_arm_table
 from study.presets import StudyConfig
-from study.resources import resolve_resources
+from study.resources import describe, resolve_resources
 from trainables import tracking
 from trainables.config import replace
 from trainables.model_sets import get_arm, list_arms
@@ -152,7 +152,9 @@ def run_study(
     tuner.check_experiments(cfg, arms)
     owns_ray = _connect_ray(cfg)
     try:
-        cfg = resolve_resources(cfg, ray.cluster_resources())
+        cluster = ray.cluster_resources()
+        cfg = resolve_resources(cfg, cluster)
+        print(f"[study] {describe(cfg, cluster)}", flush=True)
         tuner.check_storage_path(
             cfg.storage_root(), tuner.cluster_hosts(), shared=cfg.storage_is_shared
         )

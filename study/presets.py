@@ -33,7 +33,7 @@ class StudyConfig:
     arms: tuple[str, ...] = ()  # arms to search, in order; () = every registered arm
     trials_per_arm: int = 2  # Optuna trials per arm; the baseline point is the first
     search_space: str = "demo"  # search_spaces registry name
-    max_concurrent: int | None = None  # trials of one arm at once; None = every trial slot
+    max_concurrent: int | None = None  # trials at once (all arms, or the arm); None = all slots
     sequential_arms: bool = False  # arms one after another (the old order), not side by side
     seed: int = 0  # seeds the TPE sampler and the search-stage trials
     seeds: int = 0  # re-run each arm's best config with this many further seeds (0 = off)

@@ -33,13 +33,27 @@ def trial_slots(cfg: StudyConfig, cluster: Mapping[str, float]) -> int:
 
 
 def resolve_resources(cfg: StudyConfig, cluster: Mapping[str, float]) -> StudyConfig:
-    """Fill in what the config leaves to the cluster (None): ``gpus_per_trial`` is 1 where the
-    cluster has a GPU and 0 where it has none; ``max_concurrent`` is every trial slot
-    (``trial_slots``). Arms side by side share those slots (``study.arms.ArmSearcher`` gives a free
-    one to the arm with the fewest running trials), so no slot idles while any arm has trials left;
-    an arm alone (``sequential_arms``) may fill them all."""
+    """Fill in what the config leaves to the cluster (None), from its resources now:
+    ``gpus_per_trial`` is 1 where the cluster has a GPU and 0 where it has none;
+    ``max_concurrent`` (trials at once: all arms side by side, or the one arm searched) is every
+    trial slot (``trial_slots``). Side by side, ``study.arms.ArmSearcher`` gives a free slot to the
+    arm with the fewest running trials, so the arms share the slots evenly while all have trials
+    left and a finished arm's slots go to the others; no fixed share per arm that would idle.
+
+    An autoscaling cluster has fewer nodes at the start than it will: give both values there.
+    """
     if cfg.gpus_per_trial is None:
         cfg = dataclasses.replace(cfg, gpus_per_trial=1.0 if cluster.get("GPU", 0) >= 1 else 0.0)
     if cfg.max_concurrent is None:
         cfg = dataclasses.replace(cfg, max_concurrent=trial_slots(cfg, cluster))
     return cfg
+
+
+def describe(cfg: StudyConfig, cluster: Mapping[str, float]) -> str:
+    """One line on the resources trials get and the cluster they came from."""
+    gpus = f"{cfg.gpus_per_trial:g} GPU" if cfg.gpus_per_trial else "no GPU"
+    return (
+        f"{cfg.max_concurrent} trials at once, {gpus} + {cfg.cpus_per_trial:g} CPUs each "
+        f"(cluster now: {cluster.get('GPU', 0):g} GPUs, {cluster.get('CPU', 0):g} CPUs; an "
+        f"autoscaling one: pass --max-concurrent and --gpus-per-trial)"
+    )

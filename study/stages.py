@@ -61,10 +61,7 @@ def arms_side_by_side(
     configs = [replace(b, seed=s) for b in best for s in _seed_values(cfg)]
     if not configs:
         return True
-    limit = tuner.max_concurrent(cfg) * len(arms)  # each arm's share, as in the search
-    run = tuner.run_configs(
-        cfg, tuner.SEEDS, configs, data, seeds, callbacks, make_trainable, limit
-    )
+    run = tuner.run_configs(cfg, tuner.SEEDS, configs, data, seeds, callbacks, make_trainable)
     return _ended(ctx, outcomes, run, "seeds")
 
 

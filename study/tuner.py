@@ -81,13 +81,18 @@ def build_searcher(cfg: StudyConfig, arm_name: str, space: SearchSpace) -> Concu
     return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent(cfg))
 
 
-def build_arm_searcher(cfg: StudyConfig, arms: Sequence[str]) -> tuple[dict[str, Any], ArmSearcher]:
-    """The shared param space of all arms and a searcher holding each arm's own
-    ``build_searcher`` (its own Optuna study, seeded alike, limited to ``max_concurrent``)."""
+def build_arm_searcher(
+    cfg: StudyConfig, arms: Sequence[str]
+) -> tuple[dict[str, Any], ConcurrencyLimiter]:
+    """The param space all arms share, and their searcher: an ``ArmSearcher`` holding each arm's
+    own ``build_searcher`` (its own Optuna study, seeded alike), behind a ConcurrencyLimiter of
+    ``max_concurrent`` trials for all arms together (which also lets Tune start that many trial
+    actors at once, not one at a time)."""
     spaces = {arm: arm_space(cfg, arm) for arm in arms}
     shared, own = split_spaces({arm: param_space(cfg, arm, sp) for arm, sp in spaces.items()})
     searchers = {arm: build_searcher(cfg, arm, sp) for arm, sp in spaces.items()}
-    return shared, ArmSearcher(searchers, own, cfg.trials_per_arm)
+    arm_searcher = ArmSearcher(searchers, own, cfg.trials_per_arm)
+    return shared, ConcurrencyLimiter(arm_searcher, max_concurrent=max_concurrent(cfg))
 
 
 def build_scheduler(cfg: StudyConfig) -> ASHAScheduler:
@@ -107,6 +112,7 @@ def build_arm_scheduler(cfg: StudyConfig, arms: Sequence[str]) -> ArmScheduler:
 
 
 def max_concurrent(cfg: StudyConfig) -> int:
+    """Trials at once: of the one arm searched, or of all arms side by side."""
     if cfg.max_concurrent is None:
         raise ValueError("max_concurrent is left to the cluster: call resolve_resources first")
     return cfg.max_concurrent
@@ -373,7 +379,6 @@ def run_configs(
     study: StudyContext,
     callbacks: Sequence[Any] = (),
     make_trainable: TrainableFactory = trainable,
-    max_concurrent: int | None = None,
 ) -> ArmOutcome:
     """Run the given configs, in order, without search or early stopping (the seeds stage of arms
     side by side: every arm's best config with each further seed, in one experiment).
@@ -399,7 +404,7 @@ def run_configs(
                 mode=MODE,
                 search_alg=BasicVariantGenerator(
                     points_to_evaluate=points,
-                    max_concurrent=max_concurrent or max_concurrent(cfg),
+                    max_concurrent=max_concurrent(cfg),
                 ),
                 num_samples=len(points),
                 trial_dirname_creator=trial_dirname,

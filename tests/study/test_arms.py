@@ -9,7 +9,7 @@ import math
 import pytest
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
-from ray.tune.search import Searcher
+from ray.tune.search import Searcher, SearchGenerator
 from ray.tune.search.sample import Domain
 
 from study import tuner
@@ -83,10 +83,10 @@ def test_split_spaces_keeps_the_shared_fixed_values_and_each_arms_own():
 
 
 def test_each_arm_gets_its_own_trials_in_turn_within_budget_and_limits():
-    cfg = _cfg(trials_per_arm=3, max_concurrent=2)
+    cfg = _cfg(trials_per_arm=3, max_concurrent=4)
     shared, searcher = _arm_searcher(cfg)
     configs = [searcher.suggest(f"t{i}") for i in range(5)]
-    # Fewest running first: the arms alternate; each arm's limiter holds it at 2 running trials.
+    # Fewest running first: the arms alternate, until all 4 trials at once are running.
     assert [c["arm"] for c in configs[:4]] == ["no-seg", "set3-gbp", "no-seg", "set3-gbp"]
     assert configs[4] is None
     for config in configs[:4]:
@@ -105,13 +105,16 @@ def test_each_arm_gets_its_own_trials_in_turn_within_budget_and_limits():
         assert {k: config[k] for k in baseline} == baseline
 
     searcher.on_trial_complete("t0", {SEARCH_METRIC: 0.9, "training_iteration": 2})
-    studies = {arm: searcher._searchers[arm].searcher._ot_study for arm in ARMS}
+    arms = searcher.searcher  # behind the limiter of trials at once
+    studies = {arm: arms._searchers[arm].searcher._ot_study for arm in ARMS}
     assert [t.value for t in studies["no-seg"].trials if t.value is not None] == [0.9]
     assert not [t.value for t in studies["set3-gbp"].trials if t.value is not None]
     assert searcher.suggest("t5")["arm"] == "no-seg"  # the arm with room
-    assert searcher.suggest("t6") is None  # no-seg has spent its 3 trials, set 3 is full
+    assert searcher.suggest("t6") is None  # 4 running; no-seg has spent its 3 trials anyway
     searcher.on_trial_complete("t1", {SEARCH_METRIC: 0.1, "training_iteration": 2})
     assert searcher.suggest("t6")["arm"] == "set3-gbp"
+    assert searcher.suggest("t7") is None  # 4 running again
+    searcher.on_trial_complete("t2", {SEARCH_METRIC: 0.3, "training_iteration": 2})
     assert searcher.suggest("t7") == Searcher.FINISHED  # every arm has had its trials
 
 
@@ -119,10 +122,10 @@ def test_an_arm_gets_the_same_configurations_beside_other_arms_as_alone():
     # 14 trials: past TPE's 10 random start-up trials, so the later configurations depend on the
     # results the arm's searcher was told. Beside another arm, an arm's searcher must be asked and
     # told exactly what it would be alone, and nothing about the other arm.
-    cfg = _cfg(trials_per_arm=14, max_concurrent=2)
-    _, searcher = _arm_searcher(cfg)
+    # The two arms share 4 trials at once, 2 each: as each arm alone with 2.
+    _, searcher = _arm_searcher(_cfg(trials_per_arm=14, max_concurrent=4))
     together = _play(searcher, 2 * 14)
-    assert searcher.suggest("last") == Searcher.FINISHED  # the arm searcher knows the budget
+    cfg = _cfg(trials_per_arm=14, max_concurrent=2)
     for arm in ARMS:
         alone = [c for _, c in _play(_alone(cfg, arm), 14)]
         searched = tuner.arm_space(cfg, arm).params
@@ -133,19 +136,20 @@ def test_an_arm_gets_the_same_configurations_beside_other_arms_as_alone():
 
 
 def test_save_and_restore_continue_the_same_search(tmp_path):
-    cfg = _cfg(trials_per_arm=4, max_concurrent=2)
+    # As Tune saves and restores an experiment's searcher (SearchGenerator.save_to_dir).
+    cfg = _cfg(trials_per_arm=4, max_concurrent=3)
     _, first = _arm_searcher(cfg)
     for i in range(3):
         first.suggest(f"t{i}")
     first.on_trial_complete("t0", {SEARCH_METRIC: 0.7, "training_iteration": 2})
-    path = tmp_path / "searcher.pkl"
-    first.save(str(path))
+    SearchGenerator(first).save_to_dir(str(tmp_path), session_str="s")
     _, second = _arm_searcher(cfg)  # what Tuner.restore rebuilds, then restores into
-    second.restore(str(path))
-    assert second.arm_of("t1") == first.arm_of("t1") == "set3-gbp"
-    assert [second.suggest(f"t{i}") for i in range(3, 6)] == [
-        first.suggest(f"t{i}") for i in range(3, 6)
-    ]
+    SearchGenerator(second).restore_from_dir(str(tmp_path))
+    assert second.searcher.arm_of("t1") == first.searcher.arm_of("t1") == "set3-gbp"
+    assert second.live_trials == first.live_trials == {"t1", "t2"}
+    after = [first.suggest(f"t{i}") for i in range(3, 6)]
+    assert after[-1] is None  # 3 at once
+    assert [second.suggest(f"t{i}") for i in range(3, 6)] == after
 
 
 def _trial(trial_id: str, arm: str) -> Trial:
