@@ -13,6 +13,7 @@ import pickle
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from ray.tune.result import TIME_THIS_ITER_S
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.sample import Domain
@@ -44,13 +45,18 @@ def split_spaces(spaces: Mapping[str, dict[str, Any]]) -> tuple[dict[str, Any], 
 class ArmSearcher(Searcher):
     """One searcher per arm behind one Tune search algorithm.
 
-    ``suggest`` gives the next trial to the arm with the fewest running trials (then the fewest
-    suggested, then the arm order) among those whose budget is not spent and whose own searcher
-    (a ``ConcurrencyLimiter``) has room, so arms share the cluster evenly while all have trials
-    left and a finished arm's slots go to the others. Results and completions go to the trial's
-    arm only: an arm's searcher hears of its own trials and nothing else, so its configurations do
-    not depend on the other arms (with a seeded sampler, the same as when arms run one by one,
-    exactly so while TPE is still drawing its random start-up trials).
+    ``suggest`` gives the next trial to the arm with the most work left to start: its trials not
+    yet suggested x its mean epoch time so far (Tune's ``time_this_iter_s``; an arm not measured
+    yet counts as the slowest measured one, all alike before any is). Ties go to the arm with the
+    fewest running trials, then the arm order; arms whose own searcher (a ``ConcurrencyLimiter``)
+    is full are passed over. So the arms start in turn, the slow ones then take more slots early
+    (longest work first: the last trials of the study are short ones, not a slow arm's long trial
+    on an otherwise idle cluster), and a slot never idles while any arm has trials left.
+
+    Results and completions go to the trial's arm only: an arm's searcher hears of its own trials
+    and nothing else. With a seeded sampler, an arm's configurations are exactly those it gets
+    alone while TPE draws its random start-up trials; after that they follow the arm's own
+    results.
 
     Args:
         searchers: arm name -> its searcher (e.g. ``ConcurrencyLimiter(OptunaSearch(...))``).
@@ -81,6 +87,7 @@ class ArmSearcher(Searcher):
         self._suggested = {arm: 0 for arm in self._arms}
         self._live: dict[str, set[str]] = {arm: set() for arm in self._arms}
         self._arm_of: dict[str, str] = {}
+        self._epoch_time = {arm: [0.0, 0] for arm in self._arms}  # sum of seconds, reports
 
     def set_search_properties(
         self, metric: str | None, mode: str | None, config: dict, **spec: Any
@@ -102,12 +109,23 @@ class ArmSearcher(Searcher):
     def arm_of(self, trial_id: str) -> str | None:
         return self._arm_of.get(trial_id)
 
+    def epoch_s(self, arm: str) -> float | None:
+        """The arm's mean seconds per reported epoch so far (None before its first report)."""
+        total, n = self._epoch_time[arm]
+        return total / n if n else None
+
+    def work_left(self, arm: str) -> float:
+        """Trials of ``arm`` not suggested yet x its epoch time (see the class docstring)."""
+        measured = [t for t in map(self.epoch_s, self._arms) if t is not None]
+        epoch = self.epoch_s(arm) or max(measured, default=1.0)
+        return (self._budget[arm] - self._suggested[arm]) * epoch
+
     def suggest(self, trial_id: str) -> dict | str | None:
         open_arms = [a for a in self._arms if self._suggested[a] < self._budget[a]]
         if not open_arms:
             return Searcher.FINISHED
         order = sorted(
-            open_arms, key=lambda a: (len(self._live[a]), self._suggested[a], self._arms.index(a))
+            open_arms, key=lambda a: (-self.work_left(a), len(self._live[a]), self._arms.index(a))
         )
         for arm in order:
             config = self._searchers[arm].suggest(trial_id)
@@ -126,8 +144,13 @@ class ArmSearcher(Searcher):
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         arm = self._arm_of.get(trial_id)
-        if arm is not None:
-            self._searchers[arm].on_trial_result(trial_id, result)
+        if arm is None:
+            return
+        seconds = result.get(TIME_THIS_ITER_S)
+        if isinstance(seconds, int | float) and seconds > 0:
+            self._epoch_time[arm][0] += seconds
+            self._epoch_time[arm][1] += 1
+        self._searchers[arm].on_trial_result(trial_id, result)
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False

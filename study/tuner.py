@@ -1,4 +1,4 @@
-"""Tune plumbing of the study: search space, searcher, scheduler, resources and storage.
+"""Tune plumbing of the study: search space, searchers, schedulers, experiments and storage.
 
 The arms are separate optimisation problems: TPE must not mix their histories and ASHA must not
 compare their learning curves. By default all arms still share the cluster at once, in ONE Tune

@@ -118,6 +118,24 @@ def test_each_arm_gets_its_own_trials_in_turn_within_budget_and_limits():
     assert searcher.suggest("t7") == Searcher.FINISHED  # every arm has had its trials
 
 
+def test_the_arm_with_the_most_work_left_gets_the_next_slot():
+    cfg = _cfg(trials_per_arm=6, max_concurrent=10)
+    _, searcher = _arm_searcher(cfg)
+    arms = searcher.searcher
+    assert [searcher.suggest(f"t{i}")["arm"] for i in range(2)] == list(ARMS)  # in turn at first
+
+    # set 3's epochs take 4x as long: its 5 trials left are 20 s of work against no-seg's 5 s.
+    for trial_id, seconds in (("t0", 1.0), ("t1", 4.0)):
+        result = {SEARCH_METRIC: 0.5, "training_iteration": 1, "time_this_iter_s": seconds}
+        searcher.on_trial_result(trial_id, result)
+    assert (arms.epoch_s("no-seg"), arms.epoch_s("set3-gbp")) == (1.0, 4.0)
+    assert (arms.work_left("no-seg"), arms.work_left("set3-gbp")) == (5.0, 20.0)
+    # Longest work first: set 3 until its 1 trial left (4 s) is less than no-seg's 5; then 4 s
+    # each, and the tie goes to the arm with fewer trials running (no-seg).
+    nxt = [searcher.suggest(f"t{i}")["arm"] for i in range(2, 8)]
+    assert nxt == ["set3-gbp"] * 4 + ["no-seg", "no-seg"]
+
+
 def test_an_arm_gets_the_same_configurations_beside_other_arms_as_alone():
     # 14 trials: past TPE's 10 random start-up trials, so the later configurations depend on the
     # results the arm's searcher was told. Beside another arm, an arm's searcher must be asked and
