@@ -54,9 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--sequential-arms",
         action="store_true",
         help="search the arms one after another (the old order) instead of side by side. Side "
-        "by side, every arm keeps its own Optuna study and ASHA, and a free slot goes to the arm "
-        "with the fewest running trials: the arms share the slots evenly while all have trials "
-        "left, and a finished arm's slots go to the others",
+        "by side, every arm keeps its own Optuna study and ASHA; the arms start in turn, then a "
+        "free slot goes to the arm with the most work left (trials not started x its measured "
+        "epoch time), so no slot idles while any arm has trials left",
     )
     g.add_argument("--seed", type=int, help="seed of the TPE sampler and of the search trials")
     g.add_argument("--seeds", type=int, help="re-run each arm's best config with N further seeds")

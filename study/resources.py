@@ -36,9 +36,9 @@ def resolve_resources(cfg: StudyConfig, cluster: Mapping[str, float]) -> StudyCo
     """Fill in what the config leaves to the cluster (None), from its resources now:
     ``gpus_per_trial`` is 1 where the cluster has a GPU and 0 where it has none;
     ``max_concurrent`` (trials at once: all arms side by side, or the one arm searched) is every
-    trial slot (``trial_slots``). Side by side, ``study.arms.ArmSearcher`` gives a free slot to the
-    arm with the fewest running trials, so the arms share the slots evenly while all have trials
-    left and a finished arm's slots go to the others; no fixed share per arm that would idle.
+    trial slot (``trial_slots``). Side by side, ``study.arms.ArmSearcher`` gives each free slot to
+    the arm with the most work left, with no fixed share per arm that would idle once the cheap
+    arms are done.
 
     An autoscaling cluster has fewer nodes at the start than it will: give both values there.
     """
