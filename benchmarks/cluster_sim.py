@@ -318,7 +318,14 @@ def main(argv: list[str] | None = None) -> None:
         ("x in turn", 9),
         ("wall s", 6),
     ]
-    print("  ".join(name.rjust(width) for name, width in columns), flush=True)
+
+    def line(cells: list[str]) -> str:  # the arm order left-aligned, numbers right-aligned
+        return "  ".join(
+            c.ljust(w) if i == 1 else c.rjust(w)
+            for i, (c, (_, w)) in enumerate(zip(cells, columns, strict=True))
+        )
+
+    print(line([name for name, _ in columns]), flush=True)
     with open(root / "driver.log", "a") as log:
         for gpus in [int(g) for g in args.gpus.split(",")]:
             with sim_cluster(gpus, args.gpus_per_node, args.cpus_per_trial, log):
@@ -337,9 +344,8 @@ def main(argv: list[str] | None = None) -> None:
                         f"{s.makespan_s / base:.2f}",
                         f"{s.wall_s:.0f}",
                     ]
-                    row = "  ".join(c.rjust(w) for c, (_, w) in zip(cells, columns, strict=True))
                     errors = f"  ({s.errors} trials failed)" if s.errors else ""
-                    print(row + errors, flush=True)
+                    print(line(cells) + errors, flush=True)
 
 
 if __name__ == "__main__":
