@@ -15,8 +15,9 @@ export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 run() { local name=$1; shift; echo "== $name: $*" | tee -a "$out/suite.log";
         timeout 150 python3 "$@" 2>&1 | grep -v Warning | tee "$out/$name.txt" | tee -a "$out/suite.log"; }
-run step_fp32   -m benchmarks.step --batch 32 --size 224 --repeats 5
+run step_fp32   -m benchmarks.step --batch 32 --size 224 --repeats 5 --json "$out/step_times.json"
 run step_bf16   -m benchmarks.step --batch 32 --size 224 --repeats 5 --amp bf16 --arms unet,set1-gbp,set3-gbp
 run double_backward -m benchmarks.double_backward
 run concurrency -m benchmarks.concurrency --arm set3-gbp --counts 1,2,4,8 --seconds 8
-run projection  -m benchmarks.study_projection --repeats 3
+# The study's schedule on simulated GPUs with these step times runs anywhere (CPU, Ray):
+#   python -m benchmarks.cluster_sim --step-times OUTDIR/step_times.json

@@ -3,6 +3,7 @@
     python -m benchmarks.step                       # CPU: B=8, 128 px, efficientnet-b0
     python -m benchmarks.step --batch 32 --size 224 # the paper's shape (GPU)
     python -m benchmarks.step --amp bf16            # + bf16 autocast (CUDA) on every path
+    python -m benchmarks.step --json steps.json     # + the step times as JSON (benchmarks.cluster_sim)
 
 All arms are timed in one run, interleaved round-robin (so drift hits every arm alike); each number is
 the median over --repeats steps after --warmup steps. Also prints the time to slice and augment one batch
@@ -12,10 +13,12 @@ on the device (the data path) as a fraction of the `unet` step. Prints ratios, n
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
 import torch
 
@@ -29,9 +32,13 @@ from trainables.model_sets import get_arm, list_arms
 
 def machine() -> str:
     if torch.cuda.is_available():
-        return f"{torch.cuda.get_device_name()} (torch {torch.__version__}, CUDA {torch.version.cuda})"
-    return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads " \
-           f"(torch {torch.__version__})"
+        return (
+            f"{torch.cuda.get_device_name()} (torch {torch.__version__}, CUDA {torch.version.cuda})"
+        )
+    return (
+        f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads "
+        f"(torch {torch.__version__})"
+    )
 
 
 def _sync(device: torch.device) -> None:
@@ -60,8 +67,9 @@ def train_step(variant: Variant, batch, amp: str = "none") -> None:
     opt.step()
 
 
-def time_steps(variants: dict[str, Variant], batch, device: torch.device, warmup: int, repeats: int,
-               amp: str) -> dict[str, float]:
+def time_steps(
+    variants: dict[str, Variant], batch, device: torch.device, warmup: int, repeats: int, amp: str
+) -> dict[str, float]:
     """Median seconds per training step of each variant, measured round-robin."""
     times: dict[str, list[float]] = {k: [] for k in variants}
     for i in range(warmup + repeats):
@@ -75,7 +83,9 @@ def time_steps(variants: dict[str, Variant], batch, device: torch.device, warmup
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def data_path_time(dd: DeviceData, batch_size: int, device: torch.device, repeats: int = 20) -> float:
+def data_path_time(
+    dd: DeviceData, batch_size: int, device: torch.device, repeats: int = 20
+) -> float:
     gen = torch.Generator().manual_seed(0)
     ts = []
     for _ in range(repeats):
@@ -90,17 +100,29 @@ def data_path_time(dd: DeviceData, batch_size: int, device: torch.device, repeat
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--batch", type=int, default=None, help="batch size (default 8 on CPU, 32 on GPU)")
-    p.add_argument("--size", type=int, default=None, help="image size (default 128 on CPU, 224 on GPU)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--batch", type=int, default=None, help="batch size (default 8 on CPU, 32 on GPU)"
+    )
+    p.add_argument(
+        "--size", type=int, default=None, help="image size (default 128 on CPU, 224 on GPU)"
+    )
     p.add_argument("--encoder", default="efficientnet-b0")
-    p.add_argument("--decoder-channels", default="256,128,64,32,16",
-                   help="U-Net decoder widths (their count is the encoder depth)")
+    p.add_argument(
+        "--decoder-channels",
+        default="256,128,64,32,16",
+        help="U-Net decoder widths (their count is the encoder depth)",
+    )
     p.add_argument("--arms", default=",".join(list_arms()), help="comma-separated arms")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--amp", choices=["none", "bf16"], default="none", help="autocast dtype (CUDA)")
     p.add_argument("--bn-mode", choices=["batch", "frozen"], default="batch")
+    p.add_argument(
+        "--json", help="also write the step times here (for benchmarks.cluster_sim --step-times)"
+    )
     args = p.parse_args(argv)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -119,21 +141,44 @@ def main(argv: list[str] | None = None) -> None:
         paths = [True, False] if get_arm(arm).needs_map == "graph" else [True]
         for fast in paths:
             torch.manual_seed(0)
-            cfg = TrialConfig(arm=arm, encoder=args.encoder, batch_size=b, fast_conv=fast,
-                              bn_mode=args.bn_mode, device=str(device), decoder_channels=decoder)
+            cfg = TrialConfig(
+                arm=arm,
+                encoder=args.encoder,
+                batch_size=b,
+                fast_conv=fast,
+                bn_mode=args.bn_mode,
+                device=str(device),
+                decoder_channels=decoder,
+            )
             name = arm if len(paths) == 1 else f"{arm} ({'fast' if fast else 'stock'})"
             variants[name] = make_variant(cfg, device)
 
     print(f"# benchmarks.step on {machine()}")
-    print(f"# encoder {args.encoder}, batch {b}, {s} px, amp {args.amp}, bn_mode {args.bn_mode}, "
-          f"median of {args.repeats} after {args.warmup} warm-up, round-robin")
+    print(
+        f"# encoder {args.encoder}, batch {b}, {s} px, amp {args.amp}, bn_mode {args.bn_mode}, "
+        f"median of {args.repeats} after {args.warmup} warm-up, round-robin"
+    )
     med = time_steps(variants, batch, device, args.warmup, args.repeats, args.amp)
     base = med.get("unet") or next(iter(med.values()))
     print(f"{'arm':24s} {'step ms':>9s} {'x unet':>7s}")
     for name, t in med.items():
         print(f"{name:24s} {t * 1000:9.1f} {t / base:7.2f}")
+    if args.json:
+        record = {
+            "machine": machine(),
+            "batch": b,
+            "size": s,
+            "encoder": args.encoder,
+            "amp": args.amp,
+            "bn_mode": args.bn_mode,
+            "repeats": args.repeats,
+            "step_s": med,
+        }
+        Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
     d = data_path_time(dd, b, device)
-    print(f"data path (slice + augment on {device.type}): {d * 1000:.2f} ms = {100 * d / base:.1f}% of a unet step")
+    print(
+        f"data path (slice + augment on {device.type}): {d * 1000:.2f} ms = {100 * d / base:.1f}% of a unet step"
+    )
 
 
 if __name__ == "__main__":

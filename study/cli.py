@@ -42,7 +42,12 @@ STUDY_FLAGS = (
     "experiment",
     "optuna_storage",
 )
-SWITCHES = ("resume", "storage_is_shared", "verbose")  # store_true flags: only a True overrides
+SWITCHES = (
+    "resume",
+    "storage_is_shared",
+    "sequential_arms",
+    "verbose",
+)  # store_true flags: only a True overrides
 SINGLE_TRIAL_FLAGS = ("arm", "lr", "seg_ratio", "gamma", "out")  # one configuration, no search
 
 
@@ -146,7 +151,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--search-space", choices=list_spaces(), metavar="NAME", help="search_spaces registry name"
     )
     g.add_argument(
-        "--max-concurrent", type=int, metavar="N", help="trials of one arm running at once"
+        "--max-concurrent",
+        type=int,
+        metavar="N",
+        help="trials running at once (all arms together; the one arm searched with "
+        "--sequential-arms); default: every trial slot of the cluster, i.e. GPUs / "
+        "--gpus-per-trial but at most CPUs / --cpus-per-trial (CPUs / --cpus-per-trial without "
+        "GPUs). An autoscaling cluster has fewer nodes at the start: pass it there",
+    )
+    g.add_argument(
+        "--sequential-arms",
+        action="store_true",
+        help="search the arms one after another (the old order) instead of side by side. Side "
+        "by side, every arm keeps its own Optuna study and ASHA; the arms start in turn, then a "
+        "free slot goes to the arm with the most work left (trials not started x its measured "
+        "epoch time), so no slot idles while any arm has trials left",
     )
     g.add_argument(
         "--seed", type=int, metavar="N", help="seed of the TPE sampler and the search trials"
@@ -223,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--gpus-per-trial",
         type=float,
         metavar="N",
-        help="Ray GPUs per trial; 0.5 puts two trials on a GPU",
+        help="Ray GPUs per trial; 0.5 puts two trials on a GPU; default 1 on a cluster with "
+        "GPUs, 0 on one without",
     )
 
     g = p.add_argument_group("cluster and tracking")

@@ -1,7 +1,8 @@
 """The study driver: ``run_study`` prepares the data once, opens the MLflow parent run, searches
-each arm with its own Tuner (``study.tuner``), optionally re-runs each arm's best config with more
-seeds, closes the records of early-stopped trials, prints the per-arm table and writes the analysis
-report. The command line is ``study.cli`` (``gaze-study``, ``python -m study``).
+all arms side by side (or one after another with ``sequential_arms``; ``study.tuner``), optionally
+re-runs each arm's best config with more seeds, closes the records of early-stopped trials, prints
+the per-arm table and writes the analysis report. The command line is ``study.cli``
+(``gaze-study``, ``python -m study``).
 """
 
 from __future__ import annotations
@@ -12,15 +13,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from study import console, progress, results
 from study.console import per_arm_table
 from study.presets import StudyConfig
-from study.reconcile import close_after_failure, close_open_trials, orphan_lost_trials
+from study.reconcile import close_after_failure
+from study.resources import describe, resolve_resources
 from trainables import tracking
 from trainables.config import replace
 from trainables.model_sets import get_arm, paper_arms
+
+if TYPE_CHECKING:
+    from study.tuner import TrainableFactory
 
 
 @dataclass
@@ -124,12 +129,18 @@ def _write_analysis_report(
     return str(path)
 
 
-def run_study(cfg: StudyConfig, *, callbacks: Sequence[Any] = ()) -> StudySummary:
+def run_study(
+    cfg: StudyConfig, *, callbacks: Sequence[Any] = (), trainable: TrainableFactory | None = None
+) -> StudySummary:
     """Run (or resume) a whole study; see the module docstring.
 
     Args:
-        cfg: the resolved StudyConfig (``study.cli`` builds it from a preset and flags).
+        cfg: the resolved StudyConfig (``study.cli`` builds it from a preset and flags);
+            ``gpus_per_trial`` / ``max_concurrent`` left None are set from the Ray cluster
+            (``study.resources.resolve_resources``).
         callbacks: extra Tune callbacks for every Tuner (tests use them to inject failures).
+        trainable: builds each stage's Tune trainable; default ``study.tuner.trainable`` (the real
+            trial). ``benchmarks.cluster_sim`` passes simulated trials.
 
     Returns:
         StudySummary; ``interrupted`` when Ctrl-C stopped it (re-run with ``--resume``).
@@ -152,15 +163,12 @@ def run_study(cfg: StudyConfig, *, callbacks: Sequence[Any] = ()) -> StudySummar
             "[study] note: no --data given; the paper preset runs on the synthetic twin", flush=True
         )
 
-    if not cfg.resume:
-        taken = tuner.existing_experiments(cfg, arms)
-        if taken:
-            raise SystemExit(
-                f"study {cfg.study_name!r} already has results for {', '.join(taken)} in "
-                f"{tuner.experiment_root(cfg)}: pass --resume, or another --study-name"
-            )
+    tuner.check_experiments(cfg, arms)
     owns_ray = _connect_ray(cfg)
     try:
+        cluster = ray.cluster_resources()
+        cfg = resolve_resources(cfg, cluster)
+        print(f"[study] {describe(cfg, cluster)}", flush=True)
         tuner.check_storage_path(
             cfg.storage_root(), tuner.cluster_hosts(), shared=cfg.storage_is_shared
         )
@@ -179,7 +187,9 @@ def run_study(cfg: StudyConfig, *, callbacks: Sequence[Any] = ()) -> StudySummar
         results.record_study_start(ctx, cfg, arms, data)
         summary = StudySummary(str(cfg.study_name), ctx)
         try:
-            return _run_stages(cfg, arms, data, summary, callbacks, t0)
+            return _run_stages(
+                cfg, arms, data, summary, callbacks, trainable or tuner.trainable, t0
+            )
         except KeyboardInterrupt:  # Ctrl-C outside Tuner.fit (which handles its own)
             return _interrupted(cfg, summary, t0)
         except BaseException as exc:  # the parent run must not stay RUNNING
@@ -196,47 +206,17 @@ def _run_stages(
     data: Any,
     summary: StudySummary,
     callbacks: Sequence[Any],
+    make_trainable: TrainableFactory,
     t0: float,
 ) -> StudySummary:
-    from study import tuner
-    from trainables.trainable import StudyContext
+    from study.stages import arms_in_turn, arms_side_by_side
 
     ctx = summary.tracking
     board = progress.ProgressBoard(arms, cfg.trials_per_arm + cfg.seeds)
     callbacks = [*callbacks, progress.TuneProgress(str(cfg.study_name), board)]
-    outcomes = {}
-    for arm in arms:
-        study_ctx = StudyContext(ctx, "search", cfg.cpus_per_trial)
-        if cfg.resume:
-            orphan_lost_trials(ctx, f"{tuner.experiment_root(cfg)}/{arm}", "search", arm)
-        outcome = tuner.run_arm(cfg, arm, data, study_ctx, callbacks)
-        summary.outcomes[outcome.name] = outcome
-        if outcome.interrupted:
-            return _interrupted(cfg, summary, t0)
-        close_open_trials(ctx, outcome, "search")
-        outcomes[arm] = outcome
-    if cfg.seeds > 0:
-        seeds = [cfg.seed + i + 1 for i in range(cfg.seeds)]
-        for arm, outcome in outcomes.items():
-            best = tuner.best_config(outcome)
-            if best is None:
-                print(f"[study] {arm}: no finished trial, no seeds stage", flush=True)
-                continue
-            if cfg.resume:
-                orphan_lost_trials(ctx, f"{tuner.experiment_root(cfg)}/{arm}-seeds", "seeds", arm)
-            seeds_outcome = tuner.run_grid(
-                cfg,
-                f"{arm}-seeds",
-                best,
-                {"seed": seeds},
-                data,
-                StudyContext(ctx, "seeds", cfg.cpus_per_trial),
-                callbacks,
-            )
-            summary.outcomes[seeds_outcome.name] = seeds_outcome
-            if seeds_outcome.interrupted:
-                return _interrupted(cfg, summary, t0)
-            close_open_trials(ctx, seeds_outcome, "seeds")
+    stages = arms_in_turn if cfg.sequential_arms else arms_side_by_side
+    if not stages(cfg, arms, data, ctx, summary.outcomes, callbacks, make_trainable):
+        return _interrupted(cfg, summary, t0)
     summary.records = tracking.trial_records(ctx)
     views = results.record_study_end(ctx, cfg, summary.records, arms, data)
     print("\n" + per_arm_table(summary.records, arms), flush=True)

@@ -87,6 +87,7 @@ def run_evidence(cfg: EvidenceConfig) -> EvidenceSummary:
     from study import console, progress, tuner
     from study.driver import _connect_ray
     from study.reconcile import close_open_trials
+    from study.resources import resolve_resources
     from trainables import tracking
     from trainables.data.prepare import prepare_data
     from trainables.model_sets import get_arm
@@ -107,6 +108,7 @@ def run_evidence(cfg: EvidenceConfig) -> EvidenceSummary:
     experiment_id = tracking.get_or_create_experiment(uri, scfg.experiment)
     owns_ray = _connect_ray(scfg)
     try:
+        scfg = resolve_resources(scfg, ray.cluster_resources())
         datasets = {twin: prepare_data(cfg.twin(twin)) for twin in TWINS}
         for twin, data in datasets.items():
             print(f"[evidence] {twin} twin: {data.summary()}", flush=True)

@@ -46,11 +46,12 @@ class StudyConfig:
     arms: tuple[str, ...] = ()  # arms to search, in order; () = every registered arm
     trials_per_arm: int = 2  # Optuna trials per arm; the baseline point is the first
     search_space: str = "demo"  # search_spaces registry name
-    max_concurrent: int = 2  # trials of one arm running at the same time
+    max_concurrent: int | None = None  # trials at once (all arms, or the arm); None = all slots
+    sequential_arms: bool = False  # arms one after another (the old order), not side by side
     seed: int = 0  # seeds the TPE sampler and the search-stage trials
     seeds: int = 0  # re-run each arm's best config with this many further seeds (0 = off)
     cpus_per_trial: float = 1.0  # Ray CPUs per trial (also torch threads)
-    gpus_per_trial: float = 0.0  # Ray GPUs per trial; fractions share a GPU
+    gpus_per_trial: float | None = None  # Ray GPUs per trial (fractions share one); None = 1 or 0
     grace_period: int = 1  # ASHA: epochs every trial runs before it may be stopped
     reduction_factor: int = 2  # ASHA: a rung keeps the best 1/reduction_factor of trials
     max_failures: int = 2  # Tune restarts a failed trial (e.g. a lost node) from its checkpoint
@@ -78,11 +79,11 @@ class StudyConfig:
                 "experiment": NAME,
                 "search_space": (lambda v: v in list_spaces(), f"must be one of {list_spaces()}"),
                 "trials_per_arm": at_least(1),
-                "max_concurrent": at_least(1),
+                "max_concurrent": optional(at_least(1)),
                 "seed": at_least(0),
                 "seeds": at_least(0),
                 "cpus_per_trial": above(0),
-                "gpus_per_trial": at_least(0),
+                "gpus_per_trial": optional(at_least(0)),
                 "grace_period": at_least(1),
                 "reduction_factor": at_least(2),
                 "max_failures": at_least(-1),  # -1: Tune retries for ever
@@ -139,7 +140,6 @@ def demo() -> StudyConfig:
         preset="demo",
         trials_per_arm=2,
         search_space="demo",
-        max_concurrent=2,
         cpus_per_trial=1.0,
         grace_period=1,
         reduction_factor=2,
@@ -164,9 +164,7 @@ def paper() -> StudyConfig:
         preset="paper",
         trials_per_arm=20,
         search_space="paper",
-        max_concurrent=4,
         cpus_per_trial=4.0,
-        gpus_per_trial=1.0,
         grace_period=5,
         reduction_factor=3,
         seeds=3,
@@ -190,7 +188,6 @@ def smoke() -> StudyConfig:
         arms=("no-seg", "set3-gbp"),
         trials_per_arm=1,
         search_space="demo",
-        max_concurrent=2,
         cpus_per_trial=1.0,
         grace_period=1,
         data=DataConfig(data_dir=_data_dir(), image_size=32, synthetic_images=40),
@@ -230,7 +227,6 @@ def evidence() -> StudyConfig:
     return dataclasses.replace(
         cfg,
         preset="evidence",
-        max_concurrent=2,
         experiment="gaze-unet-evidence",
         data=dataclasses.replace(cfg.data, synthetic_images=240),
         trial=dataclasses.replace(
@@ -340,9 +336,7 @@ def apply_settings(cfg: StudyConfig, settings: Sequence[str]) -> StudyConfig:
         hints = typing.get_type_hints(owners[group])
         valid = {f.name for f in dataclasses.fields(owners[group])} - {"data", "trial"}
         if name not in valid:
-            raise ValueError(
-                f"{key}: no such field; {group} fields: {', '.join(sorted(valid))}"
-            )
+            raise ValueError(f"{key}: no such field; {group} fields: {', '.join(sorted(valid))}")
         groups[group][name] = _parse_value(text.strip(), hints[name], key)
     data, trial, study = groups["data"], groups["trial"], groups["study"]
     return dataclasses.replace(

@@ -3,6 +3,7 @@ final status, runs Tune does not know are closed and left out, and a study that 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +64,9 @@ def saved_trial_ids(experiment_path: str) -> set[str]:
 
 
 def orphan_lost_trials(
-    ctx: tracking.TrackingContext, experiment_path: str, stage: str, arm: str
+    ctx: tracking.TrackingContext, experiment_path: str, stage: str, arms: Sequence[str]
 ) -> list[str]:
-    """Before a resumed Tuner runs: close the runs of its stage and arm that no saved trial owns.
+    """Before a resumed Tuner runs: close the runs of its stage and arms that no saved trial owns.
 
     Tune saves its experiment state every few seconds, so a driver killed in between loses the
     trials started since; their runs would stay RUNNING for ever and count as extra trials. They
@@ -80,14 +81,14 @@ def orphan_lost_trials(
     lost = [
         r
         for r in tracking.trial_records(ctx, stage=stage)
-        if r.arm == arm and r.trial_id not in known
+        if r.arm in arms and r.trial_id not in known
     ]
     for record in lost:
         tracking.mark_orphaned(ctx, record, _LOST.format(status=record.status))
     if lost:
         print(
-            f"[study] {len(lost)} MLflow run(s) of {arm} ({stage}) had no trial in Tune's saved "
-            f"state: marked orphaned",
+            f"[study] {len(lost)} MLflow run(s) of {', '.join(sorted({r.arm for r in lost}))} "
+            f"({stage}) had no trial in Tune's saved state: marked orphaned",
             flush=True,
         )
     return [r.run_id for r in lost]

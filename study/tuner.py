@@ -1,11 +1,15 @@
-"""Tune plumbing of the study: search space, searcher, scheduler, resources and storage per arm.
+"""Tune plumbing of the study: search space, searchers, schedulers, experiments and storage.
 
-Each arm is its own Tune experiment (``<storage>/<study>/<arm>``) with its own Optuna study and
-ASHA brackets, and arms run one after another. Why sequential: the arms are separate optimisation
-problems (TPE must not mix their histories, ASHA must not compare their learning curves), a finished
-arm is a finished, restorable experiment, and ``Tuner.fit`` blocks and owns the driver's signal
-handling, so several Tuners in one driver would need threads Tune does not support. Within an arm,
-``max_concurrent`` trials share the cluster.
+The arms are separate optimisation problems: TPE must not mix their histories and ASHA must not
+compare their learning curves. By default all arms still share the cluster at once, in ONE Tune
+experiment (``<storage>/<study>/search``) whose searcher and scheduler hold one Optuna study and one
+ASHA per arm and route each trial to its arm's (``study.arms``). One experiment rather than one
+Tuner per arm side by side, because ``Tuner.fit`` blocks and owns the driver's signal handling
+(several would need threads or processes Tune does not support), while one experiment keeps
+Tune's resume, trial retry on a lost node and Ctrl-C as they are. The seeds stage is one
+experiment too (``seeds``). With ``sequential_arms`` each arm is its own experiment
+(``<storage>/<study>/<arm>``, then ``<arm>-seeds``), run one after another: the old order, which
+leaves GPUs idle whenever an arm runs fewer trials than the cluster has slots (its last ones).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,19 +28,25 @@ import optuna
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
-from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search import BasicVariantGenerator, ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import FloatRange, SearchSpace, get_space
+from study.arms import ArmScheduler, ArmSearcher, split_spaces
 from study.presets import StudyConfig
+from study.resources import trial_resources
 from trainables.config import TrialConfig
 from trainables.data.cached import CachedData
 from trainables.model_sets import get_arm
-from trainables.record import SEARCH_METRIC, SEARCH_MODE, select_best
+from trainables.record import SEARCH_METRIC, SEARCH_MODE, STAGES, select_best
 from trainables.trainable import StudyContext, train_trial
 
 MODE = SEARCH_MODE
 _REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://", "az://")
+SEARCH, SEEDS = STAGES[:2]  # experiment names of the two study stages when arms share the cluster
+
+TrainableFactory = Callable[[StudyConfig, CachedData, StudyContext], Any]
+"""Builds a stage's Tune trainable from the study config, the data and the stage's context."""
 
 
 def tune_domain(rng: FloatRange) -> Any:
@@ -84,7 +94,21 @@ def build_searcher(cfg: StudyConfig, arm_name: str, space: SearchSpace) -> Concu
         study_name=f"{cfg.study_name}-{arm_name}" if storage else None,
         storage=storage,
     )
-    return ConcurrencyLimiter(searcher, max_concurrent=cfg.max_concurrent)
+    return ConcurrencyLimiter(searcher, max_concurrent=max_concurrent(cfg))
+
+
+def build_arm_searcher(
+    cfg: StudyConfig, arms: Sequence[str]
+) -> tuple[dict[str, Any], ConcurrencyLimiter]:
+    """The param space all arms share, and their searcher: an ``ArmSearcher`` holding each arm's
+    own ``build_searcher`` (its own Optuna study, seeded alike), behind a ConcurrencyLimiter of
+    ``max_concurrent`` trials for all arms together (which also lets Tune start that many trial
+    actors at once, not one at a time)."""
+    spaces = {arm: arm_space(cfg, arm) for arm in arms}
+    shared, own = split_spaces({arm: param_space(cfg, arm, sp) for arm, sp in spaces.items()})
+    searchers = {arm: build_searcher(cfg, arm, sp) for arm, sp in spaces.items()}
+    arm_searcher = ArmSearcher(searchers, own, cfg.trials_per_arm)
+    return shared, ConcurrencyLimiter(arm_searcher, max_concurrent=max_concurrent(cfg))
 
 
 def build_scheduler(cfg: StudyConfig) -> ASHAScheduler:
@@ -96,6 +120,18 @@ def build_scheduler(cfg: StudyConfig) -> ASHAScheduler:
         grace_period=max(1, min(cfg.grace_period, epochs)),
         reduction_factor=cfg.reduction_factor,
     )
+
+
+def build_arm_scheduler(cfg: StudyConfig, arms: Sequence[str]) -> ArmScheduler:
+    """One ASHA per arm: a trial is compared with its own arm's trials only."""
+    return ArmScheduler({arm: build_scheduler(cfg) for arm in arms})
+
+
+def max_concurrent(cfg: StudyConfig) -> int:
+    """Trials at once: of the one arm searched, or of all arms side by side."""
+    if cfg.max_concurrent is None:
+        raise ValueError("max_concurrent is left to the cluster: call resolve_resources first")
+    return cfg.max_concurrent
 
 
 def check_storage_path(storage_path: str, node_hosts: Sequence[str], *, shared: bool) -> None:
@@ -130,14 +166,14 @@ def cluster_hosts() -> list[str]:
 
 
 def trainable(cfg: StudyConfig, data: CachedData, study: StudyContext):
-    """The trial function with the dataset (object store) and resources bound.
+    """The trial function with the dataset (object store) and resources bound: the study's
+    ``TrainableFactory`` unless another is given (``benchmarks.cluster_sim`` simulates trials).
 
     Tuners reuse trial actors (``reuse_actors=True``): a fresh worker spends longer importing
     torch, timm and MLflow than a small trial trains.
     """
     bound = tune.with_parameters(train_trial, data=data, study=study)
-    resources = {"cpu": cfg.cpus_per_trial, "gpu": cfg.gpus_per_trial}
-    return tune.with_resources(bound, resources)
+    return tune.with_resources(bound, trial_resources(cfg))
 
 
 def experiment_root(cfg: StudyConfig) -> str:
@@ -160,9 +196,9 @@ def run_config(cfg: StudyConfig, name: str, callbacks: Sequence[Any] = ()) -> tu
 
 @dataclass
 class ArmOutcome:
-    """A finished (or interrupted) Tuner of one arm."""
+    """A finished (or interrupted) Tuner: of one arm, or of all arms side by side."""
 
-    name: str  # Tune experiment name ("<arm>" or "<arm>-seeds")
+    name: str  # Tune experiment name ("search" / "seeds", or "<arm>" / "<arm>-seeds")
     results: tune.ResultGrid
     interrupted: bool  # Ctrl-C / SIGINT: some trials neither finished nor errored
 
@@ -205,7 +241,35 @@ def existing_experiments(cfg: StudyConfig, names: Sequence[str]) -> list[str]:
     return [n for n in names if tune.Tuner.can_restore(f"{root}/{n}")]
 
 
-def _fit(cfg: StudyConfig, name: str, fn: Any, make_tuner, expected: int) -> ArmOutcome:
+def check_experiments(cfg: StudyConfig, arms: Sequence[str]) -> None:
+    """Refuse to reuse a study's experiments without ``resume``, and to resume a study in the
+    other arm order (its trials live in other experiments).
+
+    Raises:
+        SystemExit: with the flag to pass.
+    """
+    sequential = existing_experiments(cfg, arms)
+    together = existing_experiments(cfg, [SEARCH])
+    if not cfg.resume and (sequential or together):
+        raise SystemExit(
+            f"study {cfg.study_name!r} already has results for {', '.join(sequential + together)}"
+            f" in {experiment_root(cfg)}: pass --resume, or another --study-name"
+        )
+    if cfg.resume and cfg.sequential_arms and together:
+        raise SystemExit(
+            f"study {cfg.study_name!r} ran its arms side by side: resume it without "
+            f"--sequential-arms"
+        )
+    if cfg.resume and not cfg.sequential_arms and sequential:
+        raise SystemExit(
+            f"study {cfg.study_name!r} ran its arms one after another: resume it with "
+            f"--sequential-arms"
+        )
+
+
+def _fit(
+    cfg: StudyConfig, name: str, fn: Any, make_tuner, expected: int, what: str = ""
+) -> ArmOutcome:
     path = experiment_root(cfg) + "/" + name
     restorable = tune.Tuner.can_restore(path)
     if restorable and not cfg.resume:
@@ -215,12 +279,45 @@ def _fit(cfg: StudyConfig, name: str, fn: Any, make_tuner, expected: int) -> Arm
             f"it, or --study-name to start another study"
         )
     if restorable:
-        print(f"[study] resuming {name} from {path}", flush=True)
+        print(f"[study] resuming {name}{what} from {path}", flush=True)
         tuner = tune.Tuner.restore(path, trainable=fn, resume_errored=True)
     else:
         tuner = make_tuner()
     grid, caught = _fit_watching_sigint(tuner)
     return _outcome(name, grid, expected, caught)
+
+
+def run_arms(
+    cfg: StudyConfig,
+    arms: Sequence[str],
+    data: CachedData,
+    study: StudyContext,
+    callbacks: Sequence[Any] = (),
+    make_trainable: TrainableFactory = trainable,
+) -> ArmOutcome:
+    """Search all arms at once in one experiment (``SEARCH``): ``trials_per_arm`` trials each,
+    every arm with its own Optuna study and ASHA (``study.arms``); restored with ``cfg.resume``."""
+    fn = make_trainable(cfg, data, study)
+
+    def make() -> tune.Tuner:
+        shared, searcher = build_arm_searcher(cfg, arms)
+        return tune.Tuner(
+            fn,
+            param_space=shared,
+            tune_config=tune.TuneConfig(
+                metric=SEARCH_METRIC,
+                mode=MODE,
+                search_alg=searcher,
+                scheduler=build_arm_scheduler(cfg, arms),
+                num_samples=cfg.trials_per_arm * len(arms),
+                trial_dirname_creator=trial_dirname,
+                reuse_actors=True,
+            ),
+            run_config=run_config(cfg, SEARCH, callbacks),
+        )
+
+    expected = cfg.trials_per_arm * len(arms)
+    return _fit(cfg, SEARCH, fn, make, expected, f" of {', '.join(arms)}")
 
 
 def run_arm(
@@ -229,9 +326,10 @@ def run_arm(
     data: CachedData,
     study: StudyContext,
     callbacks: Sequence[Any] = (),
+    make_trainable: TrainableFactory = trainable,
 ) -> ArmOutcome:
     """Search one arm: ``trials_per_arm`` Optuna trials under ASHA (restored with ``cfg.resume``)."""
-    fn = trainable(cfg, data, study)
+    fn = make_trainable(cfg, data, study)
     space = arm_space(cfg, arm_name)
 
     def make() -> tune.Tuner:
@@ -261,12 +359,14 @@ def run_grid(
     data: CachedData,
     study: StudyContext,
     callbacks: Sequence[Any] = (),
+    make_trainable: TrainableFactory = trainable,
 ) -> ArmOutcome:
     """Run fixed configs without search or early stopping: ``base`` with each ``grid`` value.
 
-    Used by the seeds stage (``grid={"seed": [...]}``) to re-run an arm's best config.
+    Used by the seeds stage of sequential arms (``grid={"seed": [...]}``) to re-run an arm's best
+    config.
     """
-    fn = trainable(cfg, data, study)
+    fn = make_trainable(cfg, data, study)
     space = {**base.to_dict(), **{k: tune.grid_search(list(v)) for k, v in grid.items()}}
     expected = 1
     for values in grid.values():
@@ -279,7 +379,7 @@ def run_grid(
             tune_config=tune.TuneConfig(
                 metric=SEARCH_METRIC,
                 mode=MODE,
-                max_concurrent_trials=cfg.max_concurrent,
+                max_concurrent_trials=max_concurrent(cfg),
                 trial_dirname_creator=trial_dirname,
                 reuse_actors=True,
             ),
@@ -289,14 +389,63 @@ def run_grid(
     return _fit(cfg, name, fn, make, expected)
 
 
-def finished_results(outcome: ArmOutcome) -> list[tune.Result]:
-    """Results of trials that ran to the end without error."""
-    return [r for r in outcome.results if r.error is None and r.metrics]
+def run_configs(
+    cfg: StudyConfig,
+    name: str,
+    configs: Sequence[TrialConfig],
+    data: CachedData,
+    study: StudyContext,
+    callbacks: Sequence[Any] = (),
+    make_trainable: TrainableFactory = trainable,
+) -> ArmOutcome:
+    """Run the given configs, in order, without search or early stopping (the seeds stage of arms
+    side by side: every arm's best config with each further seed, in one experiment).
+
+    Values the configs share are fixed in the param space; one that differs is declared as a
+    ``tune.choice`` of its values so that every trial pins it to its config's (each trial is one
+    of ``configs``; nothing is sampled).
+    """
+    fn = make_trainable(cfg, data, study)
+    points = [c.to_dict() for c in configs]
+    space: dict[str, Any] = {}
+    for key, value in points[0].items():
+        values = [p[key] for p in points]
+        distinct = list(dict.fromkeys(values))
+        space[key] = value if len(distinct) == 1 else tune.choice(distinct)
+
+    def make() -> tune.Tuner:
+        return tune.Tuner(
+            fn,
+            param_space=space,
+            tune_config=tune.TuneConfig(
+                metric=SEARCH_METRIC,
+                mode=MODE,
+                search_alg=BasicVariantGenerator(
+                    points_to_evaluate=points,
+                    max_concurrent=max_concurrent(cfg),
+                ),
+                num_samples=len(points),
+                trial_dirname_creator=trial_dirname,
+                reuse_actors=True,
+            ),
+            run_config=run_config(cfg, name, callbacks),
+        )
+
+    return _fit(cfg, name, fn, make, len(points))
 
 
-def best_config(outcome: ArmOutcome) -> TrialConfig | None:
-    """TrialConfig of the arm's best finished trial (``trainables.record.select_best``)."""
-    best = select_best(finished_results(outcome), lambda r: r.metrics)
+def finished_results(outcome: ArmOutcome, arm: str | None = None) -> list[tune.Result]:
+    """Results of trials (of ``arm``, or all) that ran to the end without error."""
+    return [
+        r
+        for r in outcome.results
+        if r.error is None and r.metrics and (arm is None or r.config.get("arm") == arm)
+    ]
+
+
+def best_config(outcome: ArmOutcome, arm: str | None = None) -> TrialConfig | None:
+    """TrialConfig of the best finished trial (of ``arm``; ``trainables.record.select_best``)."""
+    best = select_best(finished_results(outcome, arm), lambda r: r.metrics)
     if best is None:
         return None
     fields = {f.name for f in dataclasses.fields(TrialConfig)}

@@ -44,6 +44,7 @@ FLAGS = [
     "--seeds",
     "--search-space",
     "--max-concurrent",
+    "--sequential-arms",
     "--optuna-storage",
     "--resume",
     "--smoke-test",
@@ -98,7 +99,7 @@ EVERY_FLAG = (
     "--seed 5 --seeds 2 --search-space lr-only --max-concurrent 3 "
     "--optuna-storage sqlite:////o.db --resume --data /egd --mimic /mimic "
     "--image-list /egd/filenames.csv --data-dir /d --synthetic-images 99 --batch-size 4 "
-    "--study-name s --no-report --storage-is-shared"
+    "--study-name s --no-report --storage-is-shared --sequential-arms"
 )
 
 
@@ -118,6 +119,7 @@ def test_flags_override_the_preset():
     assert cfg.optuna_storage == "sqlite:////o.db" and cfg.resume
     assert (cfg.data.data_dir, cfg.data.synthetic_images, cfg.trial.batch_size) == ("/d", 99, 4)
     assert cfg.study_name == "s" and not cfg.report and cfg.storage_is_shared
+    assert cfg.sequential_arms and not build_config(build_parser().parse_args([])).sequential_arms
     assert (cfg.data.egd_root, cfg.data.mimic_root, cfg.data.image_list) == (
         "/egd",
         "/mimic",
@@ -131,7 +133,9 @@ def test_smoke_test_and_paper_presets():
     paper = get_preset("paper")
     assert (paper.data.image_size, paper.trial.epochs, paper.trials_per_arm) == (224, 35, 20)
     assert paper.trial.encoder == "efficientnet-b0" and paper.trial.encoder_weights == "imagenet"
-    assert paper.search_space == "paper" and paper.gpus_per_trial > 0
+    assert paper.search_space == "paper"
+    # GPUs per trial and trials at once come from the cluster (study.resources.resolve_resources)
+    assert paper.gpus_per_trial is None and paper.max_concurrent is None
 
 
 def test_unknown_names_are_refused_with_the_valid_ones():

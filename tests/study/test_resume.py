@@ -121,7 +121,7 @@ def test_interrupt_then_resume(tiny_data, data_config, tmp_path):
         check=False,
     )
     assert second.returncode == 0, second.stdout[-5000:] + second.stderr[-5000:]
-    assert "resuming no-seg" in second.stdout
+    assert f"resuming search of {ARMS.replace(',', ', ')} from" in second.stdout  # side by side
     assert f"mlflow ui --backend-store-uri {uri}" in second.stdout
     for arm in ARMS.split(","):
         assert f"\n{arm} " in second.stdout  # its row in the per-arm table

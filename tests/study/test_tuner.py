@@ -15,7 +15,8 @@ from trainables.model_sets import get_arm, list_arms
 
 
 def _cfg(**kw):
-    return dataclasses.replace(get_preset("demo"), study_name="t", **kw)
+    # max_concurrent is otherwise left to the cluster (study.resources.resolve_resources)
+    return dataclasses.replace(get_preset("demo"), study_name="t", **{"max_concurrent": 2, **kw})
 
 
 @pytest.mark.parametrize("space_name", list_spaces())
@@ -88,13 +89,42 @@ def test_optuna_storage_persists_the_arm_study(tmp_path):
     assert [t.value for t in study.trials if t.value is not None] == [0.7]
 
 
-def test_scheduler_is_asha_in_epochs():
-    sched = tuner.build_scheduler(_cfg())  # demo: 3 epochs, grace 1, reduction factor 2
-    assert sched._time_attr == "training_iteration" and sched._max_t == 3
-    milestones = sorted(m for m, _ in sched._brackets[0]._rungs)
-    assert milestones == [1, 2]  # trials may be stopped after epoch 1 or 2
-    # A grace period longer than the run is clipped: the only rung is the last epoch.
-    assert [m for m, _ in tuner.build_scheduler(_cfg(grace_period=5))._brackets[0]._rungs] == [3]
+def _asha_decisions(cfg, reports):
+    """Feed ``reports`` [(epoch, {trial: val AUC})] to the study's scheduler, as Tune would."""
+    from ray.tune.experiment import Trial
+
+    sched = tuner.build_scheduler(cfg)
+    sched.set_search_properties("val/auc_mean", "max")
+    trials = {}
+    decisions = []
+    for epoch, values in reports:
+        for name, value in values.items():
+            if name not in trials:
+                trials[name] = Trial("__fake", stub=True, trial_id=name)
+                sched.on_trial_add(None, trials[name])
+            result = {"training_iteration": epoch, "val/auc_mean": value}
+            decisions.append((epoch, name, sched.on_trial_result(None, trials[name], result)))
+    return decisions
+
+
+def test_scheduler_stops_weak_trials_at_epoch_rungs_and_all_at_the_last_epoch():
+    # demo: 3 epochs, grace 1, reduction factor 2: rungs after epochs 1 and 2.
+    decisions = _asha_decisions(
+        _cfg(),
+        [(1, {"a": 0.9, "b": 0.1, "c": 0.95}), (2, {"a": 0.5, "c": 0.96}), (3, {"c": 0.97})],
+    )
+    assert decisions == [
+        (1, "a", "CONTINUE"),  # first at the rung: nothing to compare with
+        (1, "b", "STOP"),  # below the rung's best half after epoch 1
+        (1, "c", "CONTINUE"),
+        (2, "a", "CONTINUE"),
+        (2, "c", "CONTINUE"),
+        (3, "c", "STOP"),  # the last epoch (max_t = epochs) ends every trial
+    ]
+    # A grace period longer than the run: no early stop, every trial runs to the last epoch.
+    weak_and_strong = [(e, {"a": 0.9, "b": 0.1}) for e in (1, 2, 3)]
+    decisions = _asha_decisions(_cfg(grace_period=5), weak_and_strong)
+    assert [d for _, _, d in decisions] == ["CONTINUE"] * 4 + ["STOP"] * 2
 
 
 def test_storage_check_refuses_local_paths_on_multi_machine_clusters():
