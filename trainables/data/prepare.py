@@ -14,7 +14,7 @@ from trainables.config import DataConfig
 from trainables.data.cache import load_or_build
 from trainables.data.cached import CachedData
 from trainables.data.egd import read_egd
-from trainables.data.split import patient_split, read_split_file
+from trainables.data.split import FRACTIONS, patient_split, read_split_file
 from trainables.data.synthetic import read_manifest, write_synthetic
 from trainables.data.synthetic.shortcuts import ShortcutSpec
 
@@ -31,11 +31,20 @@ def shortcut_spec(cfg: DataConfig) -> ShortcutSpec | None:
 
 
 def synthetic_root(cfg: DataConfig) -> Path:
-    """Where the synthetic twin for ``cfg`` lives: ``{data_dir}/synthetic-{N}-seed{S}[-shortcut]``."""
+    """Where the synthetic twin for ``cfg`` lives:
+    ``{data_dir}/synthetic-{N}-seed{S}[-<shortcut>-split<seed>-<train>-<val>-<test>]``.
+
+    A shortcut twin's pixels follow its split (the test images are where the shortcut breaks), so
+    its folder names the split too; a clean twin is split after reading, from the DataConfig.
+    """
     name = f"synthetic-{cfg.synthetic_images}-seed{cfg.synthetic_seed}"
     spec = shortcut_spec(cfg)
     if spec is not None:
         name += f"-{spec.tag()}"
+        default = cfg.split_seed == 0 and tuple(cfg.split_fractions) == FRACTIONS
+        if not default:  # the default keeps the folder names of twins written before
+            shares = "-".join(f"{round(100 * f):g}" for f in cfg.split_fractions)
+            name += f"-split{cfg.split_seed}-{shares}"
     return Path(cfg.data_dir).resolve() / name
 
 
@@ -58,7 +67,14 @@ def ensure_synthetic(cfg: DataConfig) -> Path:
             cfg.synthetic_seed,
             root,
         )
-        write_synthetic(tmp, cfg.synthetic_images, cfg.synthetic_seed, shortcut=shortcut_spec(cfg))
+        write_synthetic(
+            tmp,
+            cfg.synthetic_images,
+            cfg.synthetic_seed,
+            shortcut=shortcut_spec(cfg),
+            split_seed=cfg.split_seed,
+            split_fractions=cfg.split_fractions,
+        )
         try:
             os.rename(tmp, root)
         except OSError:
@@ -126,7 +142,9 @@ def prepare_data(cfg: DataConfig, *, progress: bool = True) -> CachedData:
     if split_file:
         split = read_split_file(split_file, content.keys)
     else:
-        split = patient_split(content.labels, content.patients, seed=cfg.split_seed)
+        split = patient_split(
+            content.labels, content.patients, seed=cfg.split_seed, fractions=cfg.split_fractions
+        )
     exclusions = Counter(index.exclusions)
     exclusions.update(content.exclusions)
     data = dataclasses.replace(content, split=split, exclusions=dict(exclusions))

@@ -1,4 +1,5 @@
-"""Patient-level train/val/test split (80/10/10), stratified by class, or read from a file.
+"""Patient-level train/val/test split (80/10/10 unless told), stratified by class, or read from a
+file.
 
 No patient appears in two splits (the paper split "by unique patient ID"). Stratification works on
 images grouped by patient, so a patient with several images moves them together.
@@ -19,9 +20,12 @@ _EXAMPLES = 5
 
 
 def patient_split(
-    labels: Sequence[int] | np.ndarray, patients: Sequence[str], seed: int = 0
+    labels: Sequence[int] | np.ndarray,
+    patients: Sequence[str],
+    seed: int = 0,
+    fractions: Sequence[float] = FRACTIONS,
 ) -> np.ndarray:
-    """Seeded, deterministic 80/10/10 split by patient, stratified by class.
+    """Seeded, deterministic split by patient (``fractions`` train/val/test), stratified by class.
 
     Patients are visited in a seeded random order (patients with more images first) and each goes
     to the split whose class targets its images fill best, so every split's class mix follows the
@@ -33,6 +37,7 @@ def patient_split(
         labels: class id per image.
         patients: patient id per image.
         seed: changes which patients land where.
+        fractions: train, val, test shares (positive, summing to 1).
 
     Returns:
         (N,) int8 split ids, index into ``config.SPLITS`` (0 train, 1 val, 2 test).
@@ -48,7 +53,11 @@ def patient_split(
         raise ValueError(f"patient_split needs at least {len(SPLITS)} patients, got {len(ids)}")
     per_patient = np.zeros((len(ids), int(labels.max()) + 1))
     np.add.at(per_patient, (group, labels), 1.0)
-    target = np.outer(FRACTIONS, per_patient.sum(0))  # (split, class) image counts wanted
+    if len(fractions) != len(SPLITS) or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(
+            f"patient_split: fractions must be 3 positive shares summing to 1, got {fractions}"
+        )
+    target = np.outer(fractions, per_patient.sum(0))  # (split, class) image counts wanted
     have = np.zeros_like(target)
     order = np.random.default_rng(seed).permutation(len(ids))
     order = order[np.argsort(-per_patient[order].sum(1), kind="stable")]

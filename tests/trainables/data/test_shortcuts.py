@@ -103,6 +103,24 @@ def test_prepare_uses_the_twins_split_and_scales_sigma_to_its_size(twins):
         assert equal == same, sigma
 
 
+def test_a_twin_split_other_than_80_10_10_is_its_own_folder_and_pairs_with_its_clean_twin(
+    tmp_path,
+):
+    shares = (0.5, 0.1, 0.4)
+    base = DataConfig(data_dir=str(tmp_path), synthetic_images=N, split_fractions=shares)
+    marker = dataclasses.replace(base, synthetic_shortcut="marker")
+    default = dataclasses.replace(marker, split_fractions=(0.8, 0.1, 0.1))
+    root = ensure_synthetic(marker)
+    assert root != ensure_synthetic(default)  # its pixels follow its split: not the 80/10/10 twin
+    assert read_manifest(root)["split_fractions"] == list(shares)
+    shortcut, clean = prepare_data(marker, progress=False), prepare_data(base, progress=False)
+    counts = np.bincount(shortcut.split, minlength=3)
+    assert counts[2] >= 10 > counts[1]  # 40% of 30 images to test, 10% to val
+    np.testing.assert_array_equal(shortcut.split, clean.split)  # paired test images
+    plain = prepare_data(dataclasses.replace(base, split_fractions=(0.8, 0.1, 0.1)), progress=False)
+    assert (plain.split != clean.split).any()  # the clean twin is split by the DataConfig too
+
+
 def test_bad_specs_are_refused():
     with pytest.raises(KeyError, match="marker"):
         ShortcutSpec("sticker")

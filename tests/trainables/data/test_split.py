@@ -1,4 +1,5 @@
-"""Patient-level split: disjoint patients, 80/10/10, stratified, seeded; and the split file."""
+"""Patient-level split: disjoint patients, 80/10/10 or given shares, stratified, seeded; and the
+split file."""
 
 from __future__ import annotations
 
@@ -30,6 +31,28 @@ def test_no_patient_in_two_splits_and_80_10_10():
         assert owner.setdefault(p, int(s)) == s, f"patient {p} in two splits"
     fractions = np.bincount(split, minlength=3) / len(split)
     np.testing.assert_allclose(fractions, [0.8, 0.1, 0.1], atol=0.03)
+
+
+@pytest.mark.parametrize("fractions", [(0.5, 0.1, 0.4), (0.6, 0.2, 0.2)])
+def test_other_fractions_are_followed_and_still_stratified(fractions):
+    labels, patients = _cohort()
+    split = patient_split(labels, patients, seed=0, fractions=fractions)
+    np.testing.assert_allclose(np.bincount(split, minlength=3) / len(split), fractions, atol=0.03)
+    overall = np.bincount(labels, minlength=3) / len(labels)
+    for s in range(len(SPLITS)):
+        mix = np.bincount(labels[split == s], minlength=3) / (split == s).sum()
+        np.testing.assert_allclose(mix, overall, atol=0.05)
+
+
+@pytest.mark.parametrize("fractions", [(0.5, 0.5), (0.8, 0.2, 0.0), (0.5, 0.3, 0.3)])
+def test_fractions_that_are_not_three_positive_shares_are_refused(fractions):
+    labels, patients = _cohort(30)
+    with pytest.raises(ValueError, match="fractions"):
+        patient_split(labels, patients, fractions=fractions)
+    from trainables.config import ConfigError, DataConfig
+
+    with pytest.raises(ConfigError, match="split_fractions"):
+        DataConfig(split_fractions=fractions)
 
 
 def test_stratified_class_mix_in_every_split():

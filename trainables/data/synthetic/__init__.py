@@ -26,13 +26,14 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from trainables.config import SPLITS
-from trainables.data.split import patient_split
+from trainables.data.split import FRACTIONS, patient_split
 from trainables.data.synthetic.boxes import bounding_boxes
 from trainables.data.synthetic.cases import Case, make_cases, master_rows
 from trainables.data.synthetic.dicom_writer import dicom_relpath, write_dicom
@@ -70,6 +71,7 @@ def write_synthetic(
     *,
     shortcut: ShortcutSpec | None = None,
     split_seed: int = 0,
+    split_fractions: Sequence[float] = FRACTIONS,
 ) -> dict[str, float]:
     """Write the whole twin into ``out`` (created; existing files are overwritten).
 
@@ -85,6 +87,7 @@ def write_synthetic(
         seed: everything drawn follows from it; the same seed gives the same files.
         shortcut: a planted class-correlated shortcut (``shortcuts.ShortcutSpec``), or None.
         split_seed: seed of the patient split the shortcut follows (and ``split.csv`` records).
+        split_fractions: its train, val, test shares.
 
     Returns:
         counts and timing: images, fixation_rows, calibration_rows, shortcut_images, seconds.
@@ -107,7 +110,10 @@ def write_synthetic(
     patients = {c.patient for c in cases}
     if len(patients) >= len(SPLITS):
         split = patient_split(
-            np.array([c.label for c in cases]), [c.patient for c in cases], seed=split_seed
+            np.array([c.label for c in cases]),
+            [c.patient for c in cases],
+            seed=split_seed,
+            fractions=split_fractions,
         )
         splits = [SPLITS[s] for s in split]
     elif shortcut is None:
@@ -138,6 +144,7 @@ def write_synthetic(
         "images": n_images,
         "seed": seed,
         "split_seed": split_seed,
+        "split_fractions": list(split_fractions),
         "split_file": SPLIT_FILE,
         # Twin pixels per MIMIC-CXR pixel: the twin's images are about a third of MIMIC's size,
         # so sizes given in MIMIC pixels (the published gaze sigma of 150) are scaled by this.
