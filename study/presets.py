@@ -228,7 +228,8 @@ def evidence() -> StudyConfig:
         cfg,
         preset="evidence",
         experiment="gaze-unet-evidence",
-        data=dataclasses.replace(cfg.data, synthetic_images=240),
+        # 384 images (study.evidence splits them 50/10/40: 192 to train, ~150 to test)
+        data=dataclasses.replace(cfg.data, synthetic_images=384),
         trial=dataclasses.replace(
             cfg.trial, epochs=4, lr=1e-3, bootstrap_resamples=100, panels=2, augment=True
         ),
@@ -242,7 +243,7 @@ def evidence_quick() -> StudyConfig:
     return dataclasses.replace(
         cfg,
         preset="evidence-quick",
-        data=dataclasses.replace(cfg.data, synthetic_images=90, image_size=32),
+        data=dataclasses.replace(cfg.data, synthetic_images=120, image_size=32),
         trial=dataclasses.replace(cfg.trial, epochs=2, bootstrap_resamples=50, panels=1),
     )
 
