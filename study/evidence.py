@@ -201,11 +201,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage-path", help="Tune storage (default <project>/ray_results)")
     p.add_argument("--data-dir", help="where the twins and caches are written")
     p.add_argument("--address", help="Ray cluster to join (default: local Ray)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+        help="any config field, as for gaze-study (e.g. trial.rrr_lambda=1; repeatable)",
+    )  # fmt: skip
     return p
 
 
 def build_config(args: argparse.Namespace) -> EvidenceConfig:
-    from study.presets import with_overrides
+    from study.presets import apply_settings, with_overrides
 
     study = get_preset("evidence-quick" if args.quick else "evidence")
     study = with_overrides(
@@ -218,6 +222,7 @@ def build_config(args: argparse.Namespace) -> EvidenceConfig:
         address=args.address,
         resume=args.resume or None,
     )
+    study = apply_settings(study, args.settings)
     n_seeds = args.seeds or (2 if args.quick else 5)
     arms = tuple(a.strip() for a in (args.arms or "").split(",") if a.strip())
     arms = arms or (QUICK_ARMS if args.quick else DEFAULT_ARMS)

@@ -88,3 +88,8 @@ def test_cli_builds_the_quick_and_full_configs():
     assert quick.twin("clean").synthetic_shortcut is None
     with pytest.raises(KeyError, match="clean, shortcut"):
         quick.twin("dirty")
+    # Both twins are split alike (the evidence shares), whatever the study preset's split.
+    assert full.twin("clean").split_fractions == full.twin("shortcut").split_fractions
+    assert full.twin("clean").split_fractions == full.split_fractions != (0.8, 0.1, 0.1)
+    tuned = build_config(build_parser().parse_args(["--set", "trial.rrr_lambda=1", "--seeds", "3"]))
+    assert tuned.study.trial.rrr_lambda == 1.0 and tuned.seeds == (0, 1, 2)
