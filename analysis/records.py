@@ -171,7 +171,8 @@ class Record:
             if run.info.experiment_id != exp_id or run.data.tags.get(TAG_ROLE) != ROLE_STUDY:
                 raise KeyError(f"run {parent} is not a study run of experiment {experiment!r}")
         children = self._search(
-            exp_id, f"tags.`{TAG_PARENT}` = '{run.info.run_id}' and tags.{TAG_ROLE} = '{ROLE_TRIAL}'"
+            exp_id,
+            f"tags.`{TAG_PARENT}` = '{run.info.run_id}' and tags.{TAG_ROLE} = '{ROLE_TRIAL}'",
         )
         trials = tuple(
             sorted((_trial(r) for r in children), key=lambda t: (t.start_time, t.run_id))

@@ -51,8 +51,10 @@ def _worker(rank: int, arm: str, batch: int, size: int, seconds: float, barrier,
 def run(count: int, arm: str, batch: int, size: int, seconds: float) -> float:
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(count), ctx.Queue()
-    procs = [ctx.Process(target=_worker, args=(r, arm, batch, size, seconds, barrier, queue))
-             for r in range(count)]
+    procs = [
+        ctx.Process(target=_worker, args=(r, arm, batch, size, seconds, barrier, queue))
+        for r in range(count)
+    ]
     for p in procs:
         p.start()
     results = [queue.get() for _ in procs]
@@ -62,7 +64,9 @@ def run(count: int, arm: str, batch: int, size: int, seconds: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--arm", default="set3-gbp")
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--size", type=int, default=224)
@@ -71,8 +75,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--allow-cpu", action="store_true")
     args = p.parse_args(argv)
     if not torch.cuda.is_available() and not args.allow_cpu:
-        raise SystemExit("benchmarks.concurrency measures GPU sharing; no CUDA device here "
-                         "(--allow-cpu runs it on the CPU as a smoke test)")
+        raise SystemExit(
+            "benchmarks.concurrency measures GPU sharing; no CUDA device here "
+            "(--allow-cpu runs it on the CPU as a smoke test)"
+        )
     print(f"# benchmarks.concurrency on {machine()}")
     print(f"# arm {args.arm}, batch {args.batch}, {args.size} px, {args.seconds:.0f} s per count")
     print(f"{'trials':>6s} {'images/s':>10s} {'x one':>6s}")

@@ -28,7 +28,9 @@ class DeviceData:
         self.gaze = torch.from_numpy(np.ascontiguousarray(data.gaze)).to(device)
         self.labels = torch.from_numpy(data.labels.astype(np.int64)).to(device)
         self.keys = list(data.keys)
-        self._split_idx = {s: torch.from_numpy(data.indices(s)).to(device) for s in ("train", "val", "test")}
+        self._split_idx = {
+            s: torch.from_numpy(data.indices(s)).to(device) for s in ("train", "val", "test")
+        }
 
     def indices(self, split: str) -> torch.Tensor:
         return self._split_idx[split]
@@ -45,30 +47,39 @@ class DeviceData:
         idx = self.indices("train")
         perm = idx[torch.randperm(len(idx), generator=gen).to(idx.device)]
         for start in range(0, len(perm), batch_size):
-            chunk = perm[start:start + batch_size]
+            chunk = perm[start : start + batch_size]
             if len(chunk) > 1:
                 yield chunk
 
     def eval_batches(self, split: str, batch_size: int) -> Iterator[torch.Tensor]:
         idx = self.indices(split)
         for start in range(0, len(idx), batch_size):
-            yield idx[start:start + batch_size]
+            yield idx[start : start + batch_size]
 
 
 def random_affine(
-    images: torch.Tensor, gaze: torch.Tensor, gen: torch.Generator,
-    max_rotate_deg: float = 5.0, max_scale: float = 0.05, max_shift: float = 0.04,
+    images: torch.Tensor,
+    gaze: torch.Tensor,
+    gen: torch.Generator,
+    max_rotate_deg: float = 5.0,
+    max_scale: float = 0.05,
+    max_shift: float = 0.04,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Apply one random small affine per sample to image AND gaze map (same theta, one RNG)."""
     b = images.shape[0]
-    u = torch.rand(b, 4, generator=gen).to(images.device) * 2 - 1  # drawn on CPU: same stream on any device
+    u = (
+        torch.rand(b, 4, generator=gen).to(images.device) * 2 - 1
+    )  # drawn on CPU: same stream on any device
     angle = u[:, 0] * math.radians(max_rotate_deg)
     scale = 1.0 + u[:, 1] * max_scale
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([
-        torch.stack([cos, -sin, u[:, 2] * max_shift * 2], dim=1),
-        torch.stack([sin, cos, u[:, 3] * max_shift * 2], dim=1),
-    ], dim=1)
+    theta = torch.stack(
+        [
+            torch.stack([cos, -sin, u[:, 2] * max_shift * 2], dim=1),
+            torch.stack([sin, cos, u[:, 3] * max_shift * 2], dim=1),
+        ],
+        dim=1,
+    )
     both = torch.cat([images, gaze], dim=1)
     grid = F.affine_grid(theta, list(both.shape), align_corners=False)
     out = F.grid_sample(both, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

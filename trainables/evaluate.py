@@ -37,7 +37,10 @@ def predict(model: MultiTaskUNet, dd: DeviceData, split: str, batch_size: int):
 
 
 def predicted_class_maps(
-    model: MultiTaskUNet, x: torch.Tensor, names: tuple[str, ...], with_decoder: bool,
+    model: MultiTaskUNet,
+    x: torch.Tensor,
+    names: tuple[str, ...],
+    with_decoder: bool,
     fast_conv: bool = True,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """[0, 1] heatmaps (B,1,H,W) for the predicted class (each named generator, plus the decoder),
@@ -51,14 +54,22 @@ def predicted_class_maps(
     if with_decoder:
         out["decoder"] = torch.sigmoid(mask_logits.float())
     for name in names:
-        raw = generator_map(name, model, x, target, create_graph=False, bn_mode="frozen",
-                            fast_conv=fast_conv)
+        raw = generator_map(
+            name, model, x, target, create_graph=False, bn_mode="frozen", fast_conv=fast_conv
+        )
         out[name] = to_heatmap(raw).detach()
     return out, torch.softmax(class_logits.float(), dim=1)
 
 
-def explain(model: MultiTaskUNet, dd: DeviceData, split: str, arm: Arm, batch_size: int,
-            panel_keys: list[str], fast_conv: bool = True):
+def explain(
+    model: MultiTaskUNet,
+    dd: DeviceData,
+    split: str,
+    arm: Arm,
+    batch_size: int,
+    panel_keys: list[str],
+    fast_conv: bool = True,
+):
     """Map-vs-gaze metrics per image, and the maps of the panel images.
 
     The "generator" map is the arm's own generator (GBP for arms that train with none); the decoder map
@@ -92,18 +103,33 @@ def explain(model: MultiTaskUNet, dd: DeviceData, split: str, arm: Arm, batch_si
         for kind, generator, m in scored:
             m = m[:, 0].float().cpu().numpy()
             for i, key in enumerate(keys):
-                rows.append({"key": key, "label": int(y[i]), "map": kind, "generator": generator,
-                             **saliency_metrics(m[i], g[i])})
+                rows.append(
+                    {
+                        "key": key,
+                        "label": int(y[i]),
+                        "map": kind,
+                        "generator": generator,
+                        **saliency_metrics(m[i], g[i]),
+                    }
+                )
         if need_panel:
             probs = probs.cpu().numpy()
             for i, key in enumerate(keys):
                 if key not in wanted:
                     continue
-                entry = {"image": x[i, 0].cpu().numpy(), "gaze": g[i], "label": int(y[i]), "probs": probs[i]}
+                entry = {
+                    "image": x[i, 0].cpu().numpy(),
+                    "gaze": g[i],
+                    "label": int(y[i]),
+                    "probs": probs[i],
+                }
                 for name in PANEL_MAPS + ("decoder",):
                     m = maps.get(name)
-                    entry[name] = (m[i, 0].float().cpu().numpy() if m is not None
-                                   else np.full_like(g[i], np.nan))
+                    entry[name] = (
+                        m[i, 0].float().cpu().numpy()
+                        if m is not None
+                        else np.full_like(g[i], np.nan)
+                    )
                 entry["generator"] = maps[gen_name][i, 0].float().cpu().numpy()  # the arm's own
                 panel[key] = entry
     order = [k for k in panel_keys if k in panel]
@@ -118,7 +144,10 @@ def explain(model: MultiTaskUNet, dd: DeviceData, split: str, arm: Arm, batch_si
 
 def choose_panel_keys(keys: list[str], labels: np.ndarray, count: int) -> list[str]:
     """The same panel images in every trial: round-robin over classes, each class in sorted key order."""
-    by_class = [sorted(k for k, lab in zip(keys, labels, strict=True) if lab == c) for c in range(len(CLASSES))]
+    by_class = [
+        sorted(k for k, lab in zip(keys, labels, strict=True) if lab == c)
+        for c in range(len(CLASSES))
+    ]
     chosen: list[str] = []
     rank = 0
     while len(chosen) < count and any(rank < len(b) for b in by_class):

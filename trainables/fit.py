@@ -45,7 +45,7 @@ from trainables.record import (
     VAL_AUC_UNDEFINED,
     explain_metric,
     metric_key,
-    )
+)
 from trainables.saliency import generator_map, record_batch_stats, to_heatmap
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
-def step_terms(model: MultiTaskUNet, arm: Arm, cfg: TrialConfig, x, gaze, labels) -> dict[str, torch.Tensor]:
+def step_terms(
+    model: MultiTaskUNet, arm: Arm, cfg: TrialConfig, x, gaze, labels
+) -> dict[str, torch.Tensor]:
     """The loss terms of one training batch for an arm (a pure function of model and batch).
 
     The generator map of image i is the gradient of image i's own score, with the BatchNorm
@@ -89,8 +91,16 @@ def step_terms(model: MultiTaskUNet, arm: Arm, cfg: TrialConfig, x, gaze, labels
             mask_logits, class_logits = None, model.classify(x)
     out = StepOutputs(class_logits=class_logits, mask_logits=mask_logits)
     if arm.needs_map != "none":
-        raw = generator_map(arm.generator, model, x, labels, create_graph=arm.needs_map == "graph",
-                            bn_mode=cfg.bn_mode, bn_stats=stats, fast_conv=cfg.fast_conv)
+        raw = generator_map(
+            arm.generator,
+            model,
+            x,
+            labels,
+            create_graph=arm.needs_map == "graph",
+            bn_mode=cfg.bn_mode,
+            bn_stats=stats,
+            fast_conv=cfg.fast_conv,
+        )
         out.raw_map, out.generator_map = raw, to_heatmap(raw)
     return arm.loss(out, labels, gaze, cfg)
 
@@ -327,7 +337,10 @@ class _Trainer:
         ci = bootstrap_auc_ci(labels, probs, resamples=cfg.bootstrap_resamples, seed=cfg.seed)
         for k in AUC_KEYS:
             res[metric_key("test", k)] = point[k]
-            res[metric_key("test", k, "low")], res[metric_key("test", k, "high")] = ci[k][1], ci[k][2]
+            res[metric_key("test", k, "low")], res[metric_key("test", k, "high")] = (
+                ci[k][1],
+                ci[k][2],
+            )
 
         pred = pd.DataFrame(
             {
@@ -369,8 +382,11 @@ class _Trainer:
         (out_dir / "model").mkdir(parents=True, exist_ok=True)
         torch.save(
             # the image size is the data's: predict letterboxes a new image to it
-            {"state_dict": self.model.state_dict(), "config": cfg.to_dict(),
-             "image_size": self.image_size},
+            {
+                "state_dict": self.model.state_dict(),
+                "config": cfg.to_dict(),
+                "image_size": self.image_size,
+            },
             out_dir / "model" / "model.pt",
         )
         return res
@@ -474,8 +490,13 @@ def fit(
             metrics[DONE] = 1.0
             (out_dir / "summary.json").write_text(
                 json.dumps(
-                    {"status": "ok", "config": cfg.to_dict(), "image_size": tr.image_size,
-                     "history": tr.history, "test": test},
+                    {
+                        "status": "ok",
+                        "config": cfg.to_dict(),
+                        "image_size": tr.image_size,
+                        "history": tr.history,
+                        "test": test,
+                    },
                     indent=1,
                 )
             )

@@ -108,7 +108,9 @@ def build_model(
             state = torch.load(weights, map_location="cpu", weights_only=True)
             unet.encoder.load_state_dict(state.get("state_dict", state))
         except Exception as err:
-            raise EncoderWeightsError(f"could not load encoder weights from {weights}: {err}") from err
+            raise EncoderWeightsError(
+                f"could not load encoder weights from {weights}: {err}"
+            ) from err
         unet.encoder.set_in_channels(1, pretrained=True)  # sums the RGB kernels of the first conv
     for module in unet.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):

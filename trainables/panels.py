@@ -231,7 +231,11 @@ def write_panels(arrays: dict[str, np.ndarray], generator: str, out_dir: Path) -
         row = PanelRow(
             label="",
             image=arrays["image"][i],
-            maps={k: arrays[array_of.get(k, k)][i] for k in columns[1:] if array_of.get(k, k) in arrays},
+            maps={
+                k: arrays[array_of.get(k, k)][i]
+                for k in columns[1:]
+                if array_of.get(k, k) in arrays
+            },
             probs=arrays["probs"][i],
             true_label=label,
         )

@@ -316,9 +316,7 @@ def start_study_run(
 
 def set_run_tags(ctx: TrackingContext, tags: Mapping[str, Any], run_id: str | None = None) -> None:
     """Set tags on a run (default: the study's parent run)."""
-    _retry(
-        _client(ctx.tracking_uri).log_batch, run_id or ctx.parent_run_id, tags=_tags(tags)
-    )
+    _retry(_client(ctx.tracking_uri).log_batch, run_id or ctx.parent_run_id, tags=_tags(tags))
 
 
 def _log_study_settings(

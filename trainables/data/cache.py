@@ -67,9 +67,7 @@ def _identity(path: Path) -> list:
     return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
-def cache_fingerprint(
-    index: EgdIndex, cfg: DataConfig
-) -> str:
+def cache_fingerprint(index: EgdIndex, cfg: DataConfig) -> str:
     """sha256 over input file identities and every content-relevant setting."""
     settings = {
         "version": CACHE_VERSION,
@@ -313,9 +311,7 @@ def load_or_build(
     if content is not None:
         logger.info("loaded preprocessing cache %s (%d images)", path, len(content.data.labels))
         return content
-    content = build_cache(
-        index, cfg, fingerprint, progress=progress, workers=workers
-    )
+    content = build_cache(index, cfg, fingerprint, progress=progress, workers=workers)
     save_cache(content, path)
     logger.info("wrote preprocessing cache %s", path)
     return content

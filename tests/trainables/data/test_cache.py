@@ -65,7 +65,9 @@ def test_reused_without_decoding_and_rebuilt_when_a_dicom_changes(cfg, caplog):
     victim.write_bytes(b"\0" * st.st_size)
     os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
     again = load_or_build(_index(cfg), cfg, progress=False, workers=1)
-    assert not again.built and again.decoded == 0 and again.data.fingerprint == first.data.fingerprint
+    assert (
+        not again.built and again.decoded == 0 and again.data.fingerprint == first.data.fingerprint
+    )
     np.testing.assert_array_equal(again.data.images, first.data.images)
     assert again.data.keys == first.data.keys
     # Now the file looks changed (new mtime): rebuilt, and the corrupt DICOM is a named exclusion.
@@ -74,7 +76,10 @@ def test_reused_without_decoding_and_rebuilt_when_a_dicom_changes(cfg, caplog):
         rebuilt = load_or_build(_index(cfg), cfg, progress=False, workers=1)
     assert rebuilt.built and rebuilt.data.fingerprint != first.data.fingerprint
     assert rebuilt.data.exclusions["undecodable_dicom"] == 1
-    assert index.records[2].key not in rebuilt.data.keys and len(rebuilt.data.keys) == len(first.data.keys) - 1
+    assert (
+        index.records[2].key not in rebuilt.data.keys
+        and len(rebuilt.data.keys) == len(first.data.keys) - 1
+    )
     assert index.records[2].key in caplog.text and "not a DICOM" in caplog.text
     assert str(victim) not in caplog.text  # logged by dicom_id: the path holds the patient id
 
@@ -98,7 +103,8 @@ def test_setting_change_builds_a_new_file(cfg, change):
     assert cache_path(cfg, base.data.fingerprint).is_file()
     if "image_dtype" in change:
         assert (
-            other.data.images.dtype == np.float16 and 0 <= other.data.images.min() <= other.data.images.max() <= 1
+            other.data.images.dtype == np.float16
+            and 0 <= other.data.images.min() <= other.data.images.max() <= 1
         )
         np.testing.assert_allclose(other.data.images * 255, base.data.images, atol=0.6)
     elif "image_size" in change:
@@ -113,7 +119,8 @@ def test_table_change_rebuilds(cfg):
     fix = os.path.join(cfg.egd_root, "fixations.csv")
     os.utime(fix, ns=(os.stat(fix).st_atime_ns, os.stat(fix).st_mtime_ns + 1_000_000))
     assert (
-        load_or_build(_index(cfg), cfg, progress=False, workers=1).data.fingerprint != base.data.fingerprint
+        load_or_build(_index(cfg), cfg, progress=False, workers=1).data.fingerprint
+        != base.data.fingerprint
     )
 
 
