@@ -82,8 +82,10 @@ def test_split_spaces_keeps_the_shared_fixed_values_and_each_arms_own():
         assert {**shared, **own[arm]} == spaces[arm]  # nothing lost, nothing added
 
 
-def test_each_arm_gets_its_own_trials_in_turn_within_budget_and_limits():
-    cfg = _cfg(trials_per_arm=3, max_concurrent=4)
+def test_each_arm_gets_its_own_trials_in_turn_within_budget_and_limits(tmp_path):
+    # Each arm's Optuna study persisted, so that what it was told can be read back publicly.
+    optuna_url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    cfg = _cfg(trials_per_arm=3, max_concurrent=4, optuna_storage=optuna_url)
     shared, searcher = _arm_searcher(cfg)
     configs = [searcher.suggest(f"t{i}") for i in range(5)]
     # Fewest running first: the arms alternate, until all 4 trials at once are running.
@@ -105,8 +107,9 @@ def test_each_arm_gets_its_own_trials_in_turn_within_budget_and_limits():
         assert {k: config[k] for k in baseline} == baseline
 
     searcher.on_trial_complete("t0", {SEARCH_METRIC: 0.9, "training_iteration": 2})
-    arms = searcher.searcher  # behind the limiter of trials at once
-    studies = {arm: arms._searchers[arm].searcher._ot_study for arm in ARMS}
+    import optuna
+
+    studies = {arm: optuna.load_study(study_name=f"t-{arm}", storage=optuna_url) for arm in ARMS}
     assert [t.value for t in studies["no-seg"].trials if t.value is not None] == [0.9]
     assert not [t.value for t in studies["set3-gbp"].trials if t.value is not None]
     assert searcher.suggest("t5")["arm"] == "no-seg"  # the arm with room
@@ -210,15 +213,23 @@ def test_arm_scheduler_routes_completion_and_removal(tmp_path):
     a, b = _trial("a1", "no-seg"), _trial("b1", "set3-gbp")
     per_arm.on_trial_add(None, a)
     per_arm.on_trial_add(None, b)
-    per_arm.on_trial_complete(None, a, _result(3, 0.8))
-    per_arm.on_trial_remove(None, b)
-    assert not per_arm._schedulers["no-seg"]._trial_info  # a1 left its arm's ASHA
-    assert not per_arm._schedulers["set3-gbp"]._trial_info
+    per_arm.on_trial_complete(None, a, _result(3, 0.8))  # a1's score at no-seg's top rung (2)
+    per_arm.on_trial_remove(None, b)  # b1 leaves set 3's ASHA without a score
     path = tmp_path / "sched.pkl"
     per_arm.save(str(path))
     again = ArmScheduler({})
-    again.restore(str(path))
-    assert set(again._schedulers) == set(ARMS)
+    again.restore(str(path))  # what Tuner.restore does
+    for sched in (per_arm, again):
+        late_a, late_b = _trial("a2", "no-seg"), _trial("b2", "set3-gbp")
+        sched.on_trial_add(None, late_a)
+        sched.on_trial_add(None, late_b)
+        for t in (late_a, late_b):
+            assert sched.on_trial_result(None, t, _result(1, 0.1)) == TrialScheduler.CONTINUE
+        # Below a1's score at epoch 2, in a1's arm: stopped. Set 3 has no score to compare with.
+        assert sched.on_trial_result(None, late_a, _result(2, 0.1)) == TrialScheduler.STOP
+        assert sched.on_trial_result(None, late_b, _result(2, 0.1)) == TrialScheduler.CONTINUE
+        with pytest.raises(KeyError, match="no-seg, set3-gbp"):
+            sched.on_trial_add(None, _trial("c1", "unet"))
 
 
 def test_resources_default_from_the_cluster():
