@@ -42,7 +42,19 @@ def split_spaces(spaces: Mapping[str, dict[str, Any]]) -> tuple[dict[str, Any], 
     return shared, own
 
 
-class ArmSearcher(Searcher):
+class _PickledState:
+    """Tune's save/restore of a searcher or scheduler: the whole state, every arm's part in it."""
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.__dict__, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            self.__dict__.update(pickle.load(f))
+
+
+class ArmSearcher(_PickledState, Searcher):
     """One searcher per arm behind one Tune search algorithm.
 
     ``suggest`` gives the next trial to the arm with the most work left to start: its trials not
@@ -161,16 +173,8 @@ class ArmSearcher(Searcher):
         self._searchers[arm].on_trial_complete(trial_id, result=result, error=error)
         self._live[arm].discard(trial_id)
 
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
 
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))
-
-
-class ArmScheduler(FIFOScheduler):
+class ArmScheduler(_PickledState, FIFOScheduler):
     """One trial scheduler per arm (e.g. ASHA); each sees only its own arm's trials.
 
     Trials start in submission order (FIFO); what an arm's scheduler decides (continue, stop) is
@@ -218,11 +222,3 @@ class ArmScheduler(FIFOScheduler):
 
     def debug_string(self) -> str:
         return "\n".join(f"{arm}: {s.debug_string()}" for arm, s in self._schedulers.items())
-
-    def save(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
-
-    def restore(self, checkpoint_path: str) -> None:
-        with open(checkpoint_path, "rb") as f:
-            self.__dict__.update(pickle.load(f))

@@ -287,6 +287,30 @@ def _fit(
     return _outcome(name, grid, expected, caught)
 
 
+def _new_tuner(
+    cfg: StudyConfig,
+    name: str,
+    fn: Any,
+    param_space: dict[str, Any],
+    callbacks: Sequence[Any],
+    **tune_config: Any,
+) -> tune.Tuner:
+    """A Tuner on the search metric with the study's run config; ``tune_config`` adds the
+    search algorithm, scheduler, sample count or concurrency of the experiment."""
+    return tune.Tuner(
+        fn,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(
+            metric=SEARCH_METRIC,
+            mode=MODE,
+            trial_dirname_creator=trial_dirname,
+            reuse_actors=True,
+            **tune_config,
+        ),
+        run_config=run_config(cfg, name, callbacks),
+    )
+
+
 def run_arms(
     cfg: StudyConfig,
     arms: Sequence[str],
@@ -301,19 +325,15 @@ def run_arms(
 
     def make() -> tune.Tuner:
         shared, searcher = build_arm_searcher(cfg, arms)
-        return tune.Tuner(
+        return _new_tuner(
+            cfg,
+            SEARCH,
             fn,
-            param_space=shared,
-            tune_config=tune.TuneConfig(
-                metric=SEARCH_METRIC,
-                mode=MODE,
-                search_alg=searcher,
-                scheduler=build_arm_scheduler(cfg, arms),
-                num_samples=cfg.trials_per_arm * len(arms),
-                trial_dirname_creator=trial_dirname,
-                reuse_actors=True,
-            ),
-            run_config=run_config(cfg, SEARCH, callbacks),
+            shared,
+            callbacks,
+            search_alg=searcher,
+            scheduler=build_arm_scheduler(cfg, arms),
+            num_samples=cfg.trials_per_arm * len(arms),
         )
 
     expected = cfg.trials_per_arm * len(arms)
@@ -333,19 +353,15 @@ def run_arm(
     space = arm_space(cfg, arm_name)
 
     def make() -> tune.Tuner:
-        return tune.Tuner(
+        return _new_tuner(
+            cfg,
+            arm_name,
             fn,
-            param_space=param_space(cfg, arm_name, space),
-            tune_config=tune.TuneConfig(
-                metric=SEARCH_METRIC,
-                mode=MODE,
-                search_alg=build_searcher(cfg, arm_name, space),
-                scheduler=build_scheduler(cfg),
-                num_samples=cfg.trials_per_arm,
-                trial_dirname_creator=trial_dirname,
-                reuse_actors=True,
-            ),
-            run_config=run_config(cfg, arm_name, callbacks),
+            param_space(cfg, arm_name, space),
+            callbacks,
+            search_alg=build_searcher(cfg, arm_name, space),
+            scheduler=build_scheduler(cfg),
+            num_samples=cfg.trials_per_arm,
         )
 
     return _fit(cfg, arm_name, fn, make, cfg.trials_per_arm)
@@ -373,17 +389,8 @@ def run_grid(
         expected *= len(values)
 
     def make() -> tune.Tuner:
-        return tune.Tuner(
-            fn,
-            param_space=space,
-            tune_config=tune.TuneConfig(
-                metric=SEARCH_METRIC,
-                mode=MODE,
-                max_concurrent_trials=max_concurrent(cfg),
-                trial_dirname_creator=trial_dirname,
-                reuse_actors=True,
-            ),
-            run_config=run_config(cfg, name, callbacks),
+        return _new_tuner(
+            cfg, name, fn, space, callbacks, max_concurrent_trials=max_concurrent(cfg)
         )
 
     return _fit(cfg, name, fn, make, expected)
@@ -414,21 +421,11 @@ def run_configs(
         space[key] = value if len(distinct) == 1 else tune.choice(distinct)
 
     def make() -> tune.Tuner:
-        return tune.Tuner(
-            fn,
-            param_space=space,
-            tune_config=tune.TuneConfig(
-                metric=SEARCH_METRIC,
-                mode=MODE,
-                search_alg=BasicVariantGenerator(
-                    points_to_evaluate=points,
-                    max_concurrent=max_concurrent(cfg),
-                ),
-                num_samples=len(points),
-                trial_dirname_creator=trial_dirname,
-                reuse_actors=True,
-            ),
-            run_config=run_config(cfg, name, callbacks),
+        search = BasicVariantGenerator(
+            points_to_evaluate=points, max_concurrent=max_concurrent(cfg)
+        )
+        return _new_tuner(
+            cfg, name, fn, space, callbacks, search_alg=search, num_samples=len(points)
         )
 
     return _fit(cfg, name, fn, make, len(points))
