@@ -82,8 +82,8 @@ def test_table_and_report_cover_every_arm(evidence):
 def test_cli_builds_the_quick_and_full_configs():
     quick = build_config(build_parser().parse_args(["--quick", "--shortcut", "border"]))
     full = build_config(build_parser().parse_args([]))
-    assert len(quick.seeds) == 2 and len(full.seeds) == 5
-    assert quick.study.trial.epochs < full.study.trial.epochs
+    assert len(quick.seeds) == 3 and len(full.seeds) == 5
+    assert set(quick.arms) < set(full.arms) and quick.study.data == full.study.data
     assert quick.twin("shortcut").synthetic_shortcut == "border"
     assert quick.twin("clean").synthetic_shortcut is None
     with pytest.raises(KeyError, match="clean, shortcut"):
