@@ -39,6 +39,8 @@ from trainables.record import (
     DIVERGED,
     DONE,
     EPOCH,
+    PREDICTION_COLUMNS,
+    PROB_COLUMNS,
     SALIENCY_KEYS,
     SEARCH_METRIC,
     SELECTION_METRIC,
@@ -348,10 +350,10 @@ class _Trainer:
                 "split": "test",
                 "label": labels,
                 "label_name": [CLASSES[i] for i in labels],
-            }
+                **{column: probs[:, c] for c, column in enumerate(PROB_COLUMNS)},
+            },
+            columns=list(PREDICTION_COLUMNS),
         )
-        for c, name in enumerate(CLASSES):
-            pred[f"prob_{name.lower()}"] = probs[:, c]
         (out_dir / "predictions").mkdir(parents=True, exist_ok=True)
         pred.sort_values("key").to_csv(out_dir / "predictions" / "test.csv", index=False)
 
