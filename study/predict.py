@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import re
 import sys
 import tempfile
@@ -83,9 +82,7 @@ def _model_path(spec: str, tracking_uri: str | None, tmp: Path) -> Path:
     from trainables import tracking
     from trainables.record import MODEL
 
-    uri = tracking.resolve_tracking_uri(
-        tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"), PROJECT_DIR
-    )
+    uri = tracking.resolve_tracking_uri(tracking_uri, PROJECT_DIR)  # None: $MLFLOW_TRACKING_URI
     if tracking.is_local_store(uri) and not Path(uri[len("sqlite:///") :]).is_file():
         raise PredictError(f"no MLflow store at {uri} (pass --tracking-uri)")
     try:

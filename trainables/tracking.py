@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -102,8 +103,8 @@ def resolve_tracking_uri(uri: str | None, project_dir: str | Path) -> str:
     """The tracking URI trials can use from any working directory.
 
     Args:
-        uri: None for the project default, an ``http(s)://`` server, a database URI, or a
-            ``sqlite:///`` URI (a relative sqlite path is made absolute against the current
+        uri: None for ``$MLFLOW_TRACKING_URI`` or else the project default, an ``http(s)://``
+            server, a database URI, or a ``sqlite:///`` URI (a relative sqlite path is made absolute against the current
             directory, because trials chdir into their own folders).
         project_dir: project root; the default store is ``<project_dir>/mlflow.db``.
 
@@ -113,6 +114,7 @@ def resolve_tracking_uri(uri: str | None, project_dir: str | Path) -> str:
     Raises:
         ValueError: for a file store (plain path or ``file:`` URI), which MLflow >= 3.13 refuses.
     """
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or None  # as MLflow and analysis/ do
     if uri is None:
         return f"sqlite:///{(Path(project_dir) / 'mlflow.db').resolve()}"
     if uri.startswith("sqlite:///"):

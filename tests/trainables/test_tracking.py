@@ -40,9 +40,19 @@ def _study(store, name="s1", resume=False):
 
 
 def test_resolve_tracking_uri(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert (
         tracking.resolve_tracking_uri(None, tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     )
+    # $MLFLOW_TRACKING_URI stands in for a missing URI (as for MLflow and analysis/), under the
+    # same rules; a given URI still wins.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracker:5000")
+    assert tracking.resolve_tracking_uri(None, tmp_path) == "http://tracker:5000"
+    assert tracking.resolve_tracking_uri("http://head:5000", tmp_path) == "http://head:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "./mlruns")
+    with pytest.raises(ValueError, match="sqlite"):
+        tracking.resolve_tracking_uri(None, tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
     monkeypatch.chdir(tmp_path)
     # Relative sqlite paths are pinned now: trials chdir into their own folders.
     assert (
