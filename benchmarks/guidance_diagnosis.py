@@ -73,17 +73,28 @@ def _grad_norms(model: torch.nn.Module, loss: torch.Tensor) -> dict[str, float]:
 
 def loss_gradient_ratios(model: torch.nn.Module, cfg: TrialConfig, batch) -> dict[str, dict]:
     """Per guidance arm: |grad of its guidance term| / |grad of the classification term| on the
-    head and on the encoder (same batch, same weights, train mode)."""
+    head and on the encoder (same batch, same weights, train mode), as the terms are ("raw") and
+    as the arm's total loss weighs them (gamma, rrr_lambda, share_lambda: "weighted")."""
     model.train()
     x, gaze, y = batch
     out = {}
     for arm_name in LOSS_ARMS:
         arm = get_arm(arm_name)
         terms = step_terms(model, arm, dataclasses.replace(cfg, arm=arm_name), x, gaze, y)
-        guidance = [v for k, v in terms.items() if k not in ("cls", "total")]
+        (name,) = [k for k in terms if k not in ("cls", "total")]  # one guidance term per arm
+        # The total is linear in its terms: its derivatives are the weights it gives them.
+        w_cls, w_gui = torch.autograd.grad(
+            terms["total"], [terms["cls"], terms[name]], retain_graph=True
+        )
         cls = _grad_norms(model, terms["cls"])
-        gui = _grad_norms(model, sum(guidance))
-        out[arm_name] = {g: gui[g] / max(cls[g], 1e-12) for g in cls}
+        gui = _grad_norms(model, terms[name])
+        raw = {g: gui[g] / max(cls[g], 1e-12) for g in cls}
+        weight = float(w_gui) / float(w_cls)
+        out[arm_name] = {
+            **{f"raw {g}": r for g, r in raw.items()},
+            **{f"weighted {g}": r * weight for g, r in raw.items()},
+            "weight": weight,
+        }
     return out
 
 
@@ -129,9 +140,15 @@ def main(argv: list[str] | None = None) -> None:
     for name, cos in randomisation_cosines(model, batch[0]).items():
         print(f"   {name:<18} {cos:6.3f}")
     print("\n2. |grad of the guidance term| / |grad of the classification term|, same batch")
-    print(f"   {'arm':<14} {'head':>8} {'encoder':>8}")
-    for arm, ratios in loss_gradient_ratios(model, cfg, batch).items():
-        print(f"   {arm:<14} {ratios['head']:8.3f} {ratios['encoder']:8.3f}")
+    print("   (raw: the terms as computed; weighted: as the arm's total loss weighs them)")
+    print(
+        f"   {'arm':<14} {'weight':>7} {'raw head':>9} {'raw enc':>8} {'w. head':>8} {'w. enc':>8}"
+    )
+    for arm, r in loss_gradient_ratios(model, cfg, batch).items():
+        print(
+            f"   {arm:<14} {r['weight']:7.3f} {r['raw head']:9.3f} {r['raw encoder']:8.3f} "
+            f"{r['weighted head']:8.3f} {r['weighted encoder']:8.3f}"
+        )
 
 
 if __name__ == "__main__":

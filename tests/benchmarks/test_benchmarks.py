@@ -211,3 +211,36 @@ def test_concurrency_runs_separate_trial_processes(capsys):
     ]
     assert [r[0] for r in rows] == ["1", "2"] and rows[0][2] == "1.00"
     assert all(float(r[1]) > 0 for r in rows)
+
+
+def test_guidance_diagnosis_weights_each_term_as_the_arms_total_does():
+    import torch
+
+    from benchmarks import guidance_diagnosis as gd
+    from study.presets import TINY_DECODER, TINY_ENCODER
+    from trainables.config import TrialConfig
+    from trainables.model import build_model
+
+    torch.manual_seed(0)
+    cfg = TrialConfig(
+        encoder=TINY_ENCODER, decoder_channels=TINY_DECODER, device="cpu", rrr_lambda=7.0
+    )
+    model = build_model(cfg.encoder, None, cfg.decoder_channels)
+    x = torch.rand(4, 1, 32, 32)
+    gaze = torch.rand(4, 1, 32, 32)
+    y = torch.tensor([0, 1, 2, 0])
+    ratios = gd.loss_gradient_ratios(model, cfg, (x, gaze, y))
+    assert set(ratios) == set(gd.LOSS_ARMS)
+    gamma = cfg.gamma
+    expected = {"set1-gbp": (1 - gamma) / gamma, "rrr": 7.0, "rrr-share": cfg.share_lambda}
+    for arm, weight in expected.items():
+        r = ratios[arm]
+        assert r["weight"] == pytest.approx(weight, rel=1e-5)
+        for part in ("head", "encoder"):
+            assert r[f"raw {part}"] > 0
+            assert r[f"weighted {part}"] == pytest.approx(r[f"raw {part}"] * weight, rel=1e-6)
+    # With the head re-initialised, the plain gradient map changes (it depends on the head).
+    cosines = gd.randomisation_cosines(model, x)
+    assert set(cosines) == set(gd.GENERATORS)
+    assert all(-1.0 <= c <= 1.0 + 1e-6 for c in cosines.values())
+    assert cosines["gradient"] < 0.999
