@@ -261,21 +261,19 @@ def _figures(
     out.mkdir(parents=True, exist_ok=True)
     f = table.frame
     paths = []
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(f) + 1.6))
-    _errorbars(ax, f, ["clean AUC", "shortcut AUC"], ["clean twin", "shortcut twin"],
-               "test mean AUC (mean over seeds, 95% CI)")  # fmt: skip
-    fig.tight_layout()
-    paths.append(out / "evidence_auc.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(f) + 1.6))
-    _errorbars(ax, f, ["gen CC", "dec CC"], ["own generator map", "decoder map"],
-               "map-vs-gaze CC on the shortcut twin's test images (95% CI)")  # fmt: skip
-    fig.tight_layout()
-    paths.append(out / "evidence_maps.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    charts = {  # file: (columns, legend labels, x label)
+        "evidence_auc.png": (["clean AUC", "shortcut AUC"], ["clean twin", "shortcut twin"],
+                             "test mean AUC (mean over seeds, 95% CI)"),
+        "evidence_maps.png": (["gen CC", "dec CC"], ["own generator map", "decoder map"],
+                              "map-vs-gaze CC on the shortcut twin's test images (95% CI)"),
+    }  # fmt: skip
+    for name, (columns, labels, xlabel) in charts.items():
+        fig, ax = plt.subplots(figsize=(7, 0.45 * len(f) + 1.6))
+        _errorbars(ax, f, columns, labels, xlabel)
+        fig.tight_layout()
+        paths.append(out / name)
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
 
     panel = _panels(record, trials, list(f["arm"]), out / "evidence_panels.png")
     if panel:

@@ -103,7 +103,8 @@ def _kill_session(sid: int) -> None:
         time.sleep(0.2)
 
 
-def _run_to_end(tmp: Path, flags: list[str], log: str, *driver_args: str, env=None) -> str:
+def _run(tmp: Path, flags: list[str], log: str, *driver_args: str, env=None) -> int:
+    """Run the driver until it exits (or 400 s), clean up its session; its return code."""
     proc = _start(tmp, flags, log, *driver_args, env=env)
     try:
         proc.wait(timeout=400)
@@ -111,8 +112,13 @@ def _run_to_end(tmp: Path, flags: list[str], log: str, *driver_args: str, env=No
         if proc.poll() is None:
             proc.kill()
         _kill_session(proc.pid)
+    return proc.returncode
+
+
+def _run_to_end(tmp: Path, flags: list[str], log: str, *driver_args: str, env=None) -> str:
+    returncode = _run(tmp, flags, log, *driver_args, env=env)
     text = (tmp / log).read_text()
-    assert proc.returncode == 0, text[-6000:]
+    assert returncode == 0, text[-6000:]
     return text
 
 
@@ -174,18 +180,12 @@ def test_a_trial_restored_from_an_older_checkpoint_and_a_lost_running_trial(
     not stay RUNNING beside the run of its re-suggested configuration (it did: "2/3" trials)."""
     flags = _flags(tmp_path, data_config.data_dir, "no-seg", trials=2, epochs=3)
     marker = tmp_path / "killed"
-    proc = _start(
+    returncode = _run(
         tmp_path, flags, "first.log", "--kill-at", "1:1", "--kill-marker", str(marker), env=NO_TIMER
     )
-    try:
-        proc.wait(timeout=400)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        _kill_session(proc.pid)
-    assert proc.returncode == -signal.SIGKILL and marker.exists(), (
-        tmp_path / "first.log"
-    ).read_text()[-4000:]
+    assert returncode == -signal.SIGKILL and marker.exists(), (tmp_path / "first.log").read_text()[
+        -4000:
+    ]
 
     out = _run_to_end(tmp_path, [*flags, "--resume"], "resume.log", env=NO_TIMER)
     assert "already finished in MLflow run" in out  # trial 1: its record, not a re-run
@@ -205,16 +205,10 @@ def test_a_lost_finished_trial_is_adopted_not_trained_again(tiny_data, data_conf
     run: no configuration trains twice, one run per trial."""
     flags = _flags(tmp_path, data_config.data_dir, "no-seg", trials=3, epochs=1)
     marker = tmp_path / "killed"
-    proc = _start(
+    returncode = _run(
         tmp_path, flags, "first.log", "--kill-at", "1:1", "--kill-marker", str(marker), env=NO_TIMER
     )
-    try:
-        proc.wait(timeout=400)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        _kill_session(proc.pid)
-    assert proc.returncode == -signal.SIGKILL and marker.exists()
+    assert returncode == -signal.SIGKILL and marker.exists()
 
     out = _run_to_end(tmp_path, [*flags, "--resume"], "resume.log", env=NO_TIMER)
     counted, orphans, runs = _assert_exact_record(tmp_path, ["no-seg"], trials=3, epochs=1)
