@@ -214,7 +214,7 @@ def study_config(args: argparse.Namespace, root: Path, name: str, *, in_turn: bo
         report=False,
         # the driver prepares the data once; simulated trials never read it
         data=DataConfig(data_dir=str(root / "data"), synthetic_images=48, image_size=32),
-        trial=dataclasses.replace(paper.trial, epochs=args.epochs, image_size=32),
+        trial=dataclasses.replace(paper.trial, epochs=args.epochs),
     )
 
 

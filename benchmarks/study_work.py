@@ -91,7 +91,6 @@ def measure_step_times(args: argparse.Namespace, arms: Sequence[str]) -> StepTim
             arm=arm,
             encoder=args.encoder,
             decoder_channels=decoder,
-            image_size=args.size,
             batch_size=args.batch,
             device=str(device),
         )
