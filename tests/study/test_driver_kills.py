@@ -22,6 +22,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from study import tuner
 from study.reconcile import saved_trial_ids
 from tests.study.conftest import PROJECT_DIR, SYNTHETIC_IMAGES
 from trainables import tracking
@@ -142,13 +143,15 @@ def _assert_exact_record(tmp: Path, arms: list[str], trials: int, epochs: int):
     orphans = [r for r in every if r.status == "orphaned"]
     for r in orphans:  # closed, with the reason, and their data kept
         assert runs[r.run_id].info.status == "KILLED" and "no Tune trial" in r.error
+    path = f"{tmp}/ray_results/{STUDY}/{tuner.SEARCH}"  # the arms side by side: one experiment
+    saved = tune.ExperimentAnalysis(path).trials
+    # One MLflow run per Tune trial, and none for trials Tune does not have.
+    assert sorted(r.trial_id for r in counted) == sorted(saved_trial_ids(path))
     for arm in arms:
-        path = f"{tmp}/ray_results/{STUDY}/{arm}"
-        tune_trials = tune.ExperimentAnalysis(path).trials
+        tune_trials = [t for t in saved if t.config["arm"] == arm]
         assert {t.status for t in tune_trials} == {"TERMINATED"} and len(tune_trials) == trials
         mine = [r for r in counted if r.arm == arm]
-        # One MLflow run per Tune trial, and none for trials Tune does not have.
-        assert sorted(r.trial_id for r in mine) == sorted(saved_trial_ids(path))
+        assert sorted(r.trial_id for r in mine) == sorted(t.trial_id for t in tune_trials)
         # Every configuration finished exactly once.
         assert {r.status for r in mine} <= {"ok", "stopped"}
         configs = [_without_placement(r.params) for r in mine]
