@@ -21,7 +21,8 @@ def test_preset_is_a_valid_config_of_its_own_name(name):
     assert cfg.data.image_size % model_stride(cfg.trial.decoder_channels) == 0
     for arm in cfg.arms:
         get_arm(arm)  # every arm it names exists
-    assert cfg.max_concurrent >= 1 and cfg.trials_per_arm >= 1
+    # max_concurrent / gpus_per_trial None: left to the cluster (study.resources)
+    assert (cfg.max_concurrent is None or cfg.max_concurrent >= 1) and cfg.trials_per_arm >= 1
     # A preset is a fresh object each time (no shared mutable state between studies).
     assert get_preset(name) == cfg and get_preset(name) is not cfg
 
