@@ -2,8 +2,9 @@
 
 It reports one validation value per epoch (a smooth function of the learning rate, so TPE and ASHA
 have something to act on) with the wall-clock interval of the epoch, checkpoints its epoch (so a
-restored trial continues), and appends its trial id to ``starts_log`` each time it starts, so a
-test can tell a resumed trial from a repeated one. No torch, no MLflow: it starts in a moment.
+restored trial continues), and appends ``start <trial id>`` to ``starts_log`` each time it starts
+and ``epoch <trial id> <n>`` each time it finishes an epoch, so a test can tell a resumed trial from
+a repeated one. No torch, no MLflow: it starts in a moment.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from study.resources import trial_resources
 
 
 def quick_trial(config: dict, epoch_s: float, starts_log: str) -> None:
+    trial_id = tune.get_context().get_trial_id()
     with open(starts_log, "a") as f:
-        f.write(f"{tune.get_context().get_trial_id()}\n")
+        f.write(f"start {trial_id}\n")
     first = 1
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -34,6 +36,8 @@ def quick_trial(config: dict, epoch_s: float, starts_log: str) -> None:
         metrics = {"val/auc_mean": value, "epoch": epoch, "t_start": start, "t_end": time.time()}
         if epoch == config["epochs"]:
             metrics["best/val_auc_mean"] = value
+        with open(starts_log, "a") as f:
+            f.write(f"epoch {trial_id} {epoch}\n")
         with tempfile.TemporaryDirectory() as d:
             with open(os.path.join(d, "epoch"), "w") as f:
                 f.write(str(epoch))

@@ -141,8 +141,12 @@ def test_ctrl_c_then_resume_finishes_without_repeating_trials(
     results = [r for o in second.outcomes.values() for r in o.results]
     assert len(results) == len(ARMS) * 3 and all(r.error is None for r in results)
     assert all(r.metrics["epoch"] == 2 for r in results)
-    starts = Counter(log.read_text().split())
-    assert len(starts) == len(ARMS) * 3  # one trial id per trial: none created twice
-    for trial_id in before:
-        assert starts[trial_id] == 1  # finished before Ctrl-C: not run again
+    lines = [line.split() for line in log.read_text().splitlines()]
+    started = {fields[1] for fields in lines if fields[0] == "start"}
+    assert len(started) == len(ARMS) * 3  # one trial id per trial: none created twice
+    epochs = Counter((fields[1], int(fields[2])) for fields in lines if fields[0] == "epoch")
+    for trial_id in before:  # finished before Ctrl-C: no epoch of it runs again
+        # (Tune may restart it from its last checkpoint if its end missed the last snapshot;
+        # the real trainable then reports its finished MLflow record, see test_driver_kills.)
+        assert [epochs[(trial_id, e)] for e in (1, 2)] == [1, 1], (trial_id, epochs)
     assert sorted(Counter(r.config["arm"] for r in results).values()) == [3, 3]
