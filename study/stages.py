@@ -18,16 +18,15 @@ from study.presets import StudyConfig
 from study.reconcile import close_open_trials, orphan_lost_trials
 from trainables import tracking
 from trainables.config import TrialConfig, replace
+from trainables.record import STAGES
 from trainables.trainable import StudyContext
 
 
-def _ended(
-    ctx: tracking.TrackingContext, outcomes: dict[str, Any], outcome: tuner.ArmOutcome, stage: str
-) -> bool:
+def _ended(outcomes: dict[str, Any], outcome: tuner.ArmOutcome, study: StudyContext) -> bool:
     outcomes[outcome.name] = outcome
     if outcome.interrupted:
         return False
-    close_open_trials(ctx, outcome, stage)
+    close_open_trials(study.tracking, outcome, study.stage)
     return True
 
 
@@ -42,12 +41,16 @@ def _seed_values(cfg: StudyConfig) -> list[int]:
     return [cfg.seed + i + 1 for i in range(cfg.seeds)]
 
 
-def _before(
-    cfg: StudyConfig, ctx: tracking.TrackingContext, name: str, stage: str, arms: Sequence[str]
-) -> None:
+def _before(cfg: StudyConfig, name: str, study: StudyContext, arms: Sequence[str]) -> None:
     """On --resume, close the runs that Tune's saved state of experiment ``name`` does not own."""
     if cfg.resume:
-        orphan_lost_trials(ctx, f"{tuner.experiment_root(cfg)}/{name}", stage, arms)
+        path = f"{tuner.experiment_root(cfg)}/{name}"
+        orphan_lost_trials(study.tracking, path, study.stage, arms)
+
+
+def _contexts(cfg: StudyConfig, ctx: tracking.TrackingContext) -> list[StudyContext]:
+    """The search and seeds stages' trial contexts."""
+    return [StudyContext(ctx, stage, cfg.cpus_per_trial) for stage in STAGES[:2]]
 
 
 def arms_side_by_side(
@@ -60,20 +63,18 @@ def arms_side_by_side(
     make_trainable: tuner.TrainableFactory,
 ) -> bool:
     """All arms in one search experiment, then all arms' seeds in one."""
-    search, seeds = (
-        StudyContext(ctx, stage, cfg.cpus_per_trial) for stage in (tuner.SEARCH, tuner.SEEDS)
-    )
-    _before(cfg, ctx, tuner.SEARCH, "search", arms)
+    search, seeds = _contexts(cfg, ctx)
+    _before(cfg, tuner.SEARCH, search, arms)
     outcome = tuner.run_arms(cfg, arms, data, search, callbacks, make_trainable)
-    if not _ended(ctx, outcomes, outcome, "search"):
+    if not _ended(outcomes, outcome, search):
         return False
     best = [b for arm in arms if cfg.seeds and (b := _best(outcome, arm)) is not None]
     configs = [replace(b, seed=s) for b in best for s in _seed_values(cfg)]
     if not configs:
         return True
-    _before(cfg, ctx, tuner.SEEDS, "seeds", arms)
+    _before(cfg, tuner.SEEDS, seeds, arms)
     run = tuner.run_configs(cfg, tuner.SEEDS, configs, data, seeds, callbacks, make_trainable)
-    return _ended(ctx, outcomes, run, "seeds")
+    return _ended(outcomes, run, seeds)
 
 
 def arms_in_turn(
@@ -86,14 +87,12 @@ def arms_in_turn(
     make_trainable: tuner.TrainableFactory,
 ) -> bool:
     """Each arm's search, then each arm's seeds, one Tuner after another."""
-    search, seeds = (
-        StudyContext(ctx, stage, cfg.cpus_per_trial) for stage in (tuner.SEARCH, tuner.SEEDS)
-    )
+    search, seeds = _contexts(cfg, ctx)
     searched = {}
     for arm in arms:
-        _before(cfg, ctx, arm, "search", [arm])
+        _before(cfg, arm, search, [arm])
         outcome = tuner.run_arm(cfg, arm, data, search, callbacks, make_trainable)
-        if not _ended(ctx, outcomes, outcome, "search"):
+        if not _ended(outcomes, outcome, search):
             return False
         searched[arm] = outcome
     for arm, outcome in searched.items() if cfg.seeds else ():
@@ -101,10 +100,10 @@ def arms_in_turn(
         if best is None:
             continue
         grid = {"seed": _seed_values(cfg)}
-        _before(cfg, ctx, f"{arm}-seeds", "seeds", [arm])
+        _before(cfg, f"{arm}-seeds", seeds, [arm])
         run = tuner.run_grid(
             cfg, f"{arm}-seeds", best, grid, data, seeds, callbacks, make_trainable
         )
-        if not _ended(ctx, outcomes, run, "seeds"):
+        if not _ended(outcomes, run, seeds):
             return False
     return True
