@@ -10,12 +10,13 @@ import dataclasses
 import functools
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 CLASSES: tuple[str, ...] = ("Normal", "CHF", "pneumonia")  # label order everywhere (index = id)
 SPLITS: tuple[str, ...] = ("train", "val", "test")  # split ids 0, 1, 2 in CachedData.split
+SPLIT_FRACTIONS: tuple[float, float, float] = (0.8, 0.1, 0.1)  # the paper's 80/10/10
 
 # -- value rules -------------------------------------------------------------------------------
 # Each config checks its own fields in __post_init__, so the CLI and programmatic callers get the
@@ -44,6 +45,15 @@ def is_valid_name(value: Any) -> bool:
 
 def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def split_fractions_ok(fractions: Sequence[float]) -> bool:
+    """Shares of train, val and test: three positive numbers that add up to 1."""
+    return (
+        len(fractions) == len(SPLITS)
+        and all(_number(f) and f > 0 for f in fractions)
+        and abs(sum(fractions) - 1) < 1e-6
+    )
 
 
 def at_least(low: float) -> Rule:
@@ -129,7 +139,7 @@ class DataConfig:
     split_seed: int = 0  # seed of the patient-level split
     # train, val, test shares of the seeded patient split (the paper's 80/10/10); the evidence
     # experiment tests on more images so that its AUCs are not read off 24 test images
-    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_fractions: tuple[float, float, float] = SPLIT_FRACTIONS
     split_file: str | None = None  # CSV (dicom_id,split) overriding the seeded split
 
     def __post_init__(self) -> None:
@@ -143,11 +153,7 @@ class DataConfig:
                 "gaze_sigma": above(0),
                 "split_seed": at_least(0),
                 "split_fractions": (
-                    lambda v: (
-                        len(v) == 3
-                        and all(_number(f) and f > 0 for f in v)
-                        and abs(sum(v) - 1) < 1e-6
-                    ),
+                    split_fractions_ok,
                     "must be three positive shares (train, val, test) that add up to 1",
                 ),
                 "synthetic_shortcut_fraction": within(0, 1),

@@ -10,11 +10,11 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from trainables.config import DataConfig
+from trainables.config import SPLIT_FRACTIONS, DataConfig
 from trainables.data.cache import load_or_build
 from trainables.data.cached import CachedData
 from trainables.data.egd import read_egd
-from trainables.data.split import FRACTIONS, patient_split, read_split_file
+from trainables.data.split import patient_split, read_split_file
 from trainables.data.synthetic import read_manifest, write_synthetic
 from trainables.data.synthetic.shortcuts import ShortcutSpec
 
@@ -41,7 +41,7 @@ def synthetic_root(cfg: DataConfig) -> Path:
     spec = shortcut_spec(cfg)
     if spec is not None:
         name += f"-{spec.tag()}"
-        default = cfg.split_seed == 0 and tuple(cfg.split_fractions) == FRACTIONS
+        default = cfg.split_seed == 0 and tuple(cfg.split_fractions) == SPLIT_FRACTIONS
         if not default:  # the default keeps the folder names of twins written before
             shares = "-".join(f"{round(100 * f):g}" for f in cfg.split_fractions)
             name += f"-split{cfg.split_seed}-{shares}"

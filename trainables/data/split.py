@@ -12,10 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from trainables.config import SPLITS
+from trainables.config import SPLIT_FRACTIONS, SPLITS, split_fractions_ok
 from trainables.data.egd import read_csv_checked
 
-FRACTIONS = (0.8, 0.1, 0.1)  # train, val, test: the paper's 80/10/10
 _EXAMPLES = 5
 
 
@@ -23,7 +22,7 @@ def patient_split(
     labels: Sequence[int] | np.ndarray,
     patients: Sequence[str],
     seed: int = 0,
-    fractions: Sequence[float] = FRACTIONS,
+    fractions: Sequence[float] = SPLIT_FRACTIONS,
 ) -> np.ndarray:
     """Seeded, deterministic split by patient (``fractions`` train/val/test), stratified by class.
 
@@ -53,7 +52,7 @@ def patient_split(
         raise ValueError(f"patient_split needs at least {len(SPLITS)} patients, got {len(ids)}")
     per_patient = np.zeros((len(ids), int(labels.max()) + 1))
     np.add.at(per_patient, (group, labels), 1.0)
-    if len(fractions) != len(SPLITS) or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
+    if not split_fractions_ok(fractions):
         raise ValueError(
             f"patient_split: fractions must be 3 positive shares summing to 1, got {fractions}"
         )

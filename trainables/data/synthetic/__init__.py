@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trainables.config import SPLITS
-from trainables.data.split import FRACTIONS, patient_split
+from trainables.config import SPLIT_FRACTIONS, SPLITS
+from trainables.data.split import patient_split
 from trainables.data.synthetic.boxes import bounding_boxes
 from trainables.data.synthetic.cases import Case, make_cases, master_rows
 from trainables.data.synthetic.dicom_writer import dicom_relpath, write_dicom
@@ -71,7 +71,7 @@ def write_synthetic(
     *,
     shortcut: ShortcutSpec | None = None,
     split_seed: int = 0,
-    split_fractions: Sequence[float] = FRACTIONS,
+    split_fractions: Sequence[float] = SPLIT_FRACTIONS,
 ) -> dict[str, float]:
     """Write the whole twin into ``out`` (created; existing files are overwritten).
 
