@@ -19,6 +19,37 @@ SYNTHETIC_IMAGES = 48  # 80/10/10 by patient: a handful of val and test images p
 IMAGE_SIZE = 32
 
 
+def smoke_flags(
+    tmp: Path, data_dir: str, study_name: str, arms: str, trials: int, epochs: int
+) -> list[str]:
+    """``python -m study`` flags of a tiny study on the test twin, one trial at a time, every
+    output under ``tmp`` (the subprocess tests add --resume, --verbose, ...)."""
+    return [
+        "--smoke-test",
+        "--study-name",
+        study_name,
+        "--arms",
+        arms,
+        "--trials-per-arm",
+        str(trials),
+        "--epochs",
+        str(epochs),
+        "--max-concurrent",
+        "1",
+        "--data-dir",
+        data_dir,
+        "--synthetic-images",
+        str(SYNTHETIC_IMAGES),
+        "--image-size",
+        str(IMAGE_SIZE),
+        "--tracking-uri",
+        f"sqlite:///{tmp / 'mlflow.db'}",
+        "--storage-path",
+        str(tmp / "ray_results"),
+        "--no-report",
+    ]
+
+
 @pytest.fixture(scope="session")
 def data_config(tmp_path_factory) -> DataConfig:
     return DataConfig(

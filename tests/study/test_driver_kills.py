@@ -24,7 +24,7 @@ from ray import tune
 
 from study import tuner
 from study.reconcile import saved_trial_ids
-from tests.study.conftest import PROJECT_DIR, SYNTHETIC_IMAGES
+from tests.study.conftest import PROJECT_DIR, smoke_flags
 from trainables import tracking
 from trainables.record import TAG_ADOPTED_FROM
 
@@ -36,28 +36,7 @@ PLACEMENT = ("device", "num_threads")
 
 def _flags(tmp: Path, data_dir: str, arms: str, trials: int, epochs: int) -> list[str]:
     return [
-        "--smoke-test",
-        "--study-name",
-        STUDY,
-        "--arms",
-        arms,
-        "--trials-per-arm",
-        str(trials),
-        "--epochs",
-        str(epochs),
-        "--max-concurrent",
-        "1",
-        "--data-dir",
-        data_dir,
-        "--synthetic-images",
-        str(SYNTHETIC_IMAGES),
-        "--image-size",
-        "32",
-        "--tracking-uri",
-        f"sqlite:///{tmp / 'mlflow.db'}",
-        "--storage-path",
-        str(tmp / "ray_results"),
-        "--no-report",
+        *smoke_flags(tmp, data_dir, STUDY, arms, trials, epochs),
         "--verbose",  # the trials' own lines (epochs, "already finished") reach the driver's log
     ]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.study.conftest import PROJECT_DIR, SYNTHETIC_IMAGES
+from tests.study.conftest import PROJECT_DIR, smoke_flags
 from trainables import tracking
 
 pytestmark = pytest.mark.slow
@@ -24,34 +24,8 @@ TRIALS = 2
 
 
 def _command(tmp: Path, data_dir: str, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "study",
-        "--smoke-test",
-        "--study-name",
-        "resume-me",
-        "--arms",
-        ARMS,
-        "--trials-per-arm",
-        str(TRIALS),
-        "--epochs",
-        "2",
-        "--max-concurrent",
-        "1",
-        "--data-dir",
-        data_dir,
-        "--synthetic-images",
-        str(SYNTHETIC_IMAGES),
-        "--image-size",
-        "32",
-        "--tracking-uri",
-        f"sqlite:///{tmp / 'mlflow.db'}",
-        "--storage-path",
-        str(tmp / "ray_results"),
-        "--no-report",
-        *extra,
-    ]
+    flags = smoke_flags(tmp, data_dir, "resume-me", ARMS, TRIALS, epochs=2)
+    return [sys.executable, "-m", "study", *flags, *extra]
 
 
 def _ok_runs(uri: str) -> dict[str, list[tuple[int, int]]]:
