@@ -15,9 +15,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from analysis.paper import ARM_LABELS
-from analysis.records import Record, Study, Trial
 from trainables.panels import DPI, FONT_PT, save
 from trainables.record import SEARCH_METRIC, TRAIN_LOSS
+from trainables.record.reader import Record, Study
+from trainables.record.trial import Trial
 
 CURVE_METRICS: tuple[tuple[str, str], ...] = (
     (TRAIN_LOSS, "training loss"),

@@ -15,7 +15,6 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.records import Record, Study, Trial
 from trainables.config import CLASSES, SPLITS
 from trainables.record import (
     DATA_CLASSES,
@@ -24,6 +23,8 @@ from trainables.record import (
     DATA_SPLITS,
     STUDY_DATA,
 )
+from trainables.record.reader import Record, Study
+from trainables.record.trial import Trial
 
 NOT_RECORDED = "not recorded"
 

@@ -30,12 +30,14 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.cli import run_cli
+from analysis.cli import run_cli, write_and_log
 from analysis.formats import format_auc, markdown_table
 from analysis.paper import ARM_LABELS, table_arms
-from analysis.records import PROB_COLUMNS, Record, Study, Trial, best_trials, write_and_log
 from trainables.metrics import bootstrap_indices, percentile_summary, rank_auc
 from trainables.panels import DPI, FONT_PT, save
+from trainables.record import PROB_COLUMNS
+from trainables.record.reader import Record, Study
+from trainables.record.trial import Trial
 
 log = logging.getLogger(__name__)
 
@@ -274,14 +276,11 @@ def doctor_from_best(
     return arms, doctor_frame(arms, resamples=resamples, seed=seed)
 
 
-def write_doctor_from(
-    record: Record, study: Study, out_dir: Path, *, resamples: int = 1000, seed: int = 0
-) -> DoctorOutput:
+def write_doctor_from(record: Record, study: Study, out_dir: Path) -> DoctorOutput:
     """Write ``doctor.md``, ``doctor.csv`` and ``doctor.png`` for the study's best runs."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    arms, frame = doctor_from_best(
-        record, best_trials(record, study, table_arms()), resamples=resamples, seed=seed
-    )
+    resamples, seed = study.bootstrap.resamples, study.bootstrap.seed
+    arms, frame = doctor_from_best(record, study.best_of(table_arms()), resamples=resamples, seed=seed)
     markdown = (
         "## DOCTOR: detecting misclassified test images\n\n"
         + markdown_table(doctor_display(frame))
@@ -302,26 +301,16 @@ def write_doctor(
     out_dir: Path,
     *,
     parent: str | None = None,
-    resamples: int = 1000,
-    seed: int = 0,
-    log_to_mlflow: bool = True,
+    log_to_mlflow: bool = False,
 ) -> DoctorOutput:
-    """DOCTOR for the study (latest, or ``parent``), written to ``out_dir`` and the parent run."""
-    return write_and_log(
-        write_doctor_from,
-        tracking_uri,
-        experiment,
-        out_dir,
-        parent=parent,
-        resamples=resamples,
-        seed=seed,
-        log_to_mlflow=log_to_mlflow,
-    )
+    """DOCTOR of the study (latest, or ``parent``), written to ``out_dir`` (and the parent run)."""
+    return write_and_log(write_doctor_from, tracking_uri, experiment, out_dir, parent=parent, log_to_mlflow=log_to_mlflow)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: print the DOCTOR table and the written files."""
     return run_cli(
+        "gaze-study doctor",
         "DOCTOR misclassification detection: AUROC and risk-coverage per arm.",
         write_doctor,
         lambda out: out.markdown + "\nwrote " + ", ".join(str(f) for f in out.files),

@@ -40,13 +40,15 @@ import pandas as pd
 from scipy import stats
 
 from analysis.formats import markdown_table
-from analysis.records import Record, Study, Trial
 from trainables.record import (
-    STATUS_OK,
     TAG_TWIN,
+    Stage,
+    Status,
     explain_metric,
     metric_key,
 )
+from trainables.record.reader import Record, Study
+from trainables.record.trial import Trial
 
 log = logging.getLogger(__name__)
 
@@ -87,17 +89,18 @@ class Interval:
         return f"{fmt.format(self.mean)} [{fmt.format(self.low)}, {fmt.format(self.high)}]"
 
 
-def own_generator(trial: Trial) -> str:
-    """The generator an arm's "generator" map is made with (GBP for arms that train with none)."""
-    gen = trial.tags.get("generator", "none")
-    return "gbp" if gen in ("", "none") else gen
+def own_generator(arm: str) -> str:
+    """The generator an arm's "generator" map is made with (``Arm.display_generator``)."""
+    from trainables.model_sets import get_arm
+
+    return get_arm(arm).display_generator
 
 
 def _by_seed(trials: Sequence[Trial]) -> dict[tuple[str, str], dict[int, Trial]]:
     """(arm, twin) -> seed -> the finished trial."""
     out: dict[tuple[str, str], dict[int, Trial]] = {}
     for t in trials:
-        if t.status != STATUS_OK or t.stage != "evidence" or AUC not in t.metrics:
+        if t.status != Status.OK or t.stage != Stage.EVIDENCE or AUC not in t.metrics:
             continue
         key = (t.arm, t.tags.get(TAG_TWIN, ""))
         seed = int(float(t.params.get("seed", "0")))
@@ -135,8 +138,7 @@ def evidence_table(trials: Sequence[Trial], arms: Sequence[str]) -> EvidenceTabl
     rows, shown, intervals = [], [], {}
     for arm in arms:
         clean, sc = metric(arm, "clean", AUC), metric(arm, "shortcut", AUC)
-        trial = next(iter(runs.get((arm, "shortcut"), {}).values()), None)
-        gen = own_generator(trial) if trial else "gbp"
+        gen = own_generator(arm)
         cells = {
             "clean AUC": Interval.of(clean.values()),
             "shortcut AUC": Interval.of(sc.values()),
@@ -349,11 +351,10 @@ class EvidenceOutput:
 def write_evidence_from(record: Record, study: Study, out_dir: Path) -> EvidenceOutput:
     """Write the evidence tables, figures and HTML page of ``study`` into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    trials = [t for t in study.trials if t.stage == "evidence"]
+    trials = [t for t in study.trials if t.stage == Stage.EVIDENCE]
     if not trials:
         raise KeyError(f"study run {study.parent_run_id} has no evidence trials (stage=evidence)")
-    order = study.params.get("arms", "")
-    arms = [a for a in order.split(",") if a] or sorted({t.arm for t in trials})
+    arms = list(study.arms)
     table = evidence_table(trials, arms)
     lines = verdict(table)
     md = (
@@ -401,32 +402,21 @@ written {now}.</p>
 """
 
 
-def write_evidence(
-    tracking_uri: str | None, experiment: str, out_dir: str | Path, *, parent: str | None = None
-) -> EvidenceOutput:
-    """Read the evidence study (latest, or ``parent``) and write its outputs into ``out_dir``."""
-    record = Record(tracking_uri)
-    study = record.study(experiment, parent)
-    return write_evidence_from(record, study, Path(out_dir))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
+    """``python -m analysis.evidence``: the evidence report of a study (``gaze-study report`` on an
+    evidence study writes the same page)."""
+    from analysis.cli import run_cli, write_and_log
 
-    p = argparse.ArgumentParser(description="Tables and figures of the evidence experiment.")
-    p.add_argument("--tracking-uri", default=None, help="MLflow URI (default: <project>/mlflow.db)")
-    p.add_argument("--experiment", default="gaze-unet-evidence", help="MLflow experiment")
-    p.add_argument("--parent", default=None, help="evidence study run id (default: the latest)")
-    p.add_argument("--out", default="outputs/evidence", help="output folder")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        out = write_evidence(args.tracking_uri, args.experiment, args.out, parent=args.parent)
-    except (KeyError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err.args[0] if err.args else err}")
-        return 2
-    print(out.markdown + "\nwrote " + ", ".join(str(f) for f in out.files))
-    return 0
+    def write(tracking_uri, experiment, out_dir, *, parent=None, log_to_mlflow=False):
+        return write_and_log(write_evidence_from, tracking_uri, experiment, out_dir, parent=parent, log_to_mlflow=log_to_mlflow)  # fmt: skip
+
+    return run_cli(
+        "python -m analysis.evidence",
+        "Tables and figures of the evidence plan.",
+        write,
+        lambda out: out.markdown + "\nwrote " + ", ".join(str(f) for f in out.files),
+        argv,
+    )
 
 
 if __name__ == "__main__":

@@ -22,28 +22,24 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from sklearn.metrics import roc_curve
 
-from analysis.cli import run_cli
+from analysis.cli import run_cli, write_and_log
 from analysis.formats import format_auc, markdown_table
 from analysis.paper import ARM_LABELS, table_arms
-from analysis.records import (
-    EXPLAIN,
-    MAPS,
-    PROB_COLUMNS,
-    Record,
-    Study,
-    Trial,
-    best_trials,
-    write_and_log,
-)
 from trainables.config import CLASSES
+from trainables.generators import paper_generators
 from trainables.metrics import SALIENCY_KEYS, bootstrap_indices, per_class_auc, percentile_summary
 from trainables.panels import DPI, FONT_PT, PanelRow, panel_figure, save, title_for
-from trainables.record import AUC_KEYS
+from trainables.record import AUC_KEYS, EXPLAIN, MAPS, PROB_COLUMNS
+from trainables.record.reader import Record, Study
+from trainables.record.trial import Trial
 
 log = logging.getLogger(__name__)
 
 MAP_KINDS: tuple[str, ...] = ("generator", "decoder")
-PANEL_COLUMNS: tuple[str, ...] = ("image", "gbp", "deconv", "gaze", "decoder")
+def panel_columns() -> tuple[str, ...]:
+    """The report's panel columns, as the paper's Figures 9-11: the input, the paper's generators'
+    maps (GBP, deconvNet), gaze, decoder."""
+    return ("image", *paper_generators(), "gaze", "decoder")
 METRIC_NAMES = {"cc": "CC ↑", "kl": "KL ↓", "nss": "NSS ↑", "auc_judd": "AUC-Judd ↑"}
 
 
@@ -146,7 +142,7 @@ def panel_figures(record: Record, best: Mapping[str, Trial | None], out_dir: Pat
     keys = sorted(set.intersection(*(set(m["keys"]) for m in maps.values())))
     if not keys:
         log.warning("the arms' heatmap panels share no image key: no panel figures")
-    paths = []
+    paths, columns = [], panel_columns()
     for key in keys:
         rows, label = [], None
         for arm, arrays in maps.items():
@@ -156,12 +152,12 @@ def panel_figures(record: Record, best: Mapping[str, Trial | None], out_dir: Pat
                 PanelRow(
                     label=ARM_LABELS.get(arm, arm),
                     image=arrays["image"][k],
-                    maps={name: arrays[name][k] for name in PANEL_COLUMNS[1:]},
+                    maps={name: arrays[name][k] for name in columns[1:] if name in arrays},
                     probs=arrays["probs"][k],
                     true_label=label,
                 )
             )
-        fig = panel_figure(rows, PANEL_COLUMNS, title_for(key, label))
+        fig = panel_figure(rows, columns, title_for(key, label))
         paths.append(save(fig, out_dir / f"panel_{key}.png"))
     return paths
 
@@ -252,13 +248,12 @@ class FiguresOutput:
     files: list[Path]
 
 
-def write_figures_from(
-    record: Record, study: Study, out_dir: Path, *, resamples: int = 1000, seed: int = 0
-) -> FiguresOutput:
+def write_figures_from(record: Record, study: Study, out_dir: Path) -> FiguresOutput:
     """Write the agreement table (``explain.md``, ``explain.csv``), panels and ``roc.png``."""
-    best = best_trials(record, study, table_arms())
+    best = study.best_of(table_arms())
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = explain_summary(record, best, resamples=resamples, seed=seed)
+    boot = study.bootstrap
+    summary = explain_summary(record, best, resamples=boot.resamples, seed=boot.seed)
     markdown = explain_markdown(summary)
     (out_dir / "explain.md").write_text(markdown)
     summary.to_csv(out_dir / "explain.csv", index=False)
@@ -274,26 +269,16 @@ def write_figures(
     out_dir: Path,
     *,
     parent: str | None = None,
-    resamples: int = 1000,
-    seed: int = 0,
-    log_to_mlflow: bool = True,
+    log_to_mlflow: bool = False,
 ) -> FiguresOutput:
-    """Figures of the study (latest, or ``parent``), written to ``out_dir`` and the parent run."""
-    return write_and_log(
-        write_figures_from,
-        tracking_uri,
-        experiment,
-        out_dir,
-        parent=parent,
-        resamples=resamples,
-        seed=seed,
-        log_to_mlflow=log_to_mlflow,
-    )
+    """Figures of the study (latest, or ``parent``), written to ``out_dir`` (and the parent run)."""
+    return write_and_log(write_figures_from, tracking_uri, experiment, out_dir, parent=parent, log_to_mlflow=log_to_mlflow)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: print the agreement table and the written files."""
     return run_cli(
+        "gaze-study figures",
         "Explainability table, heatmap panels and ROC curves.",
         write_figures,
         lambda out: out.explain_markdown + "\nwrote " + ", ".join(str(f) for f in out.files),

@@ -38,7 +38,6 @@ from analysis.figures import (
     write_figures_from,
 )
 from analysis.paper import table_arms
-from analysis.records import PROB_COLUMNS, Record, Study
 from analysis.results import (
     arm_summaries,
     best_display,
@@ -50,6 +49,8 @@ from analysis.results import (
 from analysis.stats import align_arms
 from analysis.table_render import display_frame, method_note, seeds_display, seeds_note
 from analysis.tables import TablesOutput, write_tables_from
+from trainables.record import PROB_COLUMNS, Kind
+from trainables.record.reader import Record, Study
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,7 @@ def _doctor_section(ctx: ReportContext) -> list[str]:
     if d.figure is not None:
         parts += [h.img(d.figure, "risk-coverage curves")]
     return parts + [
-        h.note(doctor_note(d.frame, ctx.tables.tables[0].resamples, ctx.tables.tables[0].seed))
+        h.note(doctor_note(d.frame, ctx.study.bootstrap.resamples, ctx.study.bootstrap.seed))
     ]
 
 
@@ -265,13 +266,11 @@ def render_html(ctx: ReportContext, sections: Sequence[Section] = SECTIONS) -> s
     )
 
 
-def build_context(
-    record: Record, study: Study, experiment: str, out_dir: Path, *, resamples: int, seed: int
-) -> ReportContext:
+def build_context(record: Record, study: Study, experiment: str, out_dir: Path) -> ReportContext:
     """Compute every table and figure of the report, writing them to ``out_dir``."""
-    tables = write_tables_from(record, study, out_dir, resamples=resamples, seed=seed)
-    figures = write_figures_from(record, study, out_dir, resamples=resamples, seed=seed)
-    doctor = write_doctor_from(record, study, out_dir, resamples=resamples, seed=seed)
+    tables = write_tables_from(record, study, out_dir)
+    figures = write_figures_from(record, study, out_dir)
+    doctor = write_doctor_from(record, study, out_dir)
     summaries = arm_summaries(study, tables.best, table_arms())
     results = results_frame(summaries, tables.tables)
     results_path = out_dir / RESULTS_NAME
@@ -309,18 +308,17 @@ def write_report(
     out_dir: Path | str,
     *,
     parent: str | None = None,
-    resamples: int = 1000,
-    seed: int = 0,
-    log_to_mlflow: bool = True,
+    log_to_mlflow: bool = False,
 ) -> Path:
-    """Write tables, figures, ``results.csv`` and ``report.html`` to ``out_dir``; log them to the
-    parent run.
+    """Write tables, figures, ``results.csv`` and ``report.html`` to ``out_dir`` (and, with
+    ``log_to_mlflow``, to the parent run: the study does, a reader of the record need not).
 
     Args:
         tracking_uri: MLflow URI (None: ``$MLFLOW_TRACKING_URI`` or ``<project>/mlflow.db``).
         experiment: the study's experiment name.
         out_dir: output folder (created).
         parent: study run id; None = the experiment's latest study run.
+        log_to_mlflow: log the outputs to the parent run under ``analysis/``.
 
     Returns:
         The path of ``report.html``.
@@ -329,31 +327,27 @@ def write_report(
     out_dir.mkdir(parents=True, exist_ok=True)
     record = Record(tracking_uri)
     study = record.study(experiment, parent)
-    if study.params.get("kind") == "evidence":
-        # The evidence experiment (study.evidence) has no search: its report is the clean vs
-        # shortcut comparison, not Tables 1-4.
+    path = out_dir / REPORT_NAME
+    if study.kind == Kind.EVIDENCE:
+        # The evidence plan has no search: its report is the clean vs shortcut comparison.
         from analysis.evidence import write_evidence_from
 
         out = write_evidence_from(record, study, out_dir)
-        path = out_dir / REPORT_NAME
         path.write_text(out.report.read_text(encoding="utf-8"), encoding="utf-8")
-        if log_to_mlflow:
-            record.log_outputs(study.parent_run_id, [*out.files, path])
-        return path.resolve()
-    ctx = build_context(record, study, experiment, out_dir, resamples=resamples, seed=seed)
-    path = out_dir / REPORT_NAME
-    path.write_text(render_html(ctx), encoding="utf-8")
-    if log_to_mlflow:
+        files = [*out.files, path]
+    else:
+        ctx = build_context(record, study, experiment, out_dir)
+        path.write_text(render_html(ctx), encoding="utf-8")
         files = [*ctx.tables.files, *ctx.figures.files, *ctx.doctor.files, ctx.results_path]
-        record.log_outputs(
-            study.parent_run_id, [*files, *([ctx.curves] if ctx.curves else []), path]
-        )
+        files += [*([ctx.curves] if ctx.curves else []), path]
+    if log_to_mlflow:
+        record.log_outputs(study, files)
     return path.resolve()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: write the report and print its path."""
-    return run_cli("Self-contained HTML report of a study.", write_report, str, argv)
+    return run_cli("gaze-study report", "Self-contained HTML report of a study.", write_report, str, argv)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -17,10 +17,13 @@ import pandas as pd
 
 from analysis.formats import format_auc
 from analysis.paper import ARM_LABELS, METRIC_LABELS, METRICS
-from analysis.records import Study, Trial
 from analysis.tables import Cell, Table
 from trainables.config import CLASSES
-from trainables.record import BEST_EPOCH, TRIAL_STATUSES
+from trainables.record import BEST_EPOCH, Status
+
+TRIAL_STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
+from trainables.record.reader import Study
+from trainables.record.trial import Trial
 
 HYPERPARAMS: tuple[str, ...] = ("lr", "gamma", "seg_ratio")
 STATUS_LABELS = {"ok": "finished", "stopped": "stopped early", "diverged": "diverged",

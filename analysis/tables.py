@@ -3,10 +3,12 @@ shown as is :mod:`analysis.table_render`).
 
 ``python -m analysis.tables --tracking-uri URI --experiment NAME [--out DIR] [--parent RUN_ID]``
 
-Each arm is represented by its best finished trial, chosen on validation (``best/val_auc_mean``);
-its logged test predictions are bootstrapped together with the baseline's over the same resamples.
-Writes ``tables.md`` (also printed), ``tables.csv`` (long form, with the paper's numbers beside
-ours), ``tables.tex`` and ``seeds.csv`` to ``--out`` and logs them to the parent run.
+Each arm is represented by its best trial (``trainables.record.selection.best_of_arm``, chosen
+on validation); its logged test predictions are bootstrapped together with the baseline's over the
+same resamples, the study's own (``Study.bootstrap``: the trials' resamples and seed), so each
+cell's interval is the one the trial logged. Writes ``tables.md`` (also printed), ``tables.csv``
+(long form, with the paper's numbers beside ours), ``tables.tex`` and ``seeds.csv`` to ``--out``
+(and to the parent run with ``--log``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from analysis.cli import run_cli
+from analysis.cli import run_cli, write_and_log
 from analysis.paper import (
     BASELINE,
     METRICS,
@@ -28,16 +30,6 @@ from analysis.paper import (
     PaperCell,
     TableSpec,
     table_arms,
-)
-from analysis.records import (
-    PROB_COLUMNS,
-    Record,
-    Study,
-    Trial,
-    best_trial,
-    finished,
-    seed_group,
-    write_and_log,
 )
 from analysis.stats import (
     ArmBootstrap,
@@ -48,6 +40,10 @@ from analysis.stats import (
     paired_difference,
 )
 from trainables.metrics import bootstrap_indices, per_class_auc
+from trainables.record import PROB_COLUMNS
+from trainables.record.reader import Record, Study
+from trainables.record.selection import seed_group
+from trainables.record.trial import Trial
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +124,7 @@ def _cells(
     return cells
 
 
-def build_tables(
-    record: Record, study: Study, *, resamples: int = 1000, seed: int = 0
-) -> tuple[list[Table], dict[str, Trial | None]]:
+def build_tables(record: Record, study: Study) -> tuple[list[Table], dict[str, Trial | None]]:
     """Tables 1-4 from the study's best trials, bootstrapped over one shared set of resamples.
 
     Returns:
@@ -139,8 +133,8 @@ def build_tables(
     Raises:
         ValueError: the arms' test keys differ (see :func:`analysis.stats.align_arms`).
     """
-    candidates = finished(record, study.trials)
-    best = {arm: best_trial(candidates, arm) for arm in table_arms()}
+    resamples, seed = study.bootstrap.resamples, study.bootstrap.seed
+    best = study.best_of(table_arms())
     present = {arm: t for arm, t in best.items() if t is not None}
     if not present:
         tables = [
@@ -170,12 +164,11 @@ def build_tables(
 
 def seed_rows(record: Record, study: Study, best: dict[str, Trial | None]) -> list[SeedRow]:
     """Per arm, the whole-test-set AUCs of every finished run of its best configuration."""
-    candidates = finished(record, study.trials)
     rows = []
     for arm, trial in best.items():
         if trial is None:
             continue
-        group = seed_group(candidates, trial)
+        group = seed_group(study.trials, trial)
         aucs = [per_class_auc(*_labels_probs(record.predictions(t.run_id))) for t in group]
         rows.append(
             SeedRow(
@@ -241,13 +234,11 @@ class TablesOutput:
     files: list[Path]
 
 
-def write_tables_from(
-    record: Record, study: Study, out_dir: Path, *, resamples: int = 1000, seed: int = 0
-) -> TablesOutput:
+def write_tables_from(record: Record, study: Study, out_dir: Path) -> TablesOutput:
     """Build the tables and write ``tables.md``, ``tables.csv``, ``tables.tex``, ``seeds.csv``."""
-    if resamples < 1000:
-        log.warning("%d bootstrap resamples: use >= 1000 for reported numbers", resamples)
-    tables, best = build_tables(record, study, resamples=resamples, seed=seed)
+    if study.bootstrap.resamples < 1000:
+        log.warning("%d bootstrap resamples: use >= 1000 for reported numbers", study.bootstrap.resamples)  # fmt: skip
+    tables, best = build_tables(record, study)
     seeds = seed_rows(record, study, best)
     from analysis.table_render import render_latex, render_markdown  # formats what this computes
 
@@ -267,26 +258,16 @@ def write_tables(
     out_dir: Path,
     *,
     parent: str | None = None,
-    resamples: int = 1000,
-    seed: int = 0,
-    log_to_mlflow: bool = True,
+    log_to_mlflow: bool = False,
 ) -> TablesOutput:
-    """Tables of the study (latest, or ``parent``) written to ``out_dir`` and the parent run."""
-    return write_and_log(
-        write_tables_from,
-        tracking_uri,
-        experiment,
-        out_dir,
-        parent=parent,
-        resamples=resamples,
-        seed=seed,
-        log_to_mlflow=log_to_mlflow,
-    )
+    """Tables of the study (latest, or ``parent``) written to ``out_dir`` (and the parent run)."""
+    return write_and_log(write_tables_from, tracking_uri, experiment, out_dir, parent=parent, log_to_mlflow=log_to_mlflow)  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI: print the Markdown tables and the written files."""
     return run_cli(
+        "gaze-study tables",
         "Rebuild the paper's Tables 1-4 from the MLflow record.",
         write_tables,
         lambda out: out.markdown + "\nwrote " + ", ".join(str(f) for f in out.files),

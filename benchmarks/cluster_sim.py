@@ -199,7 +199,6 @@ def study_config(args: argparse.Namespace, root: Path, name: str, *, in_turn: bo
         arms=tuple(args.arms.split(",")),
         trials_per_arm=args.trials_per_arm,
         seeds=0,
-        seed=args.seed,
         grace_period=args.grace,
         reduction_factor=args.eta,
         sequential_arms=in_turn,
@@ -214,7 +213,7 @@ def study_config(args: argparse.Namespace, root: Path, name: str, *, in_turn: bo
         report=False,
         # the driver prepares the data once; simulated trials never read it
         data=DataConfig(data_dir=str(root / "data"), synthetic_images=48, image_size=32),
-        trial=dataclasses.replace(paper.trial, epochs=args.epochs),
+        trial=dataclasses.replace(paper.trial, epochs=args.epochs, seed=args.seed),
     )
 
 

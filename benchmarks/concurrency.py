@@ -29,7 +29,7 @@ def _worker(rank: int, arm: str, batch: int, size: int, seconds: float, barrier,
     if device.type == "cpu":
         torch.set_num_threads(1)
     torch.manual_seed(rank)
-    cfg = TrialConfig(arm=arm, batch_size=batch, device=str(device))
+    cfg = TrialConfig(arm=arm, batch_size=batch)
     variant = make_variant(cfg, device)
     dd = DeviceData(make_toy_cached(n=2 * batch, size=size), device)
     data = dd.batch(dd.indices("train")[:batch])

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         progress=False,
     )  # fmt: skip
     cfg = TrialConfig(arm="no-seg", epochs=args.epochs, encoder=TINY_ENCODER,
-                      decoder_channels=TINY_DECODER, device="cpu", num_threads=1, panels=0,
+                      decoder_channels=TINY_DECODER, panels=0,
                       bootstrap_resamples=20)  # fmt: skip
     if args.model:
         saved = torch.load(args.model, map_location="cpu", weights_only=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from ray import tune
 
-from trainables.record import DONE, EPOCH, SEARCH_METRIC, SELECTION_METRIC
+from trainables.record import EPOCH, SEARCH_METRIC, SELECTION_METRIC
 
 START, END = "sim/start", "sim/end"  # wall-clock interval of one simulated epoch
 
@@ -70,5 +70,5 @@ def sim_trial(config: dict, model: SimModel) -> None:
         best = max(best, value)
         metrics = {SEARCH_METRIC: value, EPOCH: epoch, START: start, END: time.time()}
         if epoch == epochs:
-            metrics.update({SELECTION_METRIC: best, DONE: 1.0})
+            metrics[SELECTION_METRIC] = best
         tune.report(metrics)

@@ -147,7 +147,6 @@ def main(argv: list[str] | None = None) -> None:
                 batch_size=b,
                 fast_conv=fast,
                 bn_mode=args.bn_mode,
-                device=str(device),
                 decoder_channels=decoder,
             )
             name = arm if len(paths) == 1 else f"{arm} ({'fast' if fast else 'stock'})"

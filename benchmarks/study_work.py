@@ -92,7 +92,6 @@ def measure_step_times(args: argparse.Namespace, arms: Sequence[str]) -> StepTim
             encoder=args.encoder,
             decoder_channels=decoder,
             batch_size=args.batch,
-            device=str(device),
         )
         variants[arm] = make_variant(cfg, device)
     steps = time_steps(variants, batch, device, args.warmup, args.repeats, "none")

@@ -70,11 +70,16 @@ class ArmSearcher(_PickledState, Searcher):
     alone while TPE draws its random start-up trials; after that they follow the arm's own
     results.
 
+    With ``in_turn`` the arms go one after another instead: an arm's trials are suggested only
+    once every trial of the arms before it has ended (the order of ``--sequential-arms``, which
+    leaves slots idle while an arm's last trials run; kept to compare schedules).
+
     Args:
         searchers: arm name -> its searcher (e.g. ``ConcurrencyLimiter(OptunaSearch(...))``).
         spaces: arm name -> its own part of the param space (Tune domains, fixed values such as
             the arm's name); see ``split_spaces``.
         trials_per_arm: trials each arm's searcher suggests.
+        in_turn: one arm after another instead of side by side.
     """
 
     def __init__(
@@ -82,6 +87,8 @@ class ArmSearcher(_PickledState, Searcher):
         searchers: Mapping[str, Searcher],
         spaces: Mapping[str, dict[str, Any]],
         trials_per_arm: int,
+        *,
+        in_turn: bool = False,
     ):
         if set(searchers) != set(spaces):
             raise ValueError(
@@ -100,6 +107,7 @@ class ArmSearcher(_PickledState, Searcher):
         self._live: dict[str, set[str]] = {arm: set() for arm in self._arms}
         self._arm_of: dict[str, str] = {}
         self._epoch_time = {arm: [0.0, 0] for arm in self._arms}  # sum of seconds, reports
+        self._in_turn = in_turn
 
     def set_search_properties(
         self, metric: str | None, mode: str | None, config: dict, **spec: Any
@@ -132,13 +140,26 @@ class ArmSearcher(_PickledState, Searcher):
         epoch = self.epoch_s(arm) or max(measured, default=1.0)
         return (self._budget[arm] - self._suggested[arm]) * epoch
 
+    def _order(self, open_arms: list[str]) -> list[str]:
+        """The arms to ask, in turn: side by side by work left; in turn only the first open arm,
+        and none while an arm before it still has trials running."""
+        if not self._in_turn:
+            return sorted(
+                open_arms,
+                key=lambda a: (-self.work_left(a), len(self._live[a]), self._arms.index(a)),
+            )
+        for arm in self._arms:
+            if arm in open_arms:
+                return [arm]
+            if self._live[arm]:
+                return []
+        return []
+
     def suggest(self, trial_id: str) -> dict | str | None:
         open_arms = [a for a in self._arms if self._suggested[a] < self._budget[a]]
         if not open_arms:
             return Searcher.FINISHED
-        order = sorted(
-            open_arms, key=lambda a: (-self.work_left(a), len(self._live[a]), self._arms.index(a))
-        )
+        order = self._order(open_arms)
         for arm in order:
             config = self._searchers[arm].suggest(trial_id)
             if config is None:  # its limiter is full

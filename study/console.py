@@ -21,15 +21,16 @@ from trainables.record import (
     AUC_COLUMNS,
     FAILED_STATUSES,
     SELECTION_METRIC,
-    STATUS_OK,
-    STATUS_STOPPED,
+    Stage,
+    Status,
     metric_key,
-    select_best,
 )
+from trainables.record.selection import best_of_arm
+from trainables.record.trial import Trial
 
 if TYPE_CHECKING:
     from study.presets import StudyConfig
-    from trainables import tracking
+    from trainables.record.store import TrackingContext
 
 # Loggers whose INFO lines (new Optuna study, MLflow schema creation, Tune's state files) are noise
 # next to the progress lines; their warnings and errors still show.
@@ -111,9 +112,7 @@ def runs_view_url(tracking_uri: str, experiment_id: str, view: str | None = None
     return url + (f"&viewStateShareKey={quote(view)}" if view else "")
 
 
-def results_block(
-    ctx: tracking.TrackingContext, views: dict[str, str], report: str | None
-) -> list[str]:
+def results_block(ctx: TrackingContext, views: dict[str, str], report: str | None) -> list[str]:
     """Where the results are: the MLflow UI command and links, the report."""
     lines = []
     if ctx.tracking_uri.startswith("sqlite:"):
@@ -133,11 +132,11 @@ class ArmResult:
     """The search trials of one arm: counts by how they ended, and the best one."""
 
     arm: str
-    trials: list[tracking.TrialRecord] = field(default_factory=list)
+    trials: list[Trial] = field(default_factory=list)
     ok: int = 0
     stopped: int = 0  # ASHA stopped them early: ended normally, not failures
     failed: int = 0  # failed or diverged
-    best: tracking.TrialRecord | None = None  # select_best over the ok trials
+    best: Trial | None = None  # selection.best_of_arm, the one rule
 
     @property
     def counts(self) -> str:
@@ -148,21 +147,18 @@ class ArmResult:
         return text + (f" ({', '.join(notes)})" if notes else "")
 
 
-def summarize_arms(
-    records: Sequence[tracking.TrialRecord], arms: Sequence[str]
-) -> dict[str, ArmResult]:
-    """Each arm's search trials, counted by status, with its best (``select_best``, the one rule)."""
+def summarize_arms(trials: Sequence[Trial], arms: Sequence[str]) -> dict[str, ArmResult]:
+    """Each arm's search trials, counted by status, with its best (``best_of_arm``)."""
     out = {}
     for arm in arms:
-        mine = [r for r in records if r.arm == arm and r.stage == "search"]
-        ok = [r for r in mine if r.status == STATUS_OK]
+        mine = [t for t in trials if t.arm == arm and t.stage == Stage.SEARCH]
         out[arm] = ArmResult(
             arm,
             mine,
-            ok=len(ok),
-            stopped=sum(r.status == STATUS_STOPPED for r in mine),
-            failed=sum(r.status in FAILED_STATUSES for r in mine),
-            best=select_best(ok, lambda r: r.metrics),
+            ok=sum(t.status == Status.OK for t in mine),
+            stopped=sum(t.status == Status.STOPPED for t in mine),
+            failed=sum(t.status in FAILED_STATUSES for t in mine),
+            best=best_of_arm(trials, arm),
         )
     return out
 
@@ -176,7 +172,7 @@ def format_ci(metrics: dict[str, float], key: str) -> str:
     return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def per_arm_table(records: Sequence[tracking.TrialRecord], arms: Sequence[str]) -> str:
+def per_arm_table(records: Sequence[Trial], arms: Sequence[str]) -> str:
     """Best search trial per arm (by best validation mean AUC): test per-class AUC with 95% CI."""
     header = [
         "arm",
@@ -203,7 +199,7 @@ def per_arm_table(records: Sequence[tracking.TrialRecord], arms: Sequence[str]) 
                 *[f"{float(best.params.get(k, 'nan')):.3g}" for k in ("lr", "gamma", "seg_ratio")],
             ]
         )
-    seeds = [r for r in records if r.stage == "seeds" and r.status == STATUS_OK]
+    seeds = [r for r in records if r.stage == Stage.SEEDS and r.status == Status.OK]
     lines = format_rows(rows)
     if seeds:
         lines.append("")

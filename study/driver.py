@@ -1,31 +1,31 @@
-"""The study driver: ``run_study`` prepares the data once, opens the MLflow parent run, searches
-all arms side by side (or one after another with ``sequential_arms``; ``study.tuner``), optionally
-re-runs each arm's best config with more seeds, closes the records of early-stopped trials, prints
-the per-arm table and writes the analysis report. The command line is ``study.cli``
-(``gaze-study``, ``python -m study``).
+"""The one study driver: ``run_plan`` runs any plan (``study.plans``) under one lifecycle.
+
+It checks the arms and the encoder before anything starts, resolves and reaches the tracking
+store, claims or finds the study's name, starts or joins Ray, prepares the plan's data once, opens
+(or on ``--resume`` reopens, after checking settings and data) the MLflow parent run with the git
+commit and the data fingerprint, runs the plan's stages, lets the plan conclude, and ends the parent
+run FINISHED, FAILED (an exception, or an arm without one successful trial: exit code 1) or
+KILLED (Ctrl-C: exit code 130, with the command that resumes it). ``run_study`` is the search plan.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from study import console, progress, results
-from study.console import per_arm_table
+from study import console, lifecycle, progress, results
+from study.plans import Plan, SearchPlan
 from study.presets import StudyConfig
 from study.reconcile import close_after_failure
 from study.resources import describe, resolve_resources
-from trainables import tracking
-from trainables.config import replace
-from trainables.model_sets import get_arm, paper_arms
-
-if TYPE_CHECKING:
-    from study.tuner import TrainableFactory
+from trainables.model_sets import get_arm
+from trainables.record import FAILED_STATUSES, Status
+from trainables.record import writer as record
+from trainables.record.store import TrackingContext, check_reachable, resolve_tracking_uri, store
+from trainables.record.trial import Trial
 
 
 @dataclass
@@ -33,165 +33,118 @@ class StudySummary:
     """What a study invocation produced."""
 
     study_name: str
-    tracking: tracking.TrackingContext
+    tracking: TrackingContext
     interrupted: bool = False  # stopped by Ctrl-C; continue with --resume
-    records: list[tracking.TrialRecord] = field(default_factory=list)
-    report_path: str | None = None  # analysis report, when analysis/ is available
+    failed_arms: dict[str, str] = field(default_factory=dict)  # arm -> why no trial succeeded
+    records: list[Trial] = field(default_factory=list)
+    report_path: str | None = None
     wall_s: float = 0.0
     outcomes: dict[str, Any] = field(default_factory=dict)  # Tune experiment name -> ArmOutcome
 
-
-def _study_name(cfg: StudyConfig, uri: str, experiment_id: str) -> str:
-    if cfg.resume and not cfg.study_name:
-        found = tracking.find_study_run(uri, experiment_id, preset=cfg.preset)
-        if found is None:
-            raise SystemExit(
-                f"--resume: no study of preset {cfg.preset!r} in this MLflow experiment; "
-                f"pass --study-name"
-            )
-        return found[1]
-    if (
-        cfg.resume
-        and tracking.find_study_run(uri, experiment_id, study_name=cfg.study_name) is None
-    ):
-        raise SystemExit(
-            f"--resume: no study named {cfg.study_name!r} in MLflow experiment {cfg.experiment!r} "
-            f"({uri}); drop --resume to start it"
-        )
-    return cfg.study_name or f"{cfg.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    @property
+    def exit_code(self) -> int:
+        return 130 if self.interrupted else 1 if self.failed_arms else 0
 
 
-def _connect_ray(cfg: StudyConfig) -> bool:
-    """Start or join Ray; True when this call started it (and should shut it down)."""
-    import ray
+def check_before_start(arms: Sequence[str], encoder: str) -> None:
+    """Unknown arms and encoders are refused before any data is read or Ray starts.
 
-    if ray.is_initialized():
-        return False
-    # Workers import trainables/ and study/ from the project root, wherever the driver was started.
-    path = os.pathsep.join(p for p in (cfg.project_dir, os.environ.get("PYTHONPATH")) if p)
-    kwargs: dict[str, Any] = {
-        "runtime_env": {"env_vars": {"PYTHONPATH": path}},
-        **console.ray_init_options(cfg.verbose),
-    }
-    if cfg.address is None:
-        kwargs["include_dashboard"] = False
-    # Without --address: a new local instance ("local"), not whatever cluster a `ray start` left
-    # running on this machine (ray.init(None) would attach to it); --address auto joins one.
-    ray.init(address=cfg.address or "local", **kwargs)
-    return True
-
-
-def study_params(cfg: StudyConfig, arms: Sequence[str]) -> dict[str, Any]:
-    """The study settings logged as params of the parent run (full config goes to config.json)."""
-    from study.tuner import arm_space
-
-    params: dict[str, Any] = {
-        "preset": cfg.preset,
-        "study_name": cfg.study_name,
-        "arms": ",".join(arms),
-        "trials_per_arm": cfg.trials_per_arm,
-        "epochs": cfg.trial.epochs,
-        "image_size": cfg.data.image_size,
-        "encoder": cfg.trial.encoder,
-        "encoder_weights": cfg.trial.encoder_weights,
-        "batch_size": cfg.trial.batch_size,
-        "seed": cfg.seed,
-        "seeds": cfg.seeds,
-        "search_space": cfg.search_space,
-        "max_concurrent": cfg.max_concurrent,
-        "cpus_per_trial": cfg.cpus_per_trial,
-        "gpus_per_trial": cfg.gpus_per_trial,
-        "grace_period": cfg.grace_period,
-        "reduction_factor": cfg.reduction_factor,
-        "max_failures": cfg.max_failures,
-        "data": "egd-cxr" if cfg.data.egd_root else "synthetic",
-    }
+    Raises:
+        KeyError: an unknown arm (listing the valid ones). ValueError: an unknown encoder.
+    """
     for arm in arms:
-        space = arm_space(cfg, arm)
-        params[f"space/{arm}"] = ",".join(
-            f"{k}:{r.low:g}-{r.high:g}{' log' if r.log else ''}" for k, r in space.params.items()
+        get_arm(arm)
+    from trainables.model import check_encoder
+
+    check_encoder(encoder)
+
+
+def failed_arms(trials: Sequence[Trial], arms: Sequence[str]) -> dict[str, str]:
+    """Arms without one successful trial, with why (their trials' statuses and last error)."""
+    out = {}
+    for arm in arms:
+        mine = [t for t in trials if t.arm == arm]
+        if any(t.status == Status.OK for t in mine):
+            continue
+        errors = [t.error for t in mine if t.status in FAILED_STATUSES and t.error]
+        counts = ", ".join(f"{sum(t.status == s for t in mine)} {s}" for s in sorted({t.status for t in mine}))  # fmt: skip
+        out[arm] = f"{counts or 'no trial'}" + (
+            f"; last error: {errors[-1][:300]}" if errors else ""
         )
-    return params
-
-
-def _write_analysis_report(
-    cfg: StudyConfig, ctx: tracking.TrackingContext, study_name: str
-) -> str | None:
-    # analysis/ is written separately; the study runs without it.
-    if importlib.util.find_spec("analysis.report") is None:
-        return None
-    from analysis.report import write_report
-
-    out_dir = Path(cfg.project_dir) / "outputs" / "reports" / study_name
-    path = write_report(
-        ctx.tracking_uri, cfg.experiment, out_dir, parent=ctx.parent_run_id, seed=cfg.seed
-    )
-    return str(path)
+    return out
 
 
 def run_study(
-    cfg: StudyConfig, *, callbacks: Sequence[Any] = (), trainable: TrainableFactory | None = None
+    cfg: StudyConfig, *, callbacks: Sequence[Any] = (), trainable: Any = None
 ) -> StudySummary:
-    """Run (or resume) a whole study; see the module docstring.
+    """Run (or resume) the search plan: the paper's study."""
+    return run_plan(SearchPlan(), cfg, callbacks=callbacks, trainable=trainable)
+
+
+def run_plan(
+    plan: Plan, cfg: StudyConfig, *, callbacks: Sequence[Any] = (), trainable: Any = None
+) -> StudySummary:
+    """Run (or resume) ``plan``; see the module docstring.
 
     Args:
+        plan: which trials to run and how to conclude.
         cfg: the resolved StudyConfig (``study.cli`` builds it from a preset and flags);
-            ``gpus_per_trial`` / ``max_concurrent`` left None are set from the Ray cluster
-            (``study.resources.resolve_resources``).
-        callbacks: extra Tune callbacks for every Tuner (tests use them to inject failures).
-        trainable: builds each stage's Tune trainable; default ``study.tuner.trainable`` (the real
-            trial). ``benchmarks.cluster_sim`` passes simulated trials.
-
-    Returns:
-        StudySummary; ``interrupted`` when Ctrl-C stopped it (re-run with ``--resume``).
+            ``gpus_per_trial`` / ``max_concurrent`` left None are set from the Ray cluster.
+        callbacks: extra Tune callbacks for every experiment (tests inject failures with them).
+        trainable: builds each stage's Tune trainable (``study.tuner.TrainableFactory``); default
+            the real trial. ``benchmarks.cluster_sim`` passes simulated trials.
     """
     import ray
 
     from study import tuner
+    from study.stages import StageRunner
     from trainables.data.prepare import prepare_data
+    from trainables.trainable import StudyContext
 
     t0 = time.perf_counter()
     console.quiet_console(cfg.verbose)
-    arms = list(cfg.arms) or paper_arms()
-    for arm in arms:
-        get_arm(arm)  # unknown arm: KeyError listing the valid ones, before anything starts
-    uri = tracking.resolve_tracking_uri(cfg.tracking_uri, cfg.project_dir)
-    experiment_id = tracking.get_or_create_experiment(uri, cfg.experiment)
-    cfg = replace(cfg, study_name=_study_name(cfg, uri, experiment_id))
-    if cfg.data.egd_root is None and cfg.preset == "paper":
-        print(
-            "[study] note: no --data given; the paper preset runs on the synthetic twin", flush=True
-        )
-
-    tuner.check_experiments(cfg, arms)
-    owns_ray = _connect_ray(cfg)
+    arms = plan.arms(cfg)
+    check_before_start(arms, cfg.trial.encoder)
+    uri = resolve_tracking_uri(cfg.tracking_uri, cfg.project_dir)
+    check_reachable(uri)
+    experiment_id = record.get_or_create_experiment(uri, cfg.experiment)
+    cfg = dataclasses.replace(cfg, tracking_uri=uri)
+    name = lifecycle.study_name(cfg, experiment_id, plan.name_prefix or cfg.preset)
+    cfg = dataclasses.replace(cfg, study_name=name)
+    lifecycle.claim_name(cfg)
+    owns_ray = lifecycle.connect_ray(cfg, console.ray_init_options(cfg.verbose))
     try:
         cluster = ray.cluster_resources()
         cfg = resolve_resources(cfg, cluster)
         print(f"[study] {describe(cfg, cluster)}", flush=True)
-        tuner.check_storage_path(
-            cfg.storage_root(), tuner.cluster_hosts(), shared=cfg.storage_is_shared
-        )
-        data = prepare_data(cfg.data)
-        print(f"[study] data: {data.summary()}", flush=True)
-        print(console.study_header(cfg, arms), flush=True)
-        ctx = tracking.start_study_run(
-            uri,
-            experiment_id,
-            study_name=str(cfg.study_name),
-            preset=cfg.preset,
-            params=study_params(cfg, arms),
-            config=cfg.to_dict(),
-            resume=cfg.resume,
-        )
-        results.record_study_start(ctx, cfg, arms, data)
-        summary = StudySummary(str(cfg.study_name), ctx)
+        tuner.check_storage_path(cfg.storage_root(), tuner.cluster_hosts(), shared=cfg.storage_is_shared)  # fmt: skip
+        data = {key: prepare_data(dc) for key, dc in plan.datasets(cfg).items()}
+        for key, d in data.items():
+            print(f"[study] data{f' ({key})' if key else ''}: {d.summary()}", flush=True)
+        summaries = {key: d.summary_dict() for key, d in data.items()}
+        summary = summaries[None] if None in summaries else combined_summary(summaries)
+        settings = plan.settings(cfg, arms)
+        print(plan.header(cfg, arms), flush=True)
+        ctx = lifecycle.open_parent(cfg, experiment_id, plan.kind, settings, summary["fingerprint"])
+        out = StudySummary(name, ctx)
         try:
-            return _run_stages(
-                cfg, arms, data, summary, callbacks, trainable or tuner.trainable, t0
-            )
+            if not cfg.resume:
+                config = {**cfg.to_dict(), "plan": plan.extra_settings(), "settings": settings}
+                record.log_study_settings(ctx, plan.params(cfg, arms), config)
+            results.record_study_start(ctx, cfg, summary, plan.note(cfg, arms, data))
+            board = progress.ProgressBoard(arms, plan.trials_per_arm(cfg))
+            launch = tuner.Launch(
+                cfg, data[None] if list(data) == [None] else data,
+                StudyContext(ctx, cpus_per_trial=cfg.cpus_per_trial, placement=cfg.placement),
+                (*callbacks, progress.TuneProgress(name, board)), trainable,
+            )  # fmt: skip
+            runner = StageRunner(launch)
+            out.outcomes = runner.outcomes
+            if not plan.run(runner):
+                return _interrupted(cfg, out, t0)
+            return _conclude(plan, cfg, out, data, t0)
         except KeyboardInterrupt:  # Ctrl-C outside Tuner.fit (which handles its own)
-            return _interrupted(cfg, summary, t0)
+            return _interrupted(cfg, out, t0)
         except BaseException as exc:  # the parent run must not stay RUNNING
             close_after_failure(ctx, exc)
             raise
@@ -200,37 +153,35 @@ def run_study(
             ray.shutdown()
 
 
-def _run_stages(
-    cfg: StudyConfig,
-    arms: Sequence[str],
-    data: Any,
-    summary: StudySummary,
-    callbacks: Sequence[Any],
-    make_trainable: TrainableFactory,
-    t0: float,
+def combined_summary(summaries: dict[str | None, dict]) -> dict:
+    """One ``study/data.json`` for several datasets: each one's summary, and one fingerprint."""
+    fingerprint = lifecycle.digest({str(k): s["fingerprint"] for k, s in summaries.items()})
+    return {"datasets": {str(k): s for k, s in summaries.items()}, "fingerprint": fingerprint}
+
+
+def _conclude(
+    plan: Plan, cfg: StudyConfig, out: StudySummary, data: dict, t0: float
 ) -> StudySummary:
-    from study.stages import arms_in_turn, arms_side_by_side
-
-    ctx = summary.tracking
-    board = progress.ProgressBoard(arms, cfg.trials_per_arm + cfg.seeds)
-    callbacks = [*callbacks, progress.TuneProgress(str(cfg.study_name), board)]
-    stages = arms_in_turn if cfg.sequential_arms else arms_side_by_side
-    if not stages(cfg, arms, data, ctx, summary.outcomes, callbacks, make_trainable):
-        return _interrupted(cfg, summary, t0)
-    summary.records = tracking.trial_records(ctx)
-    views = results.record_study_end(ctx, cfg, summary.records, arms, data)
-    print("\n" + per_arm_table(summary.records, arms), flush=True)
-    if cfg.report:
-        summary.report_path = _write_analysis_report(cfg, ctx, summary.study_name)
-    print("\n" + "\n".join(console.results_block(ctx, views, summary.report_path)), flush=True)
-    tracking.end_study_run(ctx, "FINISHED")
-    summary.wall_s = time.perf_counter() - t0
-    print(f"[study] {summary.study_name} finished in {summary.wall_s:.0f} s", flush=True)
-    return summary
+    ctx = out.tracking
+    out.records = store(ctx.tracking_uri).trials(ctx)
+    done = plan.conclude(cfg, ctx, out.records, data)
+    out.report_path = str(done.report) if done.report else None
+    print("\n".join(done.lines), flush=True)
+    print("\n" + "\n".join(console.results_block(ctx, done.views, out.report_path)), flush=True)
+    out.failed_arms = failed_arms(out.records, plan.arms(cfg))
+    if out.failed_arms:
+        why = "; ".join(f"{arm}: {reason}" for arm, reason in out.failed_arms.items())
+        print(f"[study] no successful trial for {len(out.failed_arms)} arm(s): {why}", flush=True)
+        record.end_study_run(ctx, "FAILED", error=f"no successful trial for arm(s): {why}")
+    else:
+        record.end_study_run(ctx, "FINISHED")
+    out.wall_s = time.perf_counter() - t0
+    print(f"[study] {out.study_name} {'failed' if out.failed_arms else 'finished'} in {out.wall_s:.0f} s", flush=True)  # fmt: skip
+    return out
 
 
-def _interrupted(cfg: StudyConfig, summary: StudySummary, t0: float) -> StudySummary:
-    tracking.end_study_run(summary.tracking, "KILLED")
-    summary.interrupted, summary.wall_s = True, time.perf_counter() - t0
+def _interrupted(cfg: StudyConfig, out: StudySummary, t0: float) -> StudySummary:
+    record.end_study_run(out.tracking, "KILLED")
+    out.interrupted, out.wall_s = True, time.perf_counter() - t0
     print(f"\n[study] interrupted. Continue with: {console.resume_command(cfg)}", flush=True)
-    return summary
+    return out

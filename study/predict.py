@@ -78,16 +78,23 @@ def _model_path(spec: str, tracking_uri: str | None, tmp: Path) -> Path:
         raise PredictError(
             f"--model {spec}: no such file, and not an MLflow run id (32 hex digits)"
         )
-    from study.presets import PROJECT_DIR
-    from trainables import tracking
     from trainables.record import MODEL
+    from trainables.record.store import (
+        StoreUnreachable,
+        check_reachable,
+        is_local_store,
+        resolve_tracking_uri,
+        sqlite_path,
+        store,
+    )
 
-    uri = tracking.resolve_tracking_uri(tracking_uri, PROJECT_DIR)  # None: $MLFLOW_TRACKING_URI
-    if tracking.is_local_store(uri) and not Path(uri[len("sqlite:///") :]).is_file():
+    uri = resolve_tracking_uri(tracking_uri)  # None: $MLFLOW_TRACKING_URI, else the project's
+    if is_local_store(uri) and not sqlite_path(uri).is_file():
         raise PredictError(f"no MLflow store at {uri} (pass --tracking-uri)")
     try:
-        return tracking.download_artifact(uri, spec, MODEL, tmp)
-    except FileNotFoundError as err:
+        check_reachable(uri)
+        return store(uri).download(spec, MODEL, tmp)
+    except (FileNotFoundError, StoreUnreachable) as err:
         raise PredictError(str(err)) from err
 
 
@@ -177,7 +184,7 @@ def predict_image(model, cfg, image, device: str = "cpu") -> Prediction:
     from trainables.model_sets import get_arm
 
     arm = get_arm(cfg.arm)
-    gen = arm.generator if arm.generator != "none" else "gbp"
+    gen = arm.display_generator
     x = torch.from_numpy(image)[None, None].to(device)
     heat, probs = predicted_class_maps(model, x, (gen,), arm.uses_decoder)
     probs = probs[0]

@@ -22,6 +22,7 @@ from trainables.config import (
     NAME,
     ConfigError,
     DataConfig,
+    Placement,
     TrialConfig,
     above,
     at_least,
@@ -48,7 +49,6 @@ class StudyConfig:
     search_space: str = "demo"  # search_spaces registry name
     max_concurrent: int | None = None  # trials at once (all arms, or the arm); None = all slots
     sequential_arms: bool = False  # arms one after another (the old order), not side by side
-    seed: int = 0  # seeds the TPE sampler and the search-stage trials
     seeds: int = 0  # re-run each arm's best config with this many further seeds (0 = off)
     cpus_per_trial: float = 1.0  # Ray CPUs per trial (also torch threads)
     gpus_per_trial: float | None = None  # Ray GPUs per trial (fractions share one); None = 1 or 0
@@ -62,14 +62,15 @@ class StudyConfig:
     tracking_uri: str | None = None  # MLflow; None = sqlite:///<project>/mlflow.db
     experiment: str = "gaze-unet"  # MLflow experiment
     optuna_storage: str | None = None  # Optuna RDB URL (optuna-dashboard); None = in memory
-    resume: bool = False  # continue an interrupted study (Tuner.restore per arm)
+    resume: bool = False  # continue an interrupted study (Tuner.restore of each stage)
     verbose: bool = False  # Ray's own progress tables and every worker's output on the console
     command: tuple[str, ...] = ()  # the command line that made this config (resume hint, MLflow)
     report: bool = True  # write the analysis report (analysis.report) when the study ends
     project_dir: str = str(PROJECT_DIR)  # absolute project root (trials chdir: no relative paths)
     data: DataConfig = field(default_factory=DataConfig)  # images and gaze maps
-    # fixed trial settings (arm, lr, ... are searched)
+    # fixed trial settings (arm, lr, ... are searched); trial.seed is the study's seed (--seed)
     trial: TrialConfig = field(default_factory=TrialConfig)
+    placement: Placement = field(default_factory=Placement)  # device / threads over Ray's
 
     def __post_init__(self) -> None:
         check_fields(
@@ -80,7 +81,6 @@ class StudyConfig:
                 "search_space": (lambda v: v in list_spaces(), f"must be one of {list_spaces()}"),
                 "trials_per_arm": at_least(1),
                 "max_concurrent": optional(at_least(1)),
-                "seed": at_least(0),
                 "seeds": at_least(0),
                 "cpus_per_trial": above(0),
                 "gpus_per_trial": optional(at_least(0)),
@@ -98,6 +98,12 @@ class StudyConfig:
                 f"decoder stages halve it {len(self.trial.decoder_channels)} times)",
                 self.data.image_size,
             )
+
+    @property
+    def seed(self) -> int:
+        """The study's seed: the TPE samplers', the search trials' (``trial.seed``); the seeds
+        stage re-runs with seed + 1, + 2, ..."""
+        return self.trial.seed
 
     def storage_root(self) -> str:
         """Where the Tune experiments of this study live (absolute path or URI)."""
@@ -251,7 +257,8 @@ def evidence_quick() -> StudyConfig:
 
 _DATA_FIELDS = {f.name for f in dataclasses.fields(DataConfig)}
 _TRIAL_FIELDS = {f.name for f in dataclasses.fields(TrialConfig)}
-_STUDY_FIELDS = {f.name for f in dataclasses.fields(StudyConfig)} - {"data", "trial"}
+_SECTIONS = {"data": DataConfig, "trial": TrialConfig, "placement": Placement}
+_STUDY_FIELDS = {f.name for f in dataclasses.fields(StudyConfig)} - set(_SECTIONS)
 
 
 def with_overrides(
@@ -314,8 +321,9 @@ def _parse_value(text: str, hint: Any, key: str) -> Any:
 
 
 def apply_settings(cfg: StudyConfig, settings: Sequence[str]) -> StudyConfig:
-    """Apply ``--set`` overrides: ``data.<field>=V``, ``trial.<field>=V`` or ``<study field>=V``,
-    each value parsed by the field's type; the configs' own rules then check it.
+    """Apply ``--set`` overrides: ``data.<field>=V``, ``trial.<field>=V``,
+    ``placement.<field>=V`` or ``<study field>=V``, each value parsed by the field's type; the
+    configs' own rules then check it.
 
     One generic door for the settings that have no flag of their own (``data.gaze_sigma``,
     ``data.split_file``, ``trial.bn_mode``, ``trial.scheduler``, ``trial.weight_decay``, ...).
@@ -324,8 +332,8 @@ def apply_settings(cfg: StudyConfig, settings: Sequence[str]) -> StudyConfig:
         ValueError: malformed item, unknown field, or a value that does not parse.
         ConfigError: a value breaks the field's rule.
     """
-    groups: dict[str, dict[str, Any]] = {"data": {}, "trial": {}, "study": {}}
-    owners = {"data": DataConfig, "trial": TrialConfig, "study": StudyConfig}
+    owners = {**_SECTIONS, "study": StudyConfig}
+    groups: dict[str, dict[str, Any]] = {name: {} for name in owners}
     for item in settings:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
@@ -334,16 +342,13 @@ def apply_settings(cfg: StudyConfig, settings: Sequence[str]) -> StudyConfig:
         group, _, name = key.rpartition(".")
         group = group or "study"
         if group not in groups:
-            raise ValueError(f"{key}: the key starts with data., trial. or a study field")
+            raise ValueError(
+                f"{key}: the key starts with data., trial., placement. or a study field"
+            )
         hints = typing.get_type_hints(owners[group])
-        valid = {f.name for f in dataclasses.fields(owners[group])} - {"data", "trial"}
+        valid = {f.name for f in dataclasses.fields(owners[group])} - set(_SECTIONS)
         if name not in valid:
             raise ValueError(f"{key}: no such field; {group} fields: {', '.join(sorted(valid))}")
         groups[group][name] = _parse_value(text.strip(), hints[name], key)
-    data, trial, study = groups["data"], groups["trial"], groups["study"]
-    return dataclasses.replace(
-        cfg,
-        data=dataclasses.replace(cfg.data, **data),
-        trial=dataclasses.replace(cfg.trial, **trial),
-        **study,
-    )
+    sections = {name: dataclasses.replace(getattr(cfg, name), **groups[name]) for name in _SECTIONS}
+    return dataclasses.replace(cfg, **sections, **groups["study"])

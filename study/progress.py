@@ -19,7 +19,8 @@ from typing import Any
 
 from ray import tune
 
-from trainables.record import DIVERGED, EPOCH, SEARCH_METRIC, SELECTION_METRIC
+from trainables.record import EPOCH, SEARCH_METRIC, SELECTION_METRIC, Stage
+from trainables.trainable import TUNE_DIVERGED
 
 # What a finished trial's line says (the MLflow ``status`` tags are ok / stopped / diverged / failed).
 OK, STOPPED, DIVERGED_TEXT, FAILED = "ok", "stopped early", "diverged", "failed"
@@ -68,7 +69,7 @@ def trial_status(last_result: dict[str, Any] | None, *, errored: bool) -> str:
     if errored:
         return FAILED
     last = last_result or {}
-    if last.get(DIVERGED):
+    if last.get(TUNE_DIVERGED):
         return DIVERGED_TEXT
     return OK if SELECTION_METRIC in last else STOPPED
 
@@ -289,7 +290,7 @@ class TuneProgress(tune.Callback):
     @staticmethod
     def _stage(trial: Any) -> str:
         name = str(getattr(trial, "experiment_dir_name", "") or "")
-        return "seeds" if name.endswith("-seeds") else ""
+        return Stage.SEEDS.value if name == Stage.SEEDS else ""
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         for trial in trials:  # trials restored as ended (--resume) count as done, once
@@ -305,7 +306,7 @@ class TuneProgress(tune.Callback):
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info):
         epoch = int(result.get(EPOCH, result.get("training_iteration", 0)) or 0)
         val = result.get(SEARCH_METRIC)
-        self.board.report(trial.trial_id, epoch, None if result.get(DIVERGED) else val)
+        self.board.report(trial.trial_id, epoch, None if result.get(TUNE_DIVERGED) else val)
 
     def _finish(self, trial: Any, *, errored: bool) -> None:
         self._seen.add(trial.trial_id)

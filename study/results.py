@@ -19,7 +19,6 @@ from typing import Any
 
 from study.console import ArmResult, format_ci, summarize_arms
 from study.presets import StudyConfig
-from trainables import tracking
 from trainables.record import (
     ARM_SUMMARY_KEYS,
     AUC_COLUMNS,
@@ -27,8 +26,6 @@ from trainables.record import (
     EXPERIMENT_KIND,
     SELECTION_METRIC,
     SHARED_VIEW_PREFIX,
-    STATUS_OK,
-    STATUS_STOPPED,
     TAG_ARM,
     TAG_BEST_OF_ARM,
     TAG_DATA_FINGERPRINT,
@@ -38,9 +35,13 @@ from trainables.record import (
     TAG_NOTE,
     TAG_PARENT,
     TAG_STATUS,
+    Status,
     arm_metric,
     metric_key,
 )
+from trainables.record import writer as record
+from trainables.record.store import TrackingContext
+from trainables.record.trial import Trial
 
 UNKNOWN = "unknown"
 
@@ -68,7 +69,14 @@ def git_commit(project_dir: str) -> tuple[str, bool]:
 
 
 def data_params(summary: dict[str, Any]) -> dict[str, Any]:
-    """The few ``data/*`` params of the parent run (the whole summary is ``study/data.json``)."""
+    """The few ``data/*`` params of the parent run (the whole summary is ``study/data.json``);
+    ``data/<name>/*`` for each dataset of a plan that trains on several."""
+    if "datasets" in summary:
+        params = {f"{DATA_PARAM_PREFIX}fingerprint": summary["fingerprint"]}
+        for name, one in summary["datasets"].items():
+            own = data_params(one)
+            params |= {k.replace(DATA_PARAM_PREFIX, f"{DATA_PARAM_PREFIX}{name}/", 1): v for k, v in own.items() if not k.endswith("fingerprint")}  # fmt: skip
+        return params
     params = {f"{DATA_PARAM_PREFIX}images": summary["images"]}
     for split, info in summary["splits"].items():
         params[f"{DATA_PARAM_PREFIX}{split}"] = info["images"]
@@ -94,24 +102,20 @@ def study_description(cfg: StudyConfig, arms: Sequence[str], data: dict[str, Any
 
 
 def record_study_start(
-    ctx: tracking.TrackingContext, cfg: StudyConfig, arms: Sequence[str], data: Any
+    ctx: TrackingContext, cfg: StudyConfig, summary: dict[str, Any], note: str
 ) -> None:
-    """Log the data summary, provenance and a description on the parent run (see module doc)."""
-    summary = data.summary_dict()
+    """Log the data summary, provenance (git commit, data fingerprint) and the description
+    ``note`` on the parent run, and the experiment's kind (see module doc)."""
     commit, dirty = git_commit(cfg.project_dir)
     tags = {
         TAG_GIT_COMMIT: commit,
         TAG_GIT_DIRTY: str(dirty).lower(),
         TAG_DATA_FINGERPRINT: summary["fingerprint"],
-        TAG_NOTE: study_description(cfg, arms, summary),
+        TAG_NOTE: note,
     }
-    changed = tracking.log_study_data(ctx, summary, data_params(summary), tags)
-    for key, (before, now) in changed.items():
-        print(
-            f"[study] warning: {key} was {before} when this study started and is {now} now",
-            flush=True,
-        )
-    tracking.set_experiment_tags(
+    record.log_study_data(ctx, summary, data_params(summary))
+    record.set_run_tags(ctx, tags)
+    record.set_experiment_tags(
         ctx.tracking_uri, ctx.experiment_id, {TAG_EXPERIMENT_KIND: EXPERIMENT_KIND}
     )
 
@@ -136,26 +140,26 @@ def arm_metrics(results: dict[str, ArmResult]) -> dict[str, float]:
     return out
 
 
-def _hp(record: tracking.TrialRecord) -> str:
+def _hp(trial: Trial) -> str:
     names = ("lr", "gamma", "seg_ratio")
-    return ", ".join(f"{k} {float(record.params[k]):.3g}" for k in names if k in record.params)
+    return ", ".join(f"{k} {float(trial.params[k]):.3g}" for k in names if k in trial.params)
 
 
-def trial_description(record: tracking.TrialRecord, best: bool) -> str:
+def trial_description(trial: Trial, best: bool) -> str:
     """A trial run's description: arm, hyperparameters, how it ended, its AUCs."""
-    head = f"Arm `{record.arm}`, {record.stage} stage, trial `{record.trial_id}`: {_hp(record)}."
-    val = record.metrics.get(SELECTION_METRIC)
-    if record.status == STATUS_OK:
+    head = f"Arm `{trial.arm}`, {trial.stage} stage, trial `{trial.trial_id}`: {_hp(trial)}."
+    val = trial.metrics.get(SELECTION_METRIC)
+    if trial.status == Status.OK:
         body = (
-            f"Finished: best epoch {record.metrics.get('best/epoch', math.nan):.0f}, "
-            f"val AUC {val:.3f}; test AUC {format_ci(record.metrics, 'auc_mean')}."
+            f"Finished: best epoch {trial.metrics.get('best/epoch', math.nan):.0f}, "
+            f"val AUC {val:.3f}; test AUC {format_ci(trial.metrics, 'auc_mean')}."
             if val is not None
             else "Finished."
         )
-    elif record.status == STATUS_STOPPED:
+    elif trial.status == Status.STOPPED:
         body = "Stopped early by ASHA (its validation AUC trailed the others): not a failure."
     else:
-        body = f"{record.status}: {record.error or 'no error recorded'}"
+        body = f"{trial.status}: {trial.error or 'no error recorded'}"
     tail = "\n\n**Best trial of its arm** (highest validation AUC)." if best else ""
     return f"{head}\n\n{body}{tail}"
 
@@ -191,32 +195,31 @@ def comparison_views(
 
 
 def record_study_end(
-    ctx: tracking.TrackingContext,
+    ctx: TrackingContext,
     cfg: StudyConfig,
-    records: Sequence[tracking.TrialRecord],
+    trials: Sequence[Trial],
     arms: Sequence[str],
-    data: Any,
+    note: str,
 ) -> dict[str, str]:
-    """Tag the best trials, log the comparison, describe every run, save the views.
+    """Tag the best trials, log the comparison, describe every run, save the views; ``note``
+    (the study's description) closes the parent's description.
 
     Returns:
         label -> saved view key, for ``study.console.results_block``.
     """
-    results = summarize_arms(records, arms)
+    results = summarize_arms(trials, arms)
     best_ids = {r.best.run_id for r in results.values() if r.best is not None}
-    search_ids = {r.run_id for res in results.values() for r in res.trials}
-    run_tags: dict[str, dict[str, str]] = {}
-    for record in records:
-        tags = {TAG_NOTE: trial_description(record, record.run_id in best_ids)}
-        if record.run_id in search_ids:
-            tags[TAG_BEST_OF_ARM] = str(record.run_id in best_ids).lower()
-        run_tags[record.run_id] = tags
+    search_ids = {t.run_id for res in results.values() for t in res.trials}
+    for trial in trials:
+        tags = {TAG_NOTE: trial_description(trial, trial.run_id in best_ids)}
+        if trial.run_id in search_ids:
+            tags[TAG_BEST_OF_ARM] = str(trial.run_id in best_ids).lower()
+        record.set_run_tags(ctx, tags, trial.run_id)
     ranked = [r for r in results.values() if r.best is not None]
     ranked.sort(key=lambda r: -r.best.metrics.get(SELECTION_METRIC, -math.inf))
     if ranked:
         top = ranked[0]
-        run_tags[ctx.parent_run_id] = {
-            TAG_NOTE: f"**Best arm by validation: `{top.arm}`** (val AUC "
+        record.set_run_tags(ctx, {TAG_NOTE: f"**Best arm by validation: `{top.arm}`** (val AUC "
             f"{top.best.metrics[SELECTION_METRIC]:.3f}; test AUC "
             f"{format_ci(top.best.metrics, 'auc_mean')}).\n\n"
             + "\n".join(
@@ -226,12 +229,11 @@ def record_study_end(
             )
             + "\n\nEach arm's best trial is tagged `best_of_arm=true`; this run's metrics "
             f"`<arm>/{ARM_SUMMARY_KEYS[0]}`, `<arm>/test_auc_mean` ... compare the arms.\n\n"
-            + study_description(cfg, arms, data.summary_dict())
-        }
-    ended = sum(1 for r in records if r.status != "running")
-    tracking.log_study_results(ctx, arm_metrics(results), ended, run_tags)
+            + note})  # fmt: skip
+    ended = sum(1 for t in trials if t.status != Status.RUNNING)
+    record.log_study_results(ctx, arm_metrics(results), ended)
     views = comparison_views(ctx.parent_run_id, arms, str(cfg.study_name))
-    tracking.set_experiment_tags(
+    record.set_experiment_tags(
         ctx.tracking_uri,
         ctx.experiment_id,
         {SHARED_VIEW_PREFIX + key: json.dumps(view) for key, view in views.items()},

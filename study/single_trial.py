@@ -27,10 +27,10 @@ def run_single_trial(
         trainables.fit.FitResult; outputs (and the latest checkpoint) are in ``result.out_dir``.
     """
     from trainables.data.prepare import prepare_data
-    from trainables.fit import fit
+    from trainables.fit import fit, resolve_device
 
     get_arm(arm)
-    trial = replace(cfg.trial, arm=arm, lr=lr, seg_ratio=seg_ratio, gamma=gamma, seed=cfg.seed)
+    trial = replace(cfg.trial, arm=arm, lr=lr, seg_ratio=seg_ratio, gamma=gamma)
     out_dir = (
         Path(out)
         if out
@@ -42,8 +42,10 @@ def run_single_trial(
         )
     )
     data = prepare_data(cfg.data)
+    device = resolve_device(cfg.placement)
     print(f"[single-trial] data: {data.summary()}\n[single-trial] {trial}", flush=True)
-    result = fit(trial, data, out_dir.resolve(), log=lambda m: print(m, flush=True))
+    print(f"[single-trial] training on {device}" + (f" ({_device_name(device)})" if device.type == "cuda" else ""), flush=True)  # fmt: skip
+    result = fit(trial, data, out_dir.resolve(), placement=cfg.placement, log=lambda m: print(m, flush=True))  # fmt: skip
     if result.status != "ok":
         print(f"[single-trial] {result.status}: {result.message}", flush=True)
         return result
@@ -54,3 +56,9 @@ def run_single_trial(
         flush=True,
     )
     return result
+
+
+def _device_name(device) -> str:
+    import torch
+
+    return torch.cuda.get_device_name(device)

@@ -1,109 +1,66 @@
-"""The study's two stages, search and seeds, with the arms side by side or one after another.
-
-Side by side (the default): one search experiment for all arms (``study.tuner.run_arms``), then
-one seeds experiment re-running every arm's best config with each further seed. In turn
-(``sequential_arms``, the old order): each arm's search, then each arm's seeds, one Tuner after
-another. Each function records every Tuner's outcome in ``outcomes`` (Tune experiment name ->
-``ArmOutcome``), closes the MLflow records of the trials that ended, and returns False when Ctrl-C
-stopped a Tuner.
+"""Running a plan's stages: ``StageRunner.search`` (every arm's Optuna search in one experiment)
+and ``StageRunner.grid`` (fixed trials: seed re-runs, evidence grids). Around each experiment: on
+``--resume`` the runs Tune's saved state does not own are closed as orphaned first; afterwards every
+trial that ended gets its final status in MLflow. Each returns None when Ctrl-C stopped it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from study import tuner
-from study.presets import StudyConfig
 from study.reconcile import close_open_trials, orphan_lost_trials
-from trainables import tracking
-from trainables.config import TrialConfig, replace
-from trainables.record import STAGES
-from trainables.trainable import StudyContext
+from trainables.config import TrialConfig
+from trainables.record import Stage
+from trainables.trainable import DATASET_KEY, TAG_PREFIX
 
 
-def _ended(outcomes: dict[str, Any], outcome: tuner.ArmOutcome, study: StudyContext) -> bool:
-    outcomes[outcome.name] = outcome
-    if outcome.interrupted:
-        return False
-    close_open_trials(study.tracking, outcome, study.stage)
-    return True
+@dataclass(frozen=True)
+class GridTrial:
+    """One fixed trial of a grid stage: its config, the dataset it trains on (a key of the plan's
+    datasets, or None for the study's one dataset) and extra tags of its run."""
+
+    config: TrialConfig
+    dataset: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def tune_config(self) -> dict[str, Any]:
+        out: dict[str, Any] = self.config.to_dict()
+        if self.dataset is not None:
+            out[DATASET_KEY] = self.dataset
+        out.update({TAG_PREFIX + k: v for k, v in self.tags.items()})
+        return out
 
 
-def _best(outcome: tuner.ArmOutcome, arm: str) -> TrialConfig | None:
-    best = tuner.best_config(outcome, arm)
-    if best is None:
-        print(f"[study] {arm}: no finished trial, no seeds stage", flush=True)
-    return best
+@dataclass
+class StageRunner:
+    """Runs a plan's experiments under one driver (which owns Ray, the parent run and resume)."""
 
+    launch: tuner.Launch
+    outcomes: dict[str, tuner.ArmOutcome] = field(default_factory=dict)
 
-def _seed_values(cfg: StudyConfig) -> list[int]:
-    return [cfg.seed + i + 1 for i in range(cfg.seeds)]
+    def _run(self, stage: Stage, name: str, arms: Sequence[str], start) -> tuner.ArmOutcome | None:
+        launch = self.launch.for_stage(stage)
+        ctx = launch.study.tracking
+        if launch.cfg.resume:
+            orphan_lost_trials(ctx, tuner.experiment_path(launch.cfg, name), stage, arms)
+        outcome = start(launch)
+        self.outcomes[name] = outcome
+        if outcome.interrupted:
+            return None
+        close_open_trials(ctx, outcome, stage)
+        return outcome
 
-
-def _before(cfg: StudyConfig, name: str, study: StudyContext, arms: Sequence[str]) -> None:
-    """On --resume, close the runs that Tune's saved state of experiment ``name`` does not own."""
-    if cfg.resume:
-        path = f"{tuner.experiment_root(cfg)}/{name}"
-        orphan_lost_trials(study.tracking, path, study.stage, arms)
-
-
-def _contexts(cfg: StudyConfig, ctx: tracking.TrackingContext) -> list[StudyContext]:
-    """The search and seeds stages' trial contexts."""
-    return [StudyContext(ctx, stage, cfg.cpus_per_trial) for stage in STAGES[:2]]
-
-
-def arms_side_by_side(
-    cfg: StudyConfig,
-    arms: Sequence[str],
-    data: Any,
-    ctx: tracking.TrackingContext,
-    outcomes: dict[str, Any],
-    callbacks: Sequence[Any],
-    make_trainable: tuner.TrainableFactory,
-) -> bool:
-    """All arms in one search experiment, then all arms' seeds in one."""
-    search, seeds = _contexts(cfg, ctx)
-    _before(cfg, tuner.SEARCH, search, arms)
-    outcome = tuner.run_arms(cfg, arms, data, search, callbacks, make_trainable)
-    if not _ended(outcomes, outcome, search):
-        return False
-    best = [b for arm in arms if cfg.seeds and (b := _best(outcome, arm)) is not None]
-    configs = [replace(b, seed=s) for b in best for s in _seed_values(cfg)]
-    if not configs:
-        return True
-    _before(cfg, tuner.SEEDS, seeds, arms)
-    run = tuner.run_configs(cfg, tuner.SEEDS, configs, data, seeds, callbacks, make_trainable)
-    return _ended(outcomes, run, seeds)
-
-
-def arms_in_turn(
-    cfg: StudyConfig,
-    arms: Sequence[str],
-    data: Any,
-    ctx: tracking.TrackingContext,
-    outcomes: dict[str, Any],
-    callbacks: Sequence[Any],
-    make_trainable: tuner.TrainableFactory,
-) -> bool:
-    """Each arm's search, then each arm's seeds, one Tuner after another."""
-    search, seeds = _contexts(cfg, ctx)
-    searched = {}
-    for arm in arms:
-        _before(cfg, arm, search, [arm])
-        outcome = tuner.run_arm(cfg, arm, data, search, callbacks, make_trainable)
-        if not _ended(outcomes, outcome, search):
-            return False
-        searched[arm] = outcome
-    for arm, outcome in searched.items() if cfg.seeds else ():
-        best = _best(outcome, arm)
-        if best is None:
-            continue
-        grid = {"seed": _seed_values(cfg)}
-        _before(cfg, f"{arm}-seeds", seeds, [arm])
-        run = tuner.run_grid(
-            cfg, f"{arm}-seeds", best, grid, data, seeds, callbacks, make_trainable
+    def search(self, arms: Sequence[str]) -> tuner.ArmOutcome | None:
+        """Every arm's search, in one experiment named after the stage."""
+        return self._run(
+            Stage.SEARCH, Stage.SEARCH, arms, lambda la: tuner.search(la, arms, Stage.SEARCH)
         )
-        if not _ended(outcomes, run, seeds):
-            return False
-    return True
+
+    def grid(self, stage: Stage, trials: Sequence[GridTrial]) -> tuner.ArmOutcome | None:
+        """The given trials, in one experiment named after the stage."""
+        points = [t.tune_config() for t in trials]
+        arms = sorted({t.config.arm for t in trials})
+        return self._run(stage, stage, arms, lambda la: tuner.grid(la, stage, points))

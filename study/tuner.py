@@ -1,15 +1,13 @@
-"""Tune plumbing of the study: search space, searchers, schedulers, experiments and storage.
+"""Tune plumbing of the study: search spaces, searchers, schedulers, experiments and storage.
 
-The arms are separate optimisation problems: TPE must not mix their histories and ASHA must not
-compare their learning curves. By default all arms still share the cluster at once, in ONE Tune
-experiment (``<storage>/<study>/search``) whose searcher and scheduler hold one Optuna study and one
-ASHA per arm and route each trial to its arm's (``study.arms``). One experiment rather than one
-Tuner per arm side by side, because ``Tuner.fit`` blocks and owns the driver's signal handling
-(several would need threads or processes Tune does not support), while one experiment keeps
-Tune's resume, trial retry on a lost node and Ctrl-C as they are. The seeds stage is one
-experiment too (``seeds``). With ``sequential_arms`` each arm is its own experiment
-(``<storage>/<study>/<arm>``, then ``<arm>-seeds``), run one after another: the old order, which
-leaves GPUs idle whenever an arm runs fewer trials than the cluster has slots (its last ones).
+A plan's stage is ONE Tune experiment (``<storage>/<study>/<stage>``): ``search`` runs every arm
+at once, its searcher and scheduler holding one Optuna study and one ASHA per arm (``study.arms``:
+TPE never mixes arms' histories, ASHA never compares their curves), and ``--sequential-arms`` is
+only that searcher's order (an arm's trials start once the arm before it has ended). A grid stage
+(``seeds``, ``evidence``) runs fixed configurations without search or early stopping. One
+experiment rather than one Tuner per arm, because ``Tuner.fit`` blocks and owns the driver's signal
+handling, while one experiment keeps Tune's resume, trial retry on a lost node and Ctrl-C as
+they are. ``Launch`` bundles what every experiment of a study is started with.
 """
 
 from __future__ import annotations
@@ -20,8 +18,9 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -35,18 +34,34 @@ from search_spaces import FloatRange, SearchSpace, get_space
 from study.arms import ArmScheduler, ArmSearcher, split_spaces
 from study.presets import StudyConfig
 from study.resources import trial_resources
-from trainables.config import TrialConfig
 from trainables.data.cached import CachedData
 from trainables.model_sets import get_arm
-from trainables.record import SEARCH_METRIC, SEARCH_MODE, STAGES, select_best
+from trainables.record import SEARCH_METRIC, SEARCH_MODE
 from trainables.trainable import StudyContext, train_trial
 
 MODE = SEARCH_MODE
 _REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://", "az://")
-SEARCH, SEEDS = STAGES[:2]  # experiment names of the two study stages when arms share the cluster
 
-TrainableFactory = Callable[[StudyConfig, CachedData, StudyContext], Any]
+Data = CachedData | Mapping[str, CachedData]  # one dataset, or several by name (grid plans)
+TrainableFactory = Callable[[StudyConfig, Data, StudyContext], Any]
 """Builds a stage's Tune trainable from the study config, the data and the stage's context."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What every Tune experiment of a study starts with."""
+
+    cfg: StudyConfig  # resources resolved
+    data: Data
+    study: StudyContext  # the stage's trial context (set per stage with ``for_stage``)
+    callbacks: tuple[Any, ...] = ()
+    make_trainable: TrainableFactory | None = None  # default: ``trainable`` (the real trial)
+
+    def for_stage(self, stage: str) -> Launch:
+        return dataclasses.replace(self, study=dataclasses.replace(self.study, stage=stage))
+
+    def trainable(self) -> Any:
+        return (self.make_trainable or trainable)(self.cfg, self.data, self.study)
 
 
 def tune_domain(rng: FloatRange) -> Any:
@@ -60,7 +75,7 @@ def arm_space(cfg: StudyConfig, arm_name: str) -> SearchSpace:
 
 def param_space(cfg: StudyConfig, arm_name: str, space: SearchSpace) -> dict[str, Any]:
     """Fixed TrialConfig values of the study, the arm, and Tune domains for the searched ones."""
-    fixed = dataclasses.replace(cfg.trial, arm=arm_name, seed=cfg.seed).to_dict()
+    fixed = dataclasses.replace(cfg.trial, arm=arm_name).to_dict()
     return {**fixed, **{name: tune_domain(rng) for name, rng in space.params.items()}}
 
 
@@ -103,11 +118,11 @@ def build_arm_searcher(
     """The param space all arms share, and their searcher: an ``ArmSearcher`` holding each arm's
     own ``build_searcher`` (its own Optuna study, seeded alike), behind a ConcurrencyLimiter of
     ``max_concurrent`` trials for all arms together (which also lets Tune start that many trial
-    actors at once, not one at a time)."""
+    actors at once, not one at a time); ``sequential_arms`` sets its order."""
     spaces = {arm: arm_space(cfg, arm) for arm in arms}
     shared, own = split_spaces({arm: param_space(cfg, arm, sp) for arm, sp in spaces.items()})
     searchers = {arm: build_searcher(cfg, arm, sp) for arm, sp in spaces.items()}
-    arm_searcher = ArmSearcher(searchers, own, cfg.trials_per_arm)
+    arm_searcher = ArmSearcher(searchers, own, cfg.trials_per_arm, in_turn=cfg.sequential_arms)
     return shared, ConcurrencyLimiter(arm_searcher, max_concurrent=max_concurrent(cfg))
 
 
@@ -128,7 +143,7 @@ def build_arm_scheduler(cfg: StudyConfig, arms: Sequence[str]) -> ArmScheduler:
 
 
 def max_concurrent(cfg: StudyConfig) -> int:
-    """Trials at once: of the one arm searched, or of all arms side by side."""
+    """Trials at once, all arms together."""
     if cfg.max_concurrent is None:
         raise ValueError("max_concurrent is left to the cluster: call resolve_resources first")
     return cfg.max_concurrent
@@ -165,7 +180,7 @@ def cluster_hosts() -> list[str]:
     ]
 
 
-def trainable(cfg: StudyConfig, data: CachedData, study: StudyContext):
+def trainable(cfg: StudyConfig, data: Data, study: StudyContext):
     """The trial function with the dataset (object store) and resources bound: the study's
     ``TrainableFactory`` unless another is given (``benchmarks.cluster_sim`` simulates trials).
 
@@ -177,7 +192,7 @@ def trainable(cfg: StudyConfig, data: CachedData, study: StudyContext):
 
 
 def experiment_root(cfg: StudyConfig) -> str:
-    """``<storage>/<study_name>``: the folder (or URI prefix) holding one experiment per arm."""
+    """``<storage>/<study_name>``: the folder (or URI prefix) holding the study's experiments."""
     return cfg.storage_root().rstrip("/") + "/" + str(cfg.study_name)
 
 
@@ -196,11 +211,18 @@ def run_config(cfg: StudyConfig, name: str, callbacks: Sequence[Any] = ()) -> tu
 
 @dataclass
 class ArmOutcome:
-    """A finished (or interrupted) Tuner: of one arm, or of all arms side by side."""
+    """A finished (or interrupted) Tune experiment of one stage."""
 
-    name: str  # Tune experiment name ("search" / "seeds", or "<arm>" / "<arm>-seeds")
+    name: str  # Tune experiment name (the stage: "search", "seeds", "evidence")
     results: tune.ResultGrid
     interrupted: bool  # Ctrl-C / SIGINT: some trials neither finished nor errored
+
+    def config_of(self, trial_id: str) -> dict[str, Any] | None:
+        """The Tune config of one of its trials (None when Tune does not know the id)."""
+        for r in self.results:
+            if (r.metrics or {}).get("trial_id") == trial_id or Path(r.path).name == trial_id:
+                return dict(r.config)
+        return None
 
 
 def trial_dirname(trial: Any) -> str:
@@ -214,7 +236,7 @@ def _fit_watching_sigint(tuner: tune.Tuner) -> tuple[tune.ResultGrid, bool]:
     Tune installs its own SIGINT handler for the run (it saves the experiment state and returns)
     and puts the previous handler back only when a signal arrived; it does not tell the caller.
     So: a handler that is the previous one again means Tune caught a SIGINT. Restoring our handler
-    afterwards also makes a later Ctrl-C, between Tuners, raise KeyboardInterrupt as usual.
+    afterwards also makes a later Ctrl-C, between experiments, raise KeyboardInterrupt as usual.
     """
     watch = (
         threading.current_thread() is threading.main_thread()
@@ -230,49 +252,26 @@ def _fit_watching_sigint(tuner: tune.Tuner) -> tuple[tune.ResultGrid, bool]:
     return grid, caught
 
 
-def _outcome(name: str, grid: tune.ResultGrid, expected: int, caught: bool) -> ArmOutcome:
-    ended = grid.num_terminated + grid.num_errors
-    return ArmOutcome(name, grid, interrupted=caught or len(grid) < expected or ended < len(grid))
+def experiment_path(cfg: StudyConfig, name: str) -> str:
+    return experiment_root(cfg) + "/" + name
 
 
 def existing_experiments(cfg: StudyConfig, names: Sequence[str]) -> list[str]:
     """Those of the Tune experiments ``names`` that this study already has in its storage."""
-    root = experiment_root(cfg)
-    return [n for n in names if tune.Tuner.can_restore(f"{root}/{n}")]
-
-
-def check_experiments(cfg: StudyConfig, arms: Sequence[str]) -> None:
-    """Refuse to reuse a study's experiments without ``resume``, and to resume a study in the
-    other arm order (its trials live in other experiments).
-
-    Raises:
-        SystemExit: with the flag to pass.
-    """
-    sequential = existing_experiments(cfg, arms)
-    together = existing_experiments(cfg, [SEARCH])
-    if not cfg.resume and (sequential or together):
-        raise SystemExit(
-            f"study {cfg.study_name!r} already has results for {', '.join(sequential + together)}"
-            f" in {experiment_root(cfg)}: pass --resume, or another --study-name"
-        )
-    if cfg.resume and cfg.sequential_arms and together:
-        raise SystemExit(
-            f"study {cfg.study_name!r} ran its arms side by side: resume it without "
-            f"--sequential-arms"
-        )
-    if cfg.resume and not cfg.sequential_arms and sequential:
-        raise SystemExit(
-            f"study {cfg.study_name!r} ran its arms one after another: resume it with "
-            f"--sequential-arms"
-        )
+    return [n for n in names if tune.Tuner.can_restore(experiment_path(cfg, n))]
 
 
 def _fit(
-    cfg: StudyConfig, name: str, fn: Any, make_tuner, expected: int, what: str = ""
+    launch: Launch,
+    name: str,
+    make_tuner: Callable[[Any], tune.Tuner],
+    expected: int,
+    what: str = "",
 ) -> ArmOutcome:
-    path = experiment_root(cfg) + "/" + name
+    path = experiment_path(launch.cfg, name)
+    fn = launch.trainable()
     restorable = tune.Tuner.can_restore(path)
-    if restorable and not cfg.resume:
+    if restorable and not launch.cfg.resume:
         # A second Tuner in the same folder would mix two experiments' trials.
         raise FileExistsError(
             f"{path} already holds this study's {name!r} experiment: pass --resume to continue "
@@ -282,18 +281,15 @@ def _fit(
         print(f"[study] resuming {name}{what} from {path}", flush=True)
         tuner = tune.Tuner.restore(path, trainable=fn, resume_errored=True)
     else:
-        tuner = make_tuner()
+        tuner = make_tuner(fn)
     grid, caught = _fit_watching_sigint(tuner)
-    return _outcome(name, grid, expected, caught)
+    ended = grid.num_terminated + grid.num_errors
+    interrupted = caught or len(grid) < expected or ended < len(grid)
+    return ArmOutcome(name, grid, interrupted)
 
 
 def _new_tuner(
-    cfg: StudyConfig,
-    name: str,
-    fn: Any,
-    param_space: dict[str, Any],
-    callbacks: Sequence[Any],
-    **tune_config: Any,
+    launch: Launch, name: str, fn: Any, param_space: dict[str, Any], **tune_config: Any
 ) -> tune.Tuner:
     """A Tuner on the search metric with the study's run config; ``tune_config`` adds the
     search algorithm, scheduler, sample count or concurrency of the experiment."""
@@ -307,128 +303,45 @@ def _new_tuner(
             reuse_actors=True,
             **tune_config,
         ),
-        run_config=run_config(cfg, name, callbacks),
+        run_config=run_config(launch.cfg, name, launch.callbacks),
     )
 
 
-def run_arms(
-    cfg: StudyConfig,
-    arms: Sequence[str],
-    data: CachedData,
-    study: StudyContext,
-    callbacks: Sequence[Any] = (),
-    make_trainable: TrainableFactory = trainable,
-) -> ArmOutcome:
-    """Search all arms at once in one experiment (``SEARCH``): ``trials_per_arm`` trials each,
-    every arm with its own Optuna study and ASHA (``study.arms``); restored with ``cfg.resume``."""
-    fn = make_trainable(cfg, data, study)
+def search(launch: Launch, arms: Sequence[str], name: str) -> ArmOutcome:
+    """Search every arm in one experiment: ``trials_per_arm`` trials each, every arm with its own
+    Optuna study and ASHA (``study.arms``); restored with ``cfg.resume``."""
+    cfg = launch.cfg
 
-    def make() -> tune.Tuner:
+    def make(fn: Any) -> tune.Tuner:
         shared, searcher = build_arm_searcher(cfg, arms)
         return _new_tuner(
-            cfg,
-            SEARCH,
-            fn,
-            shared,
-            callbacks,
-            search_alg=searcher,
-            scheduler=build_arm_scheduler(cfg, arms),
-            num_samples=cfg.trials_per_arm * len(arms),
-        )
+            launch, name, fn, shared, search_alg=searcher,
+            scheduler=build_arm_scheduler(cfg, arms), num_samples=cfg.trials_per_arm * len(arms),
+        )  # fmt: skip
 
-    expected = cfg.trials_per_arm * len(arms)
-    return _fit(cfg, SEARCH, fn, make, expected, f" of {', '.join(arms)}")
+    return _fit(launch, name, make, cfg.trials_per_arm * len(arms), f" of {', '.join(arms)}")
 
 
-def run_arm(
-    cfg: StudyConfig,
-    arm_name: str,
-    data: CachedData,
-    study: StudyContext,
-    callbacks: Sequence[Any] = (),
-    make_trainable: TrainableFactory = trainable,
-) -> ArmOutcome:
-    """Search one arm: ``trials_per_arm`` Optuna trials under ASHA (restored with ``cfg.resume``)."""
-    fn = make_trainable(cfg, data, study)
-    space = arm_space(cfg, arm_name)
-
-    def make() -> tune.Tuner:
-        return _new_tuner(
-            cfg,
-            arm_name,
-            fn,
-            param_space(cfg, arm_name, space),
-            callbacks,
-            search_alg=build_searcher(cfg, arm_name, space),
-            scheduler=build_scheduler(cfg),
-            num_samples=cfg.trials_per_arm,
-        )
-
-    return _fit(cfg, arm_name, fn, make, cfg.trials_per_arm)
-
-
-def run_grid(
-    cfg: StudyConfig,
-    name: str,
-    base: TrialConfig,
-    grid: dict[str, list[Any]],
-    data: CachedData,
-    study: StudyContext,
-    callbacks: Sequence[Any] = (),
-    make_trainable: TrainableFactory = trainable,
-) -> ArmOutcome:
-    """Run fixed configs without search or early stopping: ``base`` with each ``grid`` value.
-
-    Used by the seeds stage of sequential arms (``grid={"seed": [...]}``) to re-run an arm's best
-    config.
-    """
-    fn = make_trainable(cfg, data, study)
-    space = {**base.to_dict(), **{k: tune.grid_search(list(v)) for k, v in grid.items()}}
-    expected = 1
-    for values in grid.values():
-        expected *= len(values)
-
-    def make() -> tune.Tuner:
-        return _new_tuner(
-            cfg, name, fn, space, callbacks, max_concurrent_trials=max_concurrent(cfg)
-        )
-
-    return _fit(cfg, name, fn, make, expected)
-
-
-def run_configs(
-    cfg: StudyConfig,
-    name: str,
-    configs: Sequence[TrialConfig],
-    data: CachedData,
-    study: StudyContext,
-    callbacks: Sequence[Any] = (),
-    make_trainable: TrainableFactory = trainable,
-) -> ArmOutcome:
-    """Run the given configs, in order, without search or early stopping (the seeds stage of arms
-    side by side: every arm's best config with each further seed, in one experiment).
+def grid(launch: Launch, name: str, points: Sequence[dict[str, Any]]) -> ArmOutcome:
+    """Run the given Tune configs, in order, without search or early stopping.
 
     Values the configs share are fixed in the param space; one that differs is declared as a
     ``tune.choice`` of its values so that every trial pins it to its config's (each trial is one
-    of ``configs``; nothing is sampled).
+    of ``points``; nothing is sampled).
     """
-    fn = make_trainable(cfg, data, study)
-    points = [c.to_dict() for c in configs]
     space: dict[str, Any] = {}
     for key, value in points[0].items():
-        values = [p[key] for p in points]
-        distinct = list(dict.fromkeys(values))
-        space[key] = value if len(distinct) == 1 else tune.choice(distinct)
+        distinct = list(dict.fromkeys(repr(p[key]) for p in points))
+        values = {repr(p[key]): p[key] for p in points}
+        space[key] = value if len(distinct) == 1 else tune.choice([values[d] for d in distinct])
 
-    def make() -> tune.Tuner:
-        search = BasicVariantGenerator(
-            points_to_evaluate=points, max_concurrent=max_concurrent(cfg)
+    def make(fn: Any) -> tune.Tuner:
+        gen = BasicVariantGenerator(
+            points_to_evaluate=list(points), max_concurrent=max_concurrent(launch.cfg)
         )
-        return _new_tuner(
-            cfg, name, fn, space, callbacks, search_alg=search, num_samples=len(points)
-        )
+        return _new_tuner(launch, name, fn, space, search_alg=gen, num_samples=len(points))
 
-    return _fit(cfg, name, fn, make, len(points))
+    return _fit(launch, name, make, len(points))
 
 
 def finished_results(outcome: ArmOutcome, arm: str | None = None) -> list[tune.Result]:
@@ -438,12 +351,3 @@ def finished_results(outcome: ArmOutcome, arm: str | None = None) -> list[tune.R
         for r in outcome.results
         if r.error is None and r.metrics and (arm is None or r.config.get("arm") == arm)
     ]
-
-
-def best_config(outcome: ArmOutcome, arm: str | None = None) -> TrialConfig | None:
-    """TrialConfig of the best finished trial (of ``arm``; ``trainables.record.select_best``)."""
-    best = select_best(finished_results(outcome, arm), lambda r: r.metrics)
-    if best is None:
-        return None
-    fields = {f.name for f in dataclasses.fields(TrialConfig)}
-    return TrialConfig(**{k: v for k, v in best.config.items() if k in fields})

@@ -5,10 +5,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from trainables.config import TrialConfig
+from trainables.config import Placement, TrialConfig
 
 TINY_ENCODER = "efficientnet-b0"  # the paper's encoder (SiLU, depthwise convs), tiny decoder, 32 px
 TINY_DECODER = (16, 8, 8)  # encoder_depth 3: a third of the blocks, same layer types
+
+
+CPU1 = Placement(device="cpu", num_threads=1)  # where the tests' trials run: deterministic
 
 
 def tiny_config(**overrides) -> TrialConfig:
@@ -21,8 +24,6 @@ def tiny_config(**overrides) -> TrialConfig:
         "lr": 3e-3,
         "bootstrap_resamples": 200,
         "panels": 3,
-        "device": "cpu",
-        "num_threads": 1,
     }
     base.update(overrides)
     return TrialConfig(**base)

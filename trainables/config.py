@@ -6,6 +6,7 @@ to MLflow params and into every checkpoint (``dataclasses.asdict``).
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import functools
 import math
@@ -185,8 +186,9 @@ class TrialConfig:
     encoder: str = "efficientnet-b0"  # any smp encoder name (tests use tiny timm ones)
     encoder_weights: str | None = None  # "imagenet", a local .pth file, or None (random init)
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)  # smp default; smaller for demos
-    seed: int = 0  # seeds torch, numpy and python RNGs for this trial
-    device: str = "auto"  # "auto" (cuda if available), "cpu", "cuda", "cuda:1"
+    # seeds torch, numpy and python RNGs for this trial; in a study, the search trials' seed and
+    # the TPE sampler's (``gaze-study --seed``), and the seeds stage re-runs with seed + 1, + 2 ...
+    seed: int = 0
     weight_decay: float = 0.0  # Adam weight decay
     grad_clip_value: float | None = 0.1  # clip gradient values (baseline code: 0.1); None = off
     scheduler: Literal["none", "cosine", "plateau"] = "cosine"  # LR schedule over epochs
@@ -196,8 +198,10 @@ class TrialConfig:
     fast_conv: bool = True  # batched double backward for convs in the saliency pass (same results)
     augment: bool = True  # small random affine on the device (image and gaze map share it)
     bootstrap_resamples: int = 1000  # resamples for the test AUC confidence intervals
+    # seed of those resamples: the same for every trial of a study, so every arm's test set is
+    # resampled alike (paired) and the report reproduces each logged interval exactly
+    bootstrap_seed: int = 0
     panels: int = 4  # test images drawn as heatmap panels
-    num_threads: int | None = None  # torch CPU threads (None = torch default)
 
     def __post_init__(self) -> None:
         check_fields(
@@ -220,13 +224,56 @@ class TrialConfig:
                 "weight_decay": at_least(0),
                 "grad_clip_value": optional(above(0)),
                 "bootstrap_resamples": at_least(1),
+                "bootstrap_seed": at_least(0),
                 "panels": at_least(0),
-                "num_threads": optional(at_least(1)),
             },
         )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, str]) -> TrialConfig:
+        """The config a run logged as its MLflow params (``str`` of each value; other keys, such
+        as ``image_size``, are ignored): the record, not Tune's memory, says what a trial ran."""
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in params:
+                continue
+            text = params[f.name]
+            if hints[f.name] is str or get_origin(hints[f.name]) is Literal:
+                values[f.name] = text
+            elif text == "None":
+                values[f.name] = None
+            else:
+                try:
+                    values[f.name] = ast.literal_eval(text)
+                except (ValueError, SyntaxError):
+                    values[f.name] = text  # a str | None field (e.g. encoder_weights)
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a trial runs, not what it computes: kept out of TrialConfig (and its MLflow params), so
+    a trial restored on another node is the same trial. The trainable fills what is left None from
+    its Ray resources; ``--set placement.device=cpu`` overrides."""
+
+    device: str | None = None  # "cpu", "cuda", "cuda:1"; None = cuda when the trial has a GPU
+    num_threads: int | None = None  # torch CPU threads; None = the trial's Ray CPUs (or torch's)
+
+    def __post_init__(self) -> None:
+        check_fields(
+            self,
+            {
+                "device": (
+                    lambda v: v is None or re.fullmatch(r"cpu|cuda(:\d+)?|mps", str(v)) is not None,
+                    "must be cpu, cuda, cuda:<n> or mps (or None)",
+                ),
+                "num_threads": optional(at_least(1)),
+            },
+        )
 
 
 def replace(cfg, **overrides):

@@ -12,10 +12,10 @@ import torch.nn.functional as F
 
 from trainables.config import CLASSES
 from trainables.device_data import DeviceData
+from trainables.generators import panel_generators, probe_generators
 from trainables.metrics import saliency_metrics
 from trainables.model import MultiTaskUNet
 from trainables.model_sets import Arm
-from trainables.record import PANEL_MAPS, PROBE_MAPS
 from trainables.saliency import generator_map, to_heatmap
 
 
@@ -74,18 +74,20 @@ def explain(
 
     The "generator" map is the arm's own generator (GBP for arms that train with none); the decoder map
     is left out for arms whose decoder is never trained (``arm.uses_decoder`` False). "probe" rows
-    score every generator of ``PROBE_MAPS`` on every model, so arms can be compared map for map
+    score every probe generator (``generators.probe_generators``) on every model, so arms can be compared map for map
     (the evidence experiment compares, e.g., the input gradient of the rrr arm with no-seg's).
 
     Returns:
         rows: dicts with key, label, map ("generator" | "decoder" | "probe"), generator, cc, kl,
             nss, auc_judd.
-        panels: dict of arrays for ``heatmaps/maps.npz`` (keys, labels, probs, image, gaze, gbp, deconv,
-            gradcam, decoder, and "generator": the arm's own map), in ``panel_keys`` order.
+        panels: dict of arrays for ``heatmaps/maps.npz`` (keys, labels, probs, image, gaze, each
+            panel generator's map, decoder, and "generator": the arm's own map), in
+            ``panel_keys`` order.
     """
     model.eval()
-    gen_name = arm.generator if arm.generator != "none" else "gbp"
+    gen_name = arm.display_generator
     with_decoder = arm.uses_decoder
+    probes, panel_maps = probe_generators(), panel_generators()
     wanted = set(panel_keys)
     rows: list[dict] = []
     panel: dict[str, dict[str, np.ndarray]] = {}
@@ -93,13 +95,13 @@ def explain(
         x, gaze, y = dd.batch(idx)
         keys = [dd.keys[i] for i in idx.tolist()]
         need_panel = any(k in wanted for k in keys)
-        names = tuple(dict.fromkeys((gen_name, *PROBE_MAPS, *(PANEL_MAPS if need_panel else ()))))
+        names = tuple(dict.fromkeys((gen_name, *probes, *(panel_maps if need_panel else ()))))
         maps, probs = predicted_class_maps(model, x, names, with_decoder, fast_conv)
         g = gaze[:, 0].cpu().numpy()
         scored = [("generator", gen_name, maps[gen_name])]
         if with_decoder:
             scored.append(("decoder", gen_name, maps["decoder"]))
-        scored += [("probe", name, maps[name]) for name in PROBE_MAPS]
+        scored += [("probe", name, maps[name]) for name in probes]
         for kind, generator, m in scored:
             m = m[:, 0].float().cpu().numpy()
             for i, key in enumerate(keys):
@@ -123,7 +125,7 @@ def explain(
                     "label": int(y[i]),
                     "probs": probs[i],
                 }
-                for name in PANEL_MAPS + ("decoder",):
+                for name in (*panel_maps, "decoder"):
                     m = maps.get(name)
                     entry[name] = (
                         m[i, 0].float().cpu().numpy()
@@ -137,7 +139,7 @@ def explain(
     if order:
         arrays["labels"] = np.array([panel[k]["label"] for k in order], dtype=np.int64)
         arrays["probs"] = np.stack([panel[k]["probs"] for k in order]).astype(np.float32)
-        for name in ("image", "gaze", *PANEL_MAPS, "decoder", "generator"):
+        for name in ("image", "gaze", *panel_maps, "decoder", "generator"):
             arrays[name] = np.stack([panel[k][name] for k in order]).astype(np.float32)
     return rows, arrays
 

@@ -2,10 +2,12 @@
 
 A generator explains ``model.classify(x)``'s score for the target class as a map of the input
 (``trainables.saliency`` holds the machinery and :func:`trainables.saliency.generator_map` calls a
-generator with the right BatchNorm and dropout settings). Registering one with ``training=True``
-crosses it with the paper's model sets, so it gets its ``set1-<name>`` / ``set2-<name>`` /
-``set3-<name>`` arms automatically (``trainables.model_sets``); tests run every registered name.
-Adding a generator is one decorated function in this file.
+generator with the right BatchNorm and dropout settings). What the project knows about a generator
+lives on its entry: its ``title`` (figures, panels), ``training`` (crossed with the paper's model
+sets: ``set1-<name>`` / ``set2-<name>`` / ``set3-<name>`` arms, ``trainables.model_sets``),
+``paper`` (those arms are among the paper's default eight; only GBP and deconvNet), ``probe``
+(scored on every model at test time, to compare arms map for map) and ``panel`` (drawn in the
+heatmap panels). Tests run every registered name. Adding a generator is one decorated function.
 
 Torch is imported on first use (``lazy_module``), so listing generators and arms stays fast.
 """
@@ -26,18 +28,32 @@ S = lazy_module("trainables.saliency")
 GENERATORS: Registry[Generator] = Registry("generator")
 
 
-def register_generator(name: str, *, training: bool = False, summary: str = ""):
+def register_generator(
+    name: str,
+    *,
+    title: str,
+    training: bool = False,
+    paper: bool = False,
+    probe: bool = False,
+    panel: bool = False,
+    summary: str = "",
+):
     """Decorator: register ``fn(model, x, target, *, create_graph) -> (B, C, H, W)`` as ``name``.
 
     Args:
         name: the registry name.
+        title: how figures and panels name its map (e.g. "GBP map").
         training: cross it with the paper's model sets (one arm per set that uses a map).
+        paper: its crossed arms are among the paper's default arms (implies ``training``).
+        probe: score its map on every model at test time (``explain/test.csv``, map "probe").
+        panel: draw its map in the heatmap panels of every trial.
         summary: one line for listings.
 
     Raises:
         ValueError: ``name`` is already registered.
     """
-    return GENERATORS.register(name, training=training, summary=summary)
+    meta = {"title": title, "training": training or paper, "paper": paper}
+    return GENERATORS.register(name, **meta, probe=probe, panel=panel, summary=summary)
 
 
 def get_generator(name: str) -> Generator:
@@ -50,12 +66,39 @@ def list_generators() -> list[str]:
     return GENERATORS.names()
 
 
+def _with(flag: str) -> tuple[str, ...]:
+    return tuple(e.name for e in GENERATORS if e.meta[flag])
+
+
 def training_generators() -> tuple[str, ...]:
-    """Generators registered with ``training=True`` (crossed with the paper's model sets)."""
-    return tuple(e.name for e in GENERATORS if e.meta["training"])
+    """Generators crossed with the paper's model sets (``training`` or ``paper``)."""
+    return _with("training")
 
 
-@register_generator("gbp", training=True, summary="guided backpropagation (Springenberg 2015)")
+def paper_generators() -> tuple[str, ...]:
+    """Generators whose crossed arms are among the paper's default arms."""
+    return _with("paper")
+
+
+def probe_generators() -> tuple[str, ...]:
+    """Generators scored on every model at test time."""
+    return _with("probe")
+
+
+def panel_generators() -> tuple[str, ...]:
+    """Generators drawn in every trial's heatmap panels."""
+    return _with("panel")
+
+
+def generator_title(name: str) -> str:
+    """The title of a generator's map (KeyError for an unknown name)."""
+    return GENERATORS.entry(name).meta["title"]
+
+
+@register_generator(
+    "gbp", title="GBP map", paper=True, probe=True, panel=True,
+    summary="guided backpropagation (Springenberg 2015)",
+)  # fmt: skip
 def guided_backprop(
     model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, create_graph: bool
 ) -> torch.Tensor:
@@ -63,7 +106,10 @@ def guided_backprop(
     return S.input_gradient("guided", model, x, target, create_graph)
 
 
-@register_generator("deconv", training=True, summary="deconvNet (Zeiler & Fergus 2014)")
+@register_generator(
+    "deconv", title="deconvNet map", paper=True, probe=True, panel=True,
+    summary="deconvNet (Zeiler & Fergus 2014)",
+)  # fmt: skip
 def deconvnet(
     model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, create_graph: bool
 ) -> torch.Tensor:
@@ -71,7 +117,9 @@ def deconvnet(
     return S.input_gradient("deconv", model, x, target, create_graph)
 
 
-@register_generator("gradient", summary="plain input gradient (Simonyan 2014)")
+@register_generator(
+    "gradient", title="input gradient", probe=True, summary="plain input gradient (Simonyan 2014)"
+)
 def input_gradient(
     model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, create_graph: bool
 ) -> torch.Tensor:
@@ -79,7 +127,10 @@ def input_gradient(
     return S.input_gradient("normal", model, x, target, create_graph)
 
 
-@register_generator("logprob-gradient", summary="input gradient of the summed log-probabilities")
+@register_generator(
+    "logprob-gradient", title="log-prob gradient", probe=True,
+    summary="input gradient of the summed log-probabilities",
+)  # fmt: skip
 def logprob_gradient(
     model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, create_graph: bool
 ) -> torch.Tensor:
@@ -88,7 +139,10 @@ def logprob_gradient(
     return S.input_gradient("normal", model, x, target, create_graph, score=S.logprob_score)
 
 
-@register_generator("gradcam", summary="Grad-CAM on the last encoder feature map (Selvaraju 2017)")
+@register_generator(
+    "gradcam", title="Grad-CAM map", probe=True, panel=True,
+    summary="Grad-CAM on the last encoder feature map (Selvaraju 2017)",
+)  # fmt: skip
 def gradcam(
     model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, create_graph: bool
 ) -> torch.Tensor:
@@ -96,7 +150,10 @@ def gradcam(
     return S.gradcam(model, x, target, create_graph=create_graph)
 
 
-@register_generator("gradcam-mid", summary="Grad-CAM on the encoder's stride-8 feature map")
+@register_generator(
+    "gradcam-mid", title="Grad-CAM (stride 8)",
+    summary="Grad-CAM on the encoder's stride-8 feature map",
+)  # fmt: skip
 def gradcam_mid(
     model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, create_graph: bool
 ) -> torch.Tensor:

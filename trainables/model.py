@@ -52,6 +52,30 @@ class MultiTaskUNet(nn.Module):
         return self.unet.encoder
 
 
+def check_encoder(name: str) -> None:
+    """Refuse an encoder smp cannot build, before any data is read or Ray starts (a study would
+    otherwise fail every trial after preparing its data).
+
+    Raises:
+        ValueError: naming the encoder, with where valid names come from.
+    """
+    if name.startswith("tu-"):
+        import timm
+
+        if not timm.is_model(name[3:]):
+            raise ValueError(
+                f"unknown encoder {name!r}: {name[3:]!r} is not a timm model "
+                f"(timm.list_models() lists them; e.g. tu-test_efficientnet)"
+            )
+        return
+    names = smp.encoders.get_encoder_names()
+    if name not in names:
+        raise ValueError(
+            f"unknown encoder {name!r}; smp encoders: {', '.join(sorted(names)[:12])}, ... "
+            f"(or tu-<timm model>)"
+        )
+
+
 def build_model(
     encoder: str = "efficientnet-b0",
     encoder_weights: str | None = None,

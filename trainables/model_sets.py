@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from trainables.generators import training_generators
+from trainables.generators import paper_generators, training_generators
 from trainables.registry import Registry, lazy_module
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 L = lazy_module("trainables.losses")
 MapNeed = Literal["none", "graph", "detached"]
+DEFAULT_DISPLAY_GENERATOR = "gbp"  # the map shown for arms that train with no generator
 ArmGroup = Literal["paper", "extension"]
 
 
@@ -76,6 +77,12 @@ class Arm:
     needs_map: MapNeed
     hyperparams: tuple[str, ...]
     group: ArmGroup  # "paper": the paper's eight arms; "extension": arms added beyond the paper
+
+    @property
+    def display_generator(self) -> str:
+        """The generator whose map shows this arm's explanation: its own, or GBP (the paper's
+        generator) for an arm that trains with none (no-seg, unet)."""
+        return self.generator if self.generator != "none" else DEFAULT_DISPLAY_GENERATOR
 
     def loss(self, out: StepOutputs, labels, gaze, cfg: TrialConfig) -> dict:
         return MODEL_SETS.get(self.model_set).loss(out, labels, gaze, cfg)
@@ -196,7 +203,8 @@ def _build_arms() -> dict[str, Arm]:
             add(ms.name, ms, "none", "paper")
         else:
             for gen in training_generators():
-                add(f"{ms.name}-{gen}", ms, gen, "paper")
+                # a new training generator's arms exist but do not join the paper's default eight
+                add(f"{ms.name}-{gen}", ms, gen, "paper" if gen in paper_generators() else "extension")
     for entry in _EXTRA_ARMS:
         model_set, gen = entry.obj
         add(entry.name, MODEL_SETS.get(model_set), gen, "extension")
@@ -205,7 +213,8 @@ def _build_arms() -> dict[str, Arm]:
 
 def list_arms(group: ArmGroup | None = None) -> list[str]:
     """Arm names: the paper's eight in its table order, then the extensions (or one group)."""
-    return [a.name for a in _build_arms().values() if group is None or a.group == group]
+    arms = sorted(_build_arms().values(), key=lambda a: a.group != "paper")  # stable: paper first
+    return [a.name for a in arms if group is None or a.group == group]
 
 
 def paper_arms() -> list[str]:

@@ -33,16 +33,16 @@ FONT_PT = 9.0  # every text of the renderer: 12.5 px at DPI
 MIN_FONT_PX = 10.0  # the smallest readable text at the size shown (report and README promise)
 MAX_WIDTH_PX = 1200  # the report shows figures up to this width unscaled
 HEAT_CMAP, HEAT_ALPHA = "jet", 0.5
-MAP_TITLES: dict[str, str] = {
-    "image": "Input",
-    "gaze": "Gaze map",
-    "gbp": "GBP map",
-    "deconv": "deconvNet map",
-    "gradcam": "Grad-CAM map",
-    "gradient": "Gradient map",
-    "logprob-gradient": "log-prob gradient map",
-    "decoder": "Decoder map",
-}
+MAP_TITLES: dict[str, str] = {"image": "Input", "gaze": "Gaze map", "decoder": "Decoder map"}
+
+
+def map_title(key: str) -> str:
+    """A column's heading: ``MAP_TITLES``, else the generator registry's title of its map."""
+    if key in MAP_TITLES:
+        return MAP_TITLES[key]
+    from trainables.generators import GENERATORS
+
+    return GENERATORS.entry(key).meta["title"] if key in GENERATORS else key
 
 _CELL_IN = 1.75  # side of one image
 _GAP_IN = 0.06
@@ -102,16 +102,16 @@ def panel_figure(
 
     Args:
         rows: one per model.
-        columns: map keys, left to right (``MAP_TITLES`` names them; ``titles`` overrides).
+        columns: map keys, left to right (``map_title`` names them; ``titles`` overrides).
         title: the figure's title.
-        titles: column headings replacing ``MAP_TITLES``.
+        titles: column headings replacing ``map_title``'s.
 
     Returns:
         The figure (save with :func:`save`).
     """
     if not rows or not columns:
         raise ValueError("a panel needs at least one row and one column")
-    titles = {**MAP_TITLES, **(titles or {})}
+    titles = {**{k: map_title(k) for k in columns}, **(titles or {})}
     n_rows, n_cols = len(rows), len(columns)
     width = _LABEL_IN + n_cols * _CELL_IN + (n_cols - 1) * _GAP_IN + _BAR_IN
     grid_h = n_rows * _CELL_IN + (n_rows - 1) * _GAP_IN

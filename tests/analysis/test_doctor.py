@@ -57,7 +57,7 @@ def test_risk_coverage_by_hand():
 @pytest.fixture(scope="module")
 def written(hand_made_record, tmp_path_factory):
     out = tmp_path_factory.mktemp("doctor")
-    return doctor.write_doctor(hand_made_record.tracking_uri, "gaze-unet", out, resamples=200), out
+    return doctor.write_doctor(hand_made_record.tracking_uri, "gaze-unet", out), out
 
 
 def test_doctor_table_from_the_hand_made_record(written, hand_made_record):
@@ -81,8 +81,7 @@ def test_doctor_table_from_the_hand_made_record(written, hand_made_record):
 
 
 def test_doctor_cli(hand_made_record, tmp_path, capsys):
-    argv = ["--tracking-uri", hand_made_record.tracking_uri, "--out", str(tmp_path),
-            "--resamples", "100", "--no-log"]  # fmt: skip
+    argv = ["--tracking-uri", hand_made_record.tracking_uri, "--out", str(tmp_path)]
     assert doctor.main(argv) == 0
     printed = capsys.readouterr().out
     assert "## DOCTOR" in printed and "| U-Net (baseline) | 12 | 6 (50.0%) | 0.500" in printed

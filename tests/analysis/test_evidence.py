@@ -10,8 +10,8 @@ import pytest
 from scipy import stats
 
 from analysis.evidence import Interval, evidence_table, verdict
-from analysis.records import Trial
 from trainables.record import explain_metric, metric_key
+from trainables.record.trial import Trial
 
 AUC, GEN_CC = metric_key("test", "auc_mean"), explain_metric("generator", "cc")
 SEEDS = (0, 1, 2, 3)
@@ -23,6 +23,7 @@ def _trial(arm: str, twin: str, seed: int, auc: float, cc: float, gen: str, prob
         metrics[explain_metric("probe", "cc", name)] = value
     return Trial(
         run_id=f"{arm}-{twin}-{seed}",
+        trial_id=f"{arm}-{twin}-{seed}",
         arm=arm,
         stage="evidence",
         status="ok",

@@ -10,8 +10,8 @@ from mlflow import MlflowClient
 
 from analysis import figures
 from analysis.paper import table_arms
-from analysis.records import Record, best_trials
 from tests.analysis.hand_made_record import PANEL_KEYS
+from trainables.record.reader import Record
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -19,9 +19,10 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 @pytest.fixture(scope="module")
 def written(hand_made_record, tmp_path_factory):
     out = tmp_path_factory.mktemp("figures")
-    return figures.write_figures(
-        hand_made_record.tracking_uri, "gaze-unet", out, resamples=500
-    ), out
+    result = figures.write_figures(
+        hand_made_record.tracking_uri, "gaze-unet", out, log_to_mlflow=True
+    )
+    return result, out
 
 
 def test_explain_table_means_and_exclusions(written):
@@ -67,7 +68,7 @@ def test_figures_logged_to_parent(written, hand_made_record):
 
 def test_roc_has_one_legend_below_the_curves(hand_made_record):
     record = Record(hand_made_record.tracking_uri)
-    best = best_trials(record, record.study("gaze-unet"), table_arms())
+    best = record.study("gaze-unet").best_of(table_arms())
     fig, shown = figures.draw_roc(
         {arm: record.predictions(t.run_id) for arm, t in best.items() if t is not None}
     )

@@ -1,4 +1,5 @@
-"""Reading the hand-made MLflow record: study choice, trial filtering, best run, validation."""
+"""Reading the hand-made MLflow record through the one reader (``trainables.record``): study choice,
+trial filtering, THE best-trial rule, artifact validation."""
 
 from __future__ import annotations
 
@@ -6,15 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.records import (
-    Record,
-    best_trial,
-    finished,
-    read_maps,
-    read_predictions,
-    seed_group,
-)
 from tests.analysis.hand_made_record import KEYS, perfect, predictions_frame
+from trainables.record.files import read_maps, read_predictions
+from trainables.record.reader import Record
+from trainables.record.selection import best_of_arm, is_candidate, seed_group
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # sqlalchemy, inside mlflow
 
@@ -43,29 +39,30 @@ def test_parent_must_be_a_study_run(record, hand_made_record):
         record.study("gaze-unet", parent=hand_made_record.runs["unet"])
 
 
-def test_finished_keeps_ok_runs_with_predictions(record, hand_made_record):
+def test_candidates_are_ok_search_runs_with_predictions(record, hand_made_record):
     study = record.study("gaze-unet")
-    kept = {t.run_id for t in finished(record, study.trials)}
+    kept = {t.run_id for t in study.trials if is_candidate(t)}
     runs = hand_made_record.runs
-    for name in ("set1_deconv_failed", "set3_stopped", "set3_ok_no_predictions"):
+    for name in ("set1_deconv_failed", "set3_stopped", "set3_ok_no_predictions", "unet_seed1"):
         assert runs[name] not in kept
-    assert runs["set3_ok"] in kept and runs["unet_seed1"] in kept
+    assert runs["set3_ok"] in kept
+    no_predictions = next(t for t in study.trials if t.run_id == runs["set3_ok_no_predictions"])
+    assert no_predictions.ok and no_predictions.has_predictions is False
 
 
 def test_best_trial_uses_validation_ties_earliest_and_skips_seed_reruns(record, hand_made_record):
-    candidates = finished(record, record.study("gaze-unet").trials)
+    trials = record.study("gaze-unet").trials
     runs = hand_made_record.runs
-    assert (
-        best_trial(candidates, "set1-gbp").run_id == runs["set1_best"]
-    )  # not the test-better decoy
-    assert best_trial(candidates, "set2-gbp").run_id == runs["set2_early"]
-    assert best_trial(candidates, "unet").run_id == runs["unet"]  # not the higher-val seeds re-run
-    assert best_trial(candidates, "set3-gbp").run_id == runs["set3_ok"]
-    assert best_trial(candidates, "set1-deconv") is None
-    group = seed_group(candidates, best_trial(candidates, "unet"))
+    assert best_of_arm(trials, "set1-gbp").run_id == runs["set1_best"]  # not the test-better decoy
+    assert best_of_arm(trials, "set2-gbp").run_id == runs["set2_early"]
+    assert best_of_arm(trials, "unet").run_id == runs["unet"]  # not the higher-val seeds re-run
+    # not the stopped one, nor the ok one whose record lacks its predictions (val 0.98)
+    assert best_of_arm(trials, "set3-gbp").run_id == runs["set3_ok"]
+    assert best_of_arm(trials, "set1-deconv") is None
+    group = seed_group(trials, best_of_arm(trials, "unet"))
     assert [t.run_id for t in group] == [runs["unet"], runs["unet_seed1"]]
-    assert seed_group(candidates, best_trial(candidates, "set1-gbp"))[0].run_id == runs["set1_best"]
-    assert len(seed_group(candidates, best_trial(candidates, "set1-gbp"))) == 1  # decoy: other lr
+    assert seed_group(trials, best_of_arm(trials, "set1-gbp"))[0].run_id == runs["set1_best"]
+    assert len(seed_group(trials, best_of_arm(trials, "set1-gbp"))) == 1  # decoy: other lr
 
 
 def test_predictions_are_read_sorted_and_checked(record, hand_made_record, tmp_path):

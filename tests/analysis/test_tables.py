@@ -8,8 +8,8 @@ from mlflow import MlflowClient
 
 from analysis import tables
 from analysis.formats import format_p
-from analysis.records import Record
 from tests.analysis.hand_made_record import add_trial, perfect, predictions_frame
+from trainables.record.reader import Record
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def written(hand_made_record, tmp_path_factory):
     out = tmp_path_factory.mktemp("tables")
     result = tables.write_tables(
-        hand_made_record.tracking_uri, "gaze-unet", out, resamples=1000, seed=0
+        hand_made_record.tracking_uri, "gaze-unet", out, log_to_mlflow=True
     )
     return result, out
 
@@ -115,12 +115,12 @@ def test_key_mismatch_between_arms_is_an_error(hand_made_record):
     add_trial(client, exp, parent, root, "b", "no-seg", start=2, val=0.5, predictions=short)
     record = Record(hand_made_record.tracking_uri)
     with pytest.raises(ValueError, match="differ in 1 images"):
-        tables.build_tables(record, record.study("mismatch"), resamples=100)
+        tables.build_tables(record, record.study("mismatch"))
 
 
 def test_cli_prints_markdown(hand_made_record, tmp_path, capsys):
     argv = ["--tracking-uri", hand_made_record.tracking_uri, "--experiment", "gaze-unet",
-            "--out", str(tmp_path), "--resamples", "200", "--no-log"]  # fmt: skip
+            "--out", str(tmp_path)]  # fmt: skip
     assert tables.main(argv) == 0
     printed = capsys.readouterr().out
     assert "## Table 4." in printed and str(tmp_path / "tables.csv") in printed

@@ -222,9 +222,7 @@ def test_guidance_diagnosis_weights_each_term_as_the_arms_total_does():
     from trainables.model import build_model
 
     torch.manual_seed(0)
-    cfg = TrialConfig(
-        encoder=TINY_ENCODER, decoder_channels=TINY_DECODER, device="cpu", rrr_lambda=7.0
-    )
+    cfg = TrialConfig(encoder=TINY_ENCODER, decoder_channels=TINY_DECODER, rrr_lambda=7.0)
     model = build_model(cfg.encoder, None, cfg.decoder_channels)
     x = torch.rand(4, 1, 32, 32)
     gaze = torch.rand(4, 1, 32, 32)

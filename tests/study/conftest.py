@@ -13,6 +13,8 @@ from study.presets import TINY_DECODER, TINY_ENCODER, StudyConfig, get_preset
 from trainables.config import DataConfig, TrialConfig
 from trainables.data.cached import CachedData
 from trainables.data.prepare import prepare_data
+from trainables.record import writer
+from trainables.record.store import TrackingContext, resolve_tracking_uri, store
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 SYNTHETIC_IMAGES = 48  # 80/10/10 by patient: a handful of val and test images per class
@@ -116,3 +118,26 @@ def ray_local():
     )
     yield
     ray.shutdown()
+
+
+def open_study(cfg: StudyConfig) -> TrackingContext:
+    """A parent run as the driver opens it, for tests that run experiments directly."""
+    uri = resolve_tracking_uri(cfg.tracking_uri, cfg.project_dir)
+    exp = writer.get_or_create_experiment(uri, cfg.experiment)
+    return writer.create_study_run(uri, exp, study_name=str(cfg.study_name), tags={"preset": cfg.preset})  # fmt: skip
+
+
+def launch(cfg: StudyConfig, data, ctx: TrackingContext, stage: str = "search", callbacks=()):
+    """What ``study.driver`` hands every experiment (resources set: 1 trial at once unless cfg
+    says otherwise)."""
+    from study import tuner
+    from trainables.trainable import StudyContext
+
+    cfg = dataclasses.replace(cfg, max_concurrent=cfg.max_concurrent or 1, gpus_per_trial=0.0)
+    study = StudyContext(ctx, stage=stage, cpus_per_trial=cfg.cpus_per_trial, placement=cfg.placement)  # fmt: skip
+    return tuner.Launch(cfg, data, study, tuple(callbacks))
+
+
+def trials_of(ctx: TrackingContext, **kw):
+    """The study's trial runs (``Store.trials``), oldest first."""
+    return store(ctx.tracking_uri).trials(ctx, artifacts=False, **kw)

@@ -14,7 +14,7 @@ from ray.tune.search.sample import Domain
 
 from study import tuner
 from study.arms import ArmScheduler, split_spaces
-from study.presets import get_preset
+from study.presets import get_preset, with_overrides
 from study.resources import resolve_resources, trial_slots
 from trainables.config import TrialConfig
 from trainables.record import SEARCH_METRIC, SEARCH_MODE
@@ -22,9 +22,10 @@ from trainables.record import SEARCH_METRIC, SEARCH_MODE
 ARMS = ("no-seg", "set3-gbp")  # different spaces: set 3 also searches seg_ratio
 
 
-def _cfg(**kw):
-    base = {"study_name": "t", "arms": ARMS, "search_space": "paper", "seed": 3}
-    return dataclasses.replace(get_preset("demo"), **{**base, **kw})
+def _cfg(seed=3, **kw):
+    base = {"study_name": "t", "arms": ARMS, "search_space": "paper"}
+    cfg = dataclasses.replace(get_preset("demo"), **{**base, **kw})
+    return with_overrides(cfg, trial={"seed": seed})  # the study's seed is its trials' seed
 
 
 def _value(config: dict) -> float:

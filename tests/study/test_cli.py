@@ -56,6 +56,8 @@ FLAGS = [
     "--out",
     "--preset",
     "--verbose",
+    "--images",
+    "--version",
     "--help",
 ]
 HEAVY = ("torch", "mlflow", "ray", "sklearn")
@@ -84,6 +86,51 @@ def test_help_lists_every_flag_with_text():
 
     listed = re.search(r"^arms \(--arms, --arm\): (.+)$", out, re.MULTILINE)
     assert listed and listed.group(1).split(", ") == list_arms()
+
+
+def _run_cli(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "study", *argv],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def test_one_command_line_lists_its_subcommands_and_a_version():
+    from study.cli import SUBCOMMANDS
+
+    out = _run_cli("--help").stdout
+    for sub in ("study", "evidence", "predict", "tables", "figures", "doctor", "report"):
+        assert sub in SUBCOMMANDS and re.search(rf"^  {sub}\s+\S", out, re.MULTILINE), sub
+    version = _run_cli("--version")
+    assert version.returncode == 0 and re.fullmatch(r"gaze-study \S+\n", version.stdout)
+
+
+@pytest.mark.parametrize(
+    ("sub", "shown"),
+    [
+        ("evidence", ["--shortcut SHORTCUT", "(default marker)", "--seeds N", "--quick"]),
+        ("predict", ["--out OUT", "(default: outputs/predict)", "--model MODEL"]),
+        ("report", ["--experiment EXPERIMENT", "(default: gaze-unet)", "--log"]),
+        ("tables", ["--parent PARENT", "--log"]),
+    ],
+)
+def test_each_subcommands_help_shows_its_flags_and_defaults(sub, shown):
+    run = _run_cli(sub, "--help")
+    assert run.returncode == 0, run.stderr
+    text = " ".join(run.stdout.split())
+    for words in shown:
+        assert " ".join(words.split()) in text, (sub, words)
+    assert f"gaze-study {sub}" in run.stdout  # its own program name, not the study's
+
+
+def test_placement_is_its_own_setting():
+    _, cfg = parse_config(build_parser(), ["--set", "placement.device=cpu", "--set", "placement.num_threads=2"])  # fmt: skip
+    assert (cfg.placement.device, cfg.placement.num_threads) == ("cpu", 2)
+    assert "device" not in {f.name for f in dataclasses.fields(cfg.trial)}  # not a trial param
 
 
 def test_no_flags_is_the_demo_preset():

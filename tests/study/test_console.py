@@ -20,7 +20,8 @@ from study.console import (
 )
 from study.presets import get_preset
 from tests.study.conftest import PROJECT_DIR, SYNTHETIC_IMAGES
-from trainables.tracking import TrackingContext, TrialRecord
+from trainables.record.store import TrackingContext
+from trainables.record.trial import Trial
 
 
 def _record(trial, arm, status, val=None, test=0.7):
@@ -32,7 +33,7 @@ def _record(trial, arm, status, val=None, test=0.7):
             **{f"test/auc_mean_ci_{b}": test + d for b, d in (("low", -0.1), ("high", 0.1))},
         }
     params = {"lr": "0.001", "gamma": "0.41731", "seg_ratio": "0.5"}
-    return TrialRecord(f"run-{trial}", trial, arm, "search", status, "", params, metrics)
+    return Trial(f"run-{trial}", trial, arm, "search", status, params=params, metrics=metrics)
 
 
 RECORDS = [

@@ -22,11 +22,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from study import tuner
 from study.reconcile import saved_trial_ids
-from tests.study.conftest import PROJECT_DIR, smoke_flags
-from trainables import tracking
-from trainables.record import TAG_ADOPTED_FROM
+from tests.study.conftest import PROJECT_DIR, smoke_flags, trials_of
+from tests.study.fault_driver import KILL_AT_EVENT
+from trainables.record import TAG_ADOPTED_FROM, Stage
+from trainables.record.store import TrackingContext
 
 pytestmark = pytest.mark.slow
 
@@ -113,16 +113,16 @@ def _assert_exact_record(tmp: Path, arms: list[str], trials: int, epochs: int):
     exp = client.get_experiment_by_name("gaze-unet").experiment_id
     (parent,) = client.search_runs([exp], "tags.role = 'study'")  # one study, reopened
     assert parent.info.status == "FINISHED"
-    ctx = tracking.TrackingContext(uri, exp, parent.info.run_id)
-    counted = tracking.trial_records(ctx)
-    every = tracking.trial_records(ctx, include_orphaned=True)
+    ctx = TrackingContext(uri, exp, parent.info.run_id)
+    counted = trials_of(ctx)
+    every = trials_of(ctx, include_orphaned=True)
     runs = {r.info.run_id: r for r in client.search_runs([exp], "tags.role = 'trial'")}
     assert set(runs) == {r.run_id for r in every}  # every trial run belongs to the study
     assert all(r.info.status != "RUNNING" for r in runs.values())
     orphans = [r for r in every if r.status == "orphaned"]
     for r in orphans:  # closed, with the reason, and their data kept
         assert runs[r.run_id].info.status == "KILLED" and "no Tune trial" in r.error
-    path = f"{tmp}/ray_results/{STUDY}/{tuner.SEARCH}"  # the arms side by side: one experiment
+    path = f"{tmp}/ray_results/{STUDY}/{Stage.SEARCH}"  # the arms side by side: one experiment
     saved = tune.ExperimentAnalysis(path).trials
     # One MLflow run per Tune trial, and none for trials Tune does not have.
     assert sorted(r.trial_id for r in counted) == sorted(saved_trial_ids(path))
@@ -202,41 +202,31 @@ def test_a_lost_finished_trial_is_adopted_not_trained_again(tiny_data, data_conf
 
 
 KILL_SEED, KILLS = 20240611, 3
+# 2 arms x 2 trials x 2 epochs, one trial at a time: each trial starts, reports twice and
+# completes, 16 trial events in all. The first driver dies within its first 12, so it always dies.
+EVENTS, FIRST_KILL_BY = 16, 12
 
 
 def test_random_sigkills_of_the_driver_then_resume_leave_an_exact_record(
     tiny_data, data_config, tmp_path
 ):
-    """The driver is SIGKILLed at seeded random moments of a two-arm study, resumed each time."""
+    """The driver is SIGKILLed at seeded random trial events of a two-arm study (a start, an
+    epoch's report, a completion: the workers are then mid-epoch, between MLflow and Tune, at a
+    trial's end ...), resumed each time; the kill points come from events, not seconds, so a
+    fast machine cannot finish before the first kill."""
     rng = random.Random(KILL_SEED)
     flags = _flags(tmp_path, data_config.data_dir, "no-seg,unet", trials=2, epochs=2)
     kills = 0
     for attempt in range(KILLS):
+        at = rng.randint(1, FIRST_KILL_BY if attempt == 0 else EVENTS // 2)
         log = f"attempt{attempt}.log"
-        proc = _start(tmp_path, flags + (["--resume"] if attempt else []), log)
-        try:
-            deadline = time.monotonic() + 300
-            # Random moments once this driver's first epoch is done (before it, a worker is
-            # importing torch): in an epoch, between MLflow and Tune, at a trial's end, between
-            # trials and arms, in Tune's state saves ...
-            while "] epoch 1/" not in (tmp_path / log).read_text():
-                if proc.poll() is not None:
-                    break
-                assert time.monotonic() < deadline, "the driver trained no epoch in time"
-                time.sleep(0.1)
-            try:
-                proc.wait(timeout=rng.uniform(0.0, 8.0))
-            except subprocess.TimeoutExpired:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(timeout=60)
-                kills += 1
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            _kill_session(proc.pid)
-        if proc.returncode == 0:
-            break  # the study finished before this kill
-        assert proc.returncode == -signal.SIGKILL, (tmp_path / log).read_text()[-4000:]
+        flags_now = flags + (["--resume"] if attempt else [])
+        returncode = _run(tmp_path, flags_now, log, "--kill-events", env={KILL_AT_EVENT: str(at)})
+        if returncode == 0:
+            break  # the study finished before this kill point
+        assert returncode == -signal.SIGKILL, (tmp_path / log).read_text()[-4000:]
+        assert f"SIGKILL at event {at}:" in (tmp_path / log).read_text()
+        kills += 1
     assert kills >= 1
     _run_to_end(tmp_path, [*flags, "--resume"], "final.log")
     _assert_exact_record(tmp_path, ["no-seg", "unet"], trials=2, epochs=2)

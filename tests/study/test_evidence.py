@@ -10,7 +10,9 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from study.evidence import EvidenceConfig, build_config, build_parser, run_evidence
+from study.cli import build_config, build_evidence_parser
+from study.driver import run_plan
+from study.evidence import EvidencePlan, build_plan
 from study.presets import get_preset
 from tests.study.conftest import tiny_trial
 from trainables.config import DataConfig
@@ -34,17 +36,17 @@ def evidence(ray_local, tmp_path_factory):
         trial=tiny_trial(epochs=1, panels=2),
         max_failures=0,
     )
-    cfg = EvidenceConfig(study=study, arms=ARMS, seeds=SEEDS, shortcut="marker")
-    return cfg, run_evidence(cfg)
+    plan = EvidencePlan(arms_run=ARMS, seeds=SEEDS, shortcut="marker")
+    return study, run_plan(plan, study)
 
 
 def test_every_arm_seed_and_twin_ran_once_and_is_tagged(evidence):
-    cfg, summary = evidence
-    client = MlflowClient(summary.tracking_uri)
-    exp = client.get_experiment_by_name(cfg.study.experiment)
+    _cfg, summary = evidence
+    ctx = summary.tracking
+    client = MlflowClient(ctx.tracking_uri)
     runs = client.search_runs(
-        [exp.experiment_id],
-        f"tags.`mlflow.parentRunId` = '{summary.parent_run_id}' and tags.role = 'trial'",
+        [ctx.experiment_id],
+        f"tags.`mlflow.parentRunId` = '{ctx.parent_run_id}' and tags.role = 'trial'",
     )
     seen = sorted(
         (r.data.tags["twin"], r.data.tags["arm"], r.data.params["seed"], r.data.tags["stage"])
@@ -58,38 +60,48 @@ def test_every_arm_seed_and_twin_ran_once_and_is_tagged(evidence):
     )
     assert seen == expected
     assert all(r.data.tags["status"] == "ok" for r in runs)
-    parent = client.get_run(summary.parent_run_id)
+    parent = client.get_run(ctx.parent_run_id)
     assert parent.data.tags["kind"] == "evidence" and parent.info.status == "FINISHED"
+    assert "kind" not in parent.data.params  # one home: the tag
+    # the one driver's guarantees: provenance of the code and of the data
+    assert parent.data.tags["mlflow.source.git.commit"] and parent.data.tags["data_fingerprint"]
 
 
 def test_table_and_report_cover_every_arm(evidence):
     _, summary = evidence
-    table = pd.read_csv(Path(summary.report).with_name("evidence.csv"))
+    table = pd.read_csv(Path(summary.report_path).with_name("evidence.csv"))
     assert list(table["arm"]) == list(ARMS)
     assert (table["seeds"] == len(SEEDS)).all()
     assert table["clean AUC"].between(0, 1).all() and table["shortcut AUC"].between(0, 1).all()
-    html = Path(summary.report).read_text()
+    html = Path(summary.report_path).read_text()
     for arm in ARMS:
         assert arm in html
     assert html.count("<img") == 3 and "What the numbers show" in html
-    assert "unet: test mean AUC" in summary.table
+    assert "unet: test mean AUC" in Path(summary.report_path).with_name("evidence.md").read_text()
     # The report and the evidence files are logged to the parent run, like a study's.
-    client = MlflowClient(summary.tracking_uri)
-    logged = {a.path for a in client.list_artifacts(summary.parent_run_id, "analysis")}
+    client = MlflowClient(summary.tracking.tracking_uri)
+    logged = {a.path for a in client.list_artifacts(summary.tracking.parent_run_id, "analysis")}
     assert {"analysis/report.html", "analysis/evidence.csv", "analysis/evidence.md"} <= logged
 
 
-def test_cli_builds_the_quick_and_full_configs():
-    quick = build_config(build_parser().parse_args(["--quick", "--shortcut", "border"]))
-    full = build_config(build_parser().parse_args([]))
+def _parsed(*argv):
+    args = build_evidence_parser().parse_args(list(argv))
+    return build_config(args), build_plan(args, args.arms)
+
+
+def test_cli_builds_the_quick_and_full_plans():
+    quick_cfg, quick = _parsed("--quick", "--shortcut", "border")
+    full_cfg, full = _parsed()
     assert len(quick.seeds) == 3 and len(full.seeds) == 5
-    assert set(quick.arms) < set(full.arms) and quick.study.data == full.study.data
-    assert quick.twin("shortcut").synthetic_shortcut == "border"
-    assert quick.twin("clean").synthetic_shortcut is None
+    assert quick_cfg.preset == "evidence-quick" and full_cfg.preset == "evidence"
+    assert set(quick.arms_run) < set(full.arms_run) and quick_cfg.data == full_cfg.data
+    assert quick.twin(quick_cfg, "shortcut").synthetic_shortcut == "border"
+    assert quick.twin(quick_cfg, "clean").synthetic_shortcut is None
     with pytest.raises(KeyError, match="clean, shortcut"):
-        quick.twin("dirty")
+        quick.twin(quick_cfg, "dirty")
     # Both twins are split alike (the evidence shares), whatever the study preset's split.
-    assert full.twin("clean").split_fractions == full.twin("shortcut").split_fractions
-    assert full.twin("clean").split_fractions == full.split_fractions != (0.8, 0.1, 0.1)
-    tuned = build_config(build_parser().parse_args(["--set", "trial.rrr_lambda=1", "--seeds", "3"]))
-    assert tuned.study.trial.rrr_lambda == 1.0 and tuned.seeds == (0, 1, 2)
+    assert full.twin(full_cfg, "clean").split_fractions == full.twin(full_cfg, "shortcut").split_fractions  # fmt: skip
+    assert full.twin(full_cfg, "clean").split_fractions == full.split_fractions != (0.8, 0.1, 0.1)
+    tuned_cfg, tuned = _parsed("--set", "trial.rrr_lambda=1", "--seeds", "3", "--arms", "unet,rrr")
+    assert tuned_cfg.trial.rrr_lambda == 1.0 and tuned.seeds == (0, 1, 2)
+    assert tuned.arms_run == ("unet", "rrr") and tuned_cfg.seeds == 0  # not the study's re-runs

@@ -17,16 +17,20 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
 from study.console import runs_view_url
+from study.plans import SearchPlan
 from study.presets import get_preset
 from study.results import record_study_end, record_study_start
-from tests.study.conftest import PROJECT_DIR
-from trainables import tracking
+from tests.study.conftest import PROJECT_DIR, open_study
 from trainables.data.toy import make_toy_cached
 from trainables.record import arm_metric
+from trainables.record import writer as record
+from trainables.record.files import write_predictions
+from trainables.record.store import store
 
 ARMS = ["unet", "set3-gbp", "no-seg"]
 # trial id -> (arm, status, best val AUC, test mean AUC)
@@ -50,39 +54,41 @@ def _final_metrics(val: float, test: float) -> dict[str, float]:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """A parent run and five trial runs written through trainables.tracking, then the study's
-    start and end records."""
+    """A parent run and five trial runs written through the record's writer, then the study's
+    start and end records, as the driver writes them."""
     tmp = tmp_path_factory.mktemp("results")
-    uri = tracking.resolve_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}", tmp)
-    exp = tracking.get_or_create_experiment(uri, "gaze-unet")
     cfg = dataclasses.replace(
         get_preset("smoke"),
         study_name="ui-study",
         arms=tuple(ARMS),
         trials_per_arm=2,
         project_dir=str(PROJECT_DIR),
+        tracking_uri=f"sqlite:///{tmp / 'mlflow.db'}",
         command=("gaze-study", "--smoke-test", "--study-name", "ui-study"),
     )
-    ctx = tracking.start_study_run(
-        uri, exp, study_name="ui-study", preset="smoke", params={"preset": "smoke"}, config={}
-    )
+    ctx = open_study(cfg)
     data = make_toy_cached(n=30)
-    record_study_start(ctx, cfg, ARMS, data)
+    note = SearchPlan().note(cfg, ARMS, {None: data})
+    record_study_start(ctx, cfg, data.summary_dict(), note)
+    test_keys = [data.keys[i] for i in data.indices("test")]
+    labels = data.labels[data.indices("test")]
     for trial_id, (arm, status, val, test) in TRIALS.items():
-        run_id = tracking.trial_run(
+        run_id = record.trial_run(
             ctx,
             trial_id,
             run_id=None,
             tags={"arm": arm, "stage": "search"},
             params={"lr": 1e-3, "gamma": 0.4, "seg_ratio": 0.5, "epochs": 2},
         )
-        tracking.log_epoch(ctx, run_id, {"val/auc_mean": val or 0.5}, step=1)
+        record.log_epoch(ctx, run_id, {"val/auc_mean": val or 0.5}, step=1)
         if val is not None:
-            tracking.log_final(ctx, run_id, _final_metrics(val, test), None)
-        tracking.set_status(ctx, run_id, status, "ValueError: boom" if status == "failed" else None)
-    records = tracking.trial_records(ctx)
-    views = record_study_end(ctx, cfg, records, ARMS, data)
-    return ctx, cfg, data, views, MlflowClient(uri)
+            out = tmp / trial_id
+            write_predictions(out, test_keys, labels, np.full((len(labels), 3), 1 / 3))
+            record.log_final(ctx, run_id, _final_metrics(val, test), out)
+        record.set_status(ctx, run_id, status, "ValueError: boom" if status == "failed" else None)
+    trials = store(ctx.tracking_uri).trials(ctx)  # what the driver reads at the end
+    views = record_study_end(ctx, cfg, trials, ARMS, note)
+    return ctx, cfg, data, views, MlflowClient(ctx.tracking_uri)
 
 
 def _runs(ctx, client):
@@ -102,7 +108,8 @@ def test_parent_has_provenance_and_the_data_summary(study):
         check=False,
     ).stdout.strip()
     assert parent.data.tags["mlflow.source.git.commit"] == (head or "unknown")
-    assert parent.data.tags["data_fingerprint"] == data.fingerprint == "tiny"
+    # the fingerprint of what the trials see (images, maps, labels, keys, split), checked on resume
+    assert parent.data.tags["data_fingerprint"] == data.content_digest() != data.fingerprint
     p = parent.data.params
     assert (p["data/images"], p["data/train"], p["data/val"], p["data/test"]) == (
         "30",
@@ -110,7 +117,7 @@ def test_parent_has_provenance_and_the_data_summary(study):
         "6",
         "6",
     )
-    assert p["data/excluded"] == "0" and p["data/fingerprint"] == "tiny"
+    assert p["data/excluded"] == "0" and p["data/fingerprint"] == data.content_digest()
     summary = json.loads(
         Path(client.download_artifacts(ctx.parent_run_id, "study/data.json")).read_text()
     )
@@ -154,9 +161,10 @@ def test_best_trials_are_tagged_and_every_run_is_described(study):
 def test_recording_the_end_again_logs_nothing_twice(study):
     ctx, cfg, data, _views, client = study
     key = arm_metric("unet", "best_val_auc_mean")
-    record_study_end(ctx, cfg, tracking.trial_records(ctx), ARMS, data)  # e.g. after --resume
+    note = SearchPlan().note(cfg, ARMS, {None: data})
+    record_study_end(ctx, cfg, store(ctx.tracking_uri).trials(ctx), ARMS, note)  # after --resume
     assert len(client.get_metric_history(ctx.parent_run_id, key)) == 1
-    record_study_start(ctx, cfg, ARMS, data)  # a resumed study: params already there
+    record_study_start(ctx, cfg, data.summary_dict(), note)  # resumed: params already there
     assert client.get_run(ctx.parent_run_id).data.params["data/images"] == "30"
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.study.conftest import PROJECT_DIR, smoke_flags
-from trainables import tracking
+from tests.study.conftest import PROJECT_DIR, smoke_flags, trials_of
+from trainables.record.store import TrackingContext
 
 pytestmark = pytest.mark.slow
 
@@ -104,8 +104,8 @@ def test_interrupt_then_resume(tiny_data, data_config, tmp_path):
     exp = client.get_experiment_by_name("gaze-unet")
     parents = client.search_runs([exp.experiment_id], "tags.role = 'study'")
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # one study, reopened
-    ctx = tracking.TrackingContext(uri, exp.experiment_id, parents[0].info.run_id)
-    records = tracking.trial_records(ctx)
+    ctx = TrackingContext(uri, exp.experiment_id, parents[0].info.run_id)
+    records = trials_of(ctx)
     # Every Tune trial has exactly one run, and the study has all its trials.
     assert len(records) == len({r.trial_id for r in records}) == 2 * TRIALS
     assert all(r.status in ("ok", "stopped") for r in records)
@@ -127,4 +127,4 @@ def test_interrupt_then_resume(tiny_data, data_config, tmp_path):
     )
     assert again.returncode != 0 and "pass --resume" in again.stderr
     assert len(client.search_runs([exp.experiment_id], "tags.role = 'study'")) == 1
-    assert len(tracking.trial_records(ctx)) == 2 * TRIALS
+    assert len(trials_of(ctx)) == 2 * TRIALS

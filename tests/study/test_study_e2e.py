@@ -13,10 +13,9 @@ from mlflow.tracking import MlflowClient
 
 from study.console import per_arm_table
 from study.driver import run_study
-from tests.study.conftest import tiny_study
-from trainables import tracking
+from tests.study.conftest import tiny_study, trials_of
+from trainables.checkpoint import read_extra as read_checkpoint_extra
 from trainables.config import TrialConfig
-from trainables.fit import read_checkpoint_extra
 from trainables.model_sets import get_arm
 from trainables.record import arm_metric
 
@@ -87,9 +86,8 @@ def test_one_child_run_per_trial_with_the_documented_tags_and_params(study):
         assert (tags["model_set"], tags["generator"]) == (arm.model_set, arm.generator)
         assert tags["status"] in ("ok", "stopped")
         assert set(TrialConfig().to_dict()) <= set(params)
-        assert (
-            params["epochs"] == "2" and params["image_size"] == "32" and params["device"] == "cpu"
-        )
+        assert params["epochs"] == "2" and params["image_size"] == "32"
+        assert "device" not in params and "num_threads" not in params  # placement: not a param
     for arm in ARMS:
         mine = [r for r in runs if r.data.tags["arm"] == arm]
         # The baseline point is enqueued first; Optuna then samples inside the demo ranges.
@@ -101,7 +99,7 @@ def test_one_child_run_per_trial_with_the_documented_tags_and_params(study):
 
 def test_each_checkpoint_carries_its_trials_mlflow_run_id(study):
     _cfg, summary, _client = study
-    runs = {r.trial_id: r.run_id for r in tracking.trial_records(summary.tracking)}
+    runs = {r.trial_id: r.run_id for r in trials_of(summary.tracking)}
     checked = 0
     for outcome in summary.outcomes.values():
         for result in outcome.results:
@@ -214,7 +212,7 @@ def test_table_and_report(study):
             re.MULTILINE,
         ), table
     assert summary.report_path and Path(summary.report_path).is_file()
-    records = tracking.trial_records(summary.tracking)
+    records = trials_of(summary.tracking)
     assert {r.arm for r in records} == set(ARMS)
 
 
@@ -222,7 +220,7 @@ def test_the_driver_records_what_the_ui_shows(study, tiny_data):
     _cfg, summary, client = study
     parent = client.get_run(summary.tracking.parent_run_id)
     assert parent.data.tags["mlflow.source.git.commit"]  # a commit, or "unknown" outside git
-    assert parent.data.tags["data_fingerprint"] == tiny_data.fingerprint
+    assert parent.data.tags["data_fingerprint"] == tiny_data.content_digest()
     data = json.loads(
         Path(client.download_artifacts(parent.info.run_id, "study/data.json")).read_text()
     )
@@ -243,3 +241,31 @@ def test_the_driver_records_what_the_ui_shows(study, tiny_data):
     for run in [*search, *_children(summary, client, "seeds")]:
         assert run.data.tags["mlflow.note.content"].startswith(f"Arm `{run.data.tags['arm']}`")
     assert parent.data.tags["mlflow.note.content"].startswith("**Best arm by validation")
+
+
+def test_one_number_one_interval_wherever_it_is_shown(study):
+    """Each arm's test AUC and its 95% CI read the same, to 3 decimals, in MLflow (the trial's
+    metrics and the parent's), the console table, results.csv, Tables 1-4 and the HTML report."""
+    _cfg, summary, client = study
+    out = Path(summary.report_path).parent
+    results = pd.read_csv(out / "results.csv").set_index("arm")
+    tables = pd.read_csv(out / "tables.csv")
+    html = Path(summary.report_path).read_text()
+    console = per_arm_table(summary.records, ARMS)
+    parent = client.get_run(summary.tracking.parent_run_id).data.metrics
+    for arm in ARMS:
+        run_id = results.loc[arm, "run_id"]
+        m = client.get_run(run_id).data.metrics
+        assert client.get_run(run_id).data.tags["best_of_arm"] == "true"
+        for key in AUC_KEYS:
+            logged = [m[f"test/{key}"], m[f"test/{key}_ci_low"], m[f"test/{key}_ci_high"]]
+            on_parent = [parent[arm_metric(arm, f"test_{key}", b)] if b else parent[arm_metric(arm, f"test_{key}")] for b in (None, "low", "high")]  # fmt: skip
+            in_csv = [results.loc[arm, f"test_{key}{s}"] for s in ("", "_low", "_high")]
+            cell = tables[(tables["arm"] == arm) & (tables["metric"] == key)].iloc[0]
+            in_tables = [cell["auc"], cell["low"], cell["high"]]
+            for other in (on_parent, in_csv, in_tables):
+                assert [f"{v:.3f}" for v in other] == [f"{v:.3f}" for v in logged], (arm, key)
+            shown = f"{logged[0]:.3f} ({logged[1]:.3f}, {logged[2]:.3f})"
+            assert shown in html, (arm, key, shown)
+        mean = "{:.3f} [{:.3f}, {:.3f}]".format(m["test/auc_mean"], m["test/auc_mean_ci_low"], m["test/auc_mean_ci_high"])  # fmt: skip
+        assert re.search(rf"^{re.escape(arm)}\s.*{re.escape(mean)}", console, re.MULTILINE), console

@@ -9,14 +9,15 @@ from ray.tune.search.sample import Float, LogUniform, Uniform
 
 from search_spaces import get_space, list_spaces
 from study import tuner
-from study.presets import get_preset
+from study.presets import get_preset, with_overrides
 from trainables.config import TrialConfig
 from trainables.model_sets import get_arm, list_arms
 
 
-def _cfg(**kw):
+def _cfg(seed=0, **kw):
     # max_concurrent is otherwise left to the cluster (study.resources.resolve_resources)
-    return dataclasses.replace(get_preset("demo"), study_name="t", **{"max_concurrent": 2, **kw})
+    cfg = dataclasses.replace(get_preset("demo"), study_name="t", **{"max_concurrent": 2, **kw})
+    return with_overrides(cfg, trial={"seed": seed})  # the study's seed is its trials' seed
 
 
 @pytest.mark.parametrize("space_name", list_spaces())

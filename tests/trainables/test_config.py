@@ -8,7 +8,7 @@ import math
 import pytest
 
 from study.presets import get_preset, with_overrides
-from trainables.config import ConfigError, DataConfig, TrialConfig, is_valid_name
+from trainables.config import ConfigError, DataConfig, Placement, TrialConfig, is_valid_name
 
 BAD_TRIALS = [
     ("lr", 0.0),
@@ -31,7 +31,7 @@ BAD_TRIALS = [
     ("grad_clip_value", 0.0),
     ("bootstrap_resamples", 0),
     ("panels", -1),
-    ("num_threads", 0),
+    ("bootstrap_seed", -1),
     ("scheduler", "linear"),
     ("bn_mode", "train"),
 ]
@@ -47,7 +47,7 @@ def test_trial_config_refuses_out_of_range_values(field, value):
 
 def test_trial_config_boundaries_and_the_decoder_stride():
     TrialConfig(seg_ratio=0.0, gamma=1.0, panels=0, grad_clip_value=None)
-    TrialConfig(seg_ratio=1.0, num_threads=None, weight_decay=0.0)
+    TrialConfig(seg_ratio=1.0, weight_decay=0.0)
     # The image size has one home (DataConfig); its multiple-of rule follows the decoder depth,
     # checked where both meet: three stages need a multiple of 8 only.
     demo = get_preset("demo")
@@ -86,3 +86,23 @@ def test_names_that_could_leave_a_folder_or_break_a_filter_are_invalid():
         assert is_valid_name(name), name
     for name in ("", "..", ".", "../x", "a/b", "a'b", "a b", "-x", "x" * 129, None, 3):
         assert not is_valid_name(name), name
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("device", "gpu"), ("device", "cuda:x"), ("num_threads", 0)]
+)
+def test_placement_refuses_bad_values(field, value):
+    with pytest.raises(ConfigError) as info:
+        Placement(**{field: value})
+    assert info.value.field == field
+
+
+def test_a_trial_config_is_rebuilt_exactly_from_its_logged_params():
+    cfg = TrialConfig(
+        arm="set3-gbp", lr=3.3e-4, decoder_channels=(16, 8, 8, 4, 4), encoder_weights=None,
+        grad_clip_value=None, scheduler="plateau", encoder="tu-test_efficientnet",
+    )  # fmt: skip
+    params = {k: str(v) for k, v in cfg.to_dict().items()} | {"image_size": "32"}
+    assert TrialConfig.from_params(params) == cfg
+    weights = TrialConfig(encoder_weights="/models/enc.pth")
+    assert TrialConfig.from_params({k: str(v) for k, v in weights.to_dict().items()}) == weights

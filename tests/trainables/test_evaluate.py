@@ -10,9 +10,9 @@ from tests.tiny import TINY_DECODER, TINY_ENCODER
 from trainables.data.toy import make_toy_cached
 from trainables.device_data import DeviceData
 from trainables.evaluate import choose_panel_keys, explain, predict, predicted_class_maps
+from trainables.generators import probe_generators
 from trainables.model import build_model
 from trainables.model_sets import get_arm
-from trainables.record import PROBE_MAPS
 
 
 def _model_and_data():
@@ -57,7 +57,7 @@ def test_explain_rows_and_panels():
     n = len(keys)
     kinds = [r["map"] for r in rows]
     assert kinds.count("generator") == kinds.count("decoder") == n
-    assert kinds.count("probe") == n * len(PROBE_MAPS)
+    assert kinds.count("probe") == n * len(probe_generators())
     assert {r["generator"] for r in rows if r["map"] == "generator"} == {"gbp"}
     assert list(arrays["keys"]) == panel_keys
     np.testing.assert_array_equal(arrays["generator"], arrays["gbp"])  # set3-gbp's own map

@@ -14,12 +14,14 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from tests.tiny import tiny_config
+from tests.tiny import CPU1, tiny_config
+from trainables.checkpoint import CheckpointError
 from trainables.config import CLASSES
 from trainables.data.toy import make_toy_cached
-from trainables.fit import CheckpointError, fit, read_checkpoint_extra
+from trainables.fit import Diverged, EpochEnd, Finished, fit, train
+from trainables.generators import probe_generators
 from trainables.model_sets import get_arm, list_arms
-from trainables.record import AUC_KEYS, PROBE_MAPS, VAL_AUC_UNDEFINED
+from trainables.record import AUC_KEYS, VAL_AUC_UNDEFINED
 
 QUIET = lambda *_: None
 
@@ -28,10 +30,20 @@ def _val_history(res):
     return [(h["epoch"], h["train/loss"], h["val/auc_mean"]) for h in res.history]
 
 
+def _events(cfg, data, out, keep=None, **kw):
+    """Every event of ``train``; with ``keep``, each checkpoint copied to ``keep/c<epoch>``."""
+    events = []
+    for event in train(cfg, data, out, placement=CPU1, log=QUIET, **kw):
+        if keep is not None and isinstance(event, EpochEnd):
+            shutil.copytree(event.checkpoint, keep / f"c{event.epoch}")
+        events.append(event)
+    return events
+
+
 def test_two_runs_give_identical_metrics(tiny_data, tmp_path):
     cfg = tiny_config(arm="set3-gbp", epochs=2)
-    a = fit(cfg, tiny_data, tmp_path / "a", log=QUIET)
-    b = fit(cfg, tiny_data, tmp_path / "b", log=QUIET)
+    a = fit(cfg, tiny_data, tmp_path / "a", placement=CPU1, log=QUIET)
+    b = fit(cfg, tiny_data, tmp_path / "b", placement=CPU1, log=QUIET)
     assert a.status == b.status == "ok"
     assert _val_history(a) == _val_history(b)
     assert a.test == b.test
@@ -40,26 +52,15 @@ def test_two_runs_give_identical_metrics(tiny_data, tmp_path):
 @pytest.mark.parametrize("scheduler", ["cosine", "plateau"])
 def test_resume_continues_exactly_where_it_stopped(tiny_data, tmp_path, scheduler):
     cfg = tiny_config(arm="unet", epochs=3, scheduler=scheduler)
-    saved = {}
-
-    def report(metrics, ckpt):
-        saved[int(metrics["epoch"])] = (
-            dict(metrics),
-            ckpt and shutil.copytree(ckpt, tmp_path / f"c{int(metrics['epoch'])}"),
-        )
-
-    full = fit(
-        cfg, tiny_data, tmp_path / "full", report=report, checkpoint_extra={"run": "abc"}, log=QUIET
-    )
-    assert read_checkpoint_extra(saved[1][1]) == {"run": "abc"}
-    resumed = fit(cfg, tiny_data, tmp_path / "resumed", resume_from=saved[1][1], log=QUIET)
-    assert resumed.epochs_run == 3
-    assert _val_history(resumed) == _val_history(
-        full
-    )  # epoch 1 from the checkpoint, 2-3 recomputed
-    assert resumed.test == full.test
+    full = _events(cfg, tiny_data, tmp_path / "full", keep=tmp_path)
+    assert [type(e) for e in full] == [EpochEnd, EpochEnd, Finished]
+    resumed = _events(cfg, tiny_data, tmp_path / "resumed", resume_from=(tmp_path / "c1", "c1"))
+    assert [e.epoch for e in resumed] == [2, 3]  # epoch 1 from the checkpoint, 2-3 recomputed
+    assert [e.metrics["val/auc_mean"] for e in resumed] == [e.metrics["val/auc_mean"] for e in full[1:]]  # fmt: skip
+    assert [e.metrics["train/loss"] for e in resumed] == [e.metrics["train/loss"] for e in full[1:]]
+    assert resumed[-1].final == full[-1].final
     # Every checkpoint is plain tensors and containers: it loads without unpickling code.
-    state = torch.load(saved[3][1] / "state.pt", weights_only=True)
+    state = torch.load(tmp_path / "c3" / "state.pt", weights_only=True)
     assert state["epoch"] == 3
 
 
@@ -78,26 +79,23 @@ def test_a_checkpoint_that_would_run_code_is_refused(tiny_data, tmp_path):
     ckpt.mkdir()
     marker = tmp_path / "code-ran"
     torch.save({"epoch": 1, "model": _Payload(marker)}, ckpt / "state.pt")
-    with pytest.raises(CheckpointError, match=r"planted/state\.pt.*(not plain|refus)"):
-        fit(
-            tiny_config(arm="unet", epochs=2),
-            tiny_data,
-            tmp_path / "out",
-            resume_from=ckpt,
-            log=QUIET,
-        )
+    # The error names the checkpoint by where it lies in storage, not by a local copy of it.
+    stored = "s3://bucket/study/search/trial_1/checkpoint_000001"
+    with pytest.raises(CheckpointError, match=r"s3://bucket/.*checkpoint_000001/state\.pt.*(not plain|refus)"):  # fmt: skip
+        _events(tiny_config(arm="unet", epochs=2), tiny_data, tmp_path / "out", resume_from=(ckpt, stored))  # fmt: skip
     assert not marker.exists()
 
 
 def test_outputs_best_epoch_and_auc_match_sklearn(tiny_data, tmp_path):
     cfg = tiny_config(arm="set3-deconv", epochs=3, panels=3)
-    reports = []
-    res = fit(cfg, tiny_data, tmp_path, report=lambda m, d: reports.append(m), log=QUIET)
-    assert [int(r["epoch"]) for r in reports] == [1, 2, 3]
-    assert "test/auc_mean" not in reports[0] and reports[-1]["done"] == 1.0
+    events = _events(cfg, tiny_data, tmp_path)
+    assert [e.epoch for e in events] == [1, 2, 3] and isinstance(events[-1], Finished)
+    assert not any(k.startswith("test/") for e in events for k in e.metrics)  # test: once, final
+    res = fit(cfg, tiny_data, tmp_path, placement=CPU1, log=QUIET)
+    assert res.test == events[-1].final
     vals = [h["val/auc_mean"] for h in res.history]
     assert res.best_epoch == int(np.argmax(vals)) + 1  # first maximum wins
-    assert reports[-1]["best/val_auc_mean"] == max(vals)
+    assert res.test["best/val_auc_mean"] == max(vals)
 
     pred = pd.read_csv(tmp_path / "predictions" / "test.csv")
     test_idx = tiny_data.indices("test")
@@ -129,9 +127,8 @@ def test_outputs_best_epoch_and_auc_match_sklearn(tiny_data, tmp_path):
     assert len(own) == 2 * len(test_idx)
     # Every generator's map of every model ("probe"), to compare arms map for map.
     probe = exp[exp["map"] == "probe"]
-    assert set(probe["generator"]) == set(PROBE_MAPS) and len(probe) == len(PROBE_MAPS) * len(
-        test_idx
-    )
+    probes = probe_generators()
+    assert set(probe["generator"]) == set(probes) and len(probe) == len(probes) * len(test_idx)
     assert math.isfinite(res.test["test/explain/generator_cc"])
     own_mean = own[own["map"] == "generator"]["cc"].mean()
     assert res.test["test/explain/probe_deconv_cc"] == pytest.approx(own_mean)  # the same map
@@ -151,7 +148,7 @@ def test_outputs_best_epoch_and_auc_match_sklearn(tiny_data, tmp_path):
 # stays at its random init, so a map of it is noise (issue 10, item 12).
 @pytest.mark.parametrize("arm", [a for a in list_arms() if not get_arm(a).uses_decoder][:3])
 def test_an_arm_that_trains_no_decoder_reports_no_decoder_map(tiny_data, tmp_path, arm):
-    res = fit(tiny_config(arm=arm, epochs=1), tiny_data, tmp_path, log=QUIET)
+    res = fit(tiny_config(arm=arm, epochs=1), tiny_data, tmp_path, placement=CPU1, log=QUIET)
     exp = pd.read_csv(tmp_path / "explain" / "test.csv")
     assert set(exp["map"]) == {"generator", "probe"}
     assert not any(k.startswith("test/explain/decoder") for k in res.test)
@@ -168,30 +165,23 @@ def _val_with_classes(data, classes):
 
 def test_an_undefined_validation_auc_is_missing_not_half(tiny_data, tmp_path, caplog):
     data = _val_with_classes(tiny_data, [1])  # one class: no validation AUC at all
-    reports = []
     with caplog.at_level(logging.WARNING, logger="trainables.fit"):
-        res = fit(
-            tiny_config(arm="unet", epochs=2),
-            data,
-            tmp_path,
-            report=lambda m, d: reports.append(m),
-            log=QUIET,
-        )
-    assert res.status == "ok" and len(reports) == 2
-    for r in reports:
-        assert all(math.isnan(r[f"val/{k}"]) for k in AUC_KEYS)  # not 0.5
-        assert r[VAL_AUC_UNDEFINED] == 3
+        events = _events(tiny_config(arm="unet", epochs=2), data, tmp_path)
+    assert len(events) == 2 and isinstance(events[-1], Finished)
+    for e in events:
+        assert all(math.isnan(e.metrics[f"val/{k}"]) for k in AUC_KEYS)  # not 0.5
+        assert e.metrics[VAL_AUC_UNDEFINED] == 3
     # No epoch can be the best by an undefined metric: no selection score, no best epoch; the
     # test split (intact) is still evaluated, with the last epoch's weights.
-    last = reports[-1]
-    assert math.isnan(last["best/val_auc_mean"]) and math.isnan(last["best/epoch"])
-    assert math.isnan(res.best_val_auc_mean) and math.isfinite(last["test/auc_mean"])
+    final = events[-1].final
+    assert math.isnan(final["best/val_auc_mean"]) and math.isnan(final["best/epoch"])
+    assert math.isfinite(final["test/auc_mean"])
     assert "undefined" in caplog.text and "validation" in caplog.text
 
 
 def test_a_class_missing_from_validation_leaves_only_its_auc_undefined(tiny_data, tmp_path):
     data = _val_with_classes(tiny_data, [0, 2])
-    res = fit(tiny_config(arm="unet", epochs=2), data, tmp_path, log=QUIET)
+    res = fit(tiny_config(arm="unet", epochs=2), data, tmp_path, placement=CPU1, log=QUIET)
     for h in res.history:
         assert math.isnan(h["val/auc_chf"]) and h[VAL_AUC_UNDEFINED] == 1
         assert h["val/auc_mean"] == pytest.approx(
@@ -201,14 +191,14 @@ def test_a_class_missing_from_validation_leaves_only_its_auc_undefined(tiny_data
     assert res.best_epoch == int(np.argmax(vals)) + 1 and res.best_val_auc_mean == max(vals)
 
 
-def test_a_diverging_run_stops_with_a_status_and_a_finite_metric(tiny_data, tmp_path):
-    reports = []
+def test_a_diverging_run_ends_with_one_diverged_event_and_no_score(tiny_data, tmp_path):
     cfg = tiny_config(arm="unet", epochs=3, lr=1e12, grad_clip_value=None, scheduler="none")
-    res = fit(cfg, tiny_data, tmp_path, report=lambda m, d: reports.append((m, d)), log=QUIET)
+    events = _events(cfg, tiny_data, tmp_path)
+    assert isinstance(events[-1], Diverged) and "non-finite" in events[-1].message
+    assert all(isinstance(e, EpochEnd) for e in events[:-1])  # nothing follows the divergence
+    res = fit(cfg, tiny_data, tmp_path / "again", placement=CPU1, log=QUIET)
     assert res.status == "diverged" and "non-finite" in res.message
-    metrics, ckpt = reports[-1]
-    assert ckpt is None and metrics["diverged"] == 1.0
-    assert all(math.isfinite(v) for v in metrics.values())
+    assert math.isnan(res.best_val_auc_mean) or res.best_epoch >= 1  # no made-up 0.0 score
 
 
 def test_data_the_unet_cannot_halve_is_a_clear_error(tmp_path):
@@ -217,4 +207,4 @@ def test_data_the_unet_cannot_halve_is_a_clear_error(tmp_path):
     with pytest.raises(
         ValueError, match="36 px, but a U-Net with 3 decoder stages needs a multiple of 8"
     ):
-        fit(tiny_config(), make_toy_cached(n=24, size=36), tmp_path, log=QUIET)
+        fit(tiny_config(), make_toy_cached(n=24, size=36), tmp_path, placement=CPU1, log=QUIET)

@@ -20,8 +20,11 @@ from trainables.generators import (
     GENERATORS as REGISTRY,
 )
 from trainables.generators import (
+    generator_title,
     get_generator,
     list_generators,
+    panel_generators,
+    probe_generators,
     register_generator,
     training_generators,
 )
@@ -88,10 +91,27 @@ def test_registry_lists_and_rejects() -> None:
     with pytest.raises(KeyError, match="gbp"):
         get_generator("guided")
     with pytest.raises(ValueError, match="registered twice"):
-        register_generator("gbp")(get_generator("gbp"))
+        register_generator("gbp", title="GBP map")(get_generator("gbp"))
     # The generators crossed with the paper's model sets are those flagged at registration.
     assert training_generators() == tuple(e.name for e in REGISTRY if e.meta["training"])
     assert set(training_generators()) == {"gbp", "deconv"}
+    # What the project knows about a generator is on its entry: which are probed on every model,
+    # drawn in the panels, and titled how.
+    assert probe_generators() == ("gbp", "deconv", "gradient", "logprob-gradient", "gradcam")
+    assert panel_generators() == ("gbp", "deconv", "gradcam")
+    assert generator_title("deconv") == "deconvNet map"
+
+
+def test_a_new_training_generator_gets_arms_but_does_not_join_the_papers_eight():
+    from trainables.model_sets import get_arm, list_arms, paper_arms
+
+    before = paper_arms()
+    register_generator("toy-gen", title="toy map", training=True)(get_generator("gradient"))
+    try:
+        assert "set1-toy-gen" in list_arms() and get_arm("set3-toy-gen").group == "extension"
+        assert paper_arms() == before and len(before) == 8
+    finally:
+        del REGISTRY._entries["toy-gen"]  # the registry is global: leave it as it was
 
 
 @pytest.mark.parametrize("name", ["gbp", "deconv"])

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -27,9 +31,23 @@ def test_unavailable_encoder_weights_give_an_actionable_error(tmp_path):
 
     with pytest.raises(EncoderWeightsError, match="not found: .*missing.pth"):
         build_model(TINY_ENCODER, str(tmp_path / "missing.pth"), TINY_DECODER)
-    # this machine has no route to the weights hub: the download fails with the way out spelled out
-    with pytest.raises(EncoderWeightsError, match="--encoder-weights none"):
-        build_model(TINY_ENCODER, "imagenet", TINY_DECODER)
+    # The weights hub made unreachable for this process alone (offline hub, empty caches, a proxy
+    # that refuses), whether or not this machine has a network: the way out is spelled out.
+    code = (
+        "from trainables.model import build_model, EncoderWeightsError\n"
+        "try:\n"
+        f"    build_model({TINY_ENCODER!r}, 'imagenet', {TINY_DECODER!r})\n"
+        "except EncoderWeightsError as err:\n"
+        "    print('REFUSED', err)\n"
+    )
+    dead = "http://127.0.0.1:9"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "TORCH_HOME": str(tmp_path / "torch"), "HTTPS_PROXY": dead, "HTTP_PROXY": dead,
+           "https_proxy": dead, "http_proxy": dead, "NO_PROXY": "", "no_proxy": ""}  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert "REFUSED" in run.stdout and "--encoder-weights none" in run.stdout, (
+        run.stdout + run.stderr
+    )
 
 
 def test_local_encoder_weights_file_is_loaded(tmp_path):

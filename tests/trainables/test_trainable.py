@@ -8,24 +8,37 @@ import math
 
 import pytest
 
-from trainables import tracking
-from trainables.trainable import StudyContext, _finite_for_tune, trial_config
+from trainables.config import Placement
+from trainables.record.store import TrackingContext
+from trainables.trainable import (
+    DATASET_KEY,
+    TAG_PREFIX,
+    StudyContext,
+    _finite_for_tune,
+    extra_tags,
+    placement_for,
+    trial_config,
+)
 
-CTX = tracking.TrackingContext("sqlite:////nowhere.db", "0", "parent")
+CTX = TrackingContext("sqlite:////nowhere.db", "0", "parent")
 
 
 def test_trial_config_from_tune_config():
-    cfg = trial_config(
-        {"arm": "set3-gbp", "lr": 0.02, "epochs": 3},
-        StudyContext(CTX, cpus_per_trial=3),
-        has_gpu=False,
-    )
+    config = {"arm": "set3-gbp", "lr": 0.02, "epochs": 3, DATASET_KEY: "clean", TAG_PREFIX + "twin": "clean"}  # fmt: skip
+    cfg = trial_config(config)
+    assert extra_tags(config) == {"twin": "clean"}
     assert (cfg.arm, cfg.lr, cfg.epochs) == ("set3-gbp", 0.02, 3)
-    assert cfg.device == "cpu" and cfg.num_threads == 3
     with pytest.raises(KeyError, match="learning_rate"):
-        trial_config({"learning_rate": 0.1}, StudyContext(CTX), has_gpu=False)
-    with pytest.raises(ValueError, match="search"):
+        trial_config({"learning_rate": 0.1})
+    with pytest.raises(ValueError, match="tuning"):
         StudyContext(CTX, stage="tuning")
+
+
+def test_placement_comes_from_the_trials_resources_unless_the_study_sets_it():
+    assert placement_for(StudyContext(CTX, cpus_per_trial=3), has_gpu=False) == Placement("cpu", 3)
+    # --set placement.device=cpu / placement.num_threads=2 win over what Ray gave the trial
+    study = StudyContext(CTX, cpus_per_trial=3, placement=Placement("cpu", 2))
+    assert placement_for(study, has_gpu=True) == Placement("cpu", 2)
 
 
 def test_tune_sees_finite_values_and_an_undefined_search_metric_as_nan():

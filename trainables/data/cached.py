@@ -6,6 +6,7 @@ Ray's object store by the driver, and sliced on the training device by the fit l
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,14 +58,25 @@ class CachedData:
             raise ValueError("CachedData has no split yet (trainables.data.prepare assigns it)")
         return np.flatnonzero(self.split == SPLITS.index(split))
 
+    def content_digest(self) -> str:
+        """sha256 of what the trials see (images, gaze maps, labels, keys, split), not of where the
+        files lie: the study's data fingerprint, which ``--resume`` checks."""
+        h = hashlib.sha256()
+        for arr in (self.images, self.gaze, self.labels, self.split):
+            a = np.ascontiguousarray(arr if arr is not None else np.zeros(0))
+            h.update(f"{a.dtype}{a.shape}".encode())
+            h.update(a.tobytes())
+        h.update("\n".join(self.keys).encode())
+        return h.hexdigest()[:32]
+
     def summary_dict(self) -> dict:
         """The ``study/data.json`` layout (``trainables.record.data_summary``): split sizes, class
-        balance per split, exclusion counts, image size and fingerprint (no ids)."""
+        balance per split, exclusion counts, image size and the content fingerprint (no ids)."""
         from trainables.record import data_summary
 
         return data_summary(
             self.labels, self.split, self.exclusions,
-            image_size=self.image_size, fingerprint=self.fingerprint,
+            image_size=self.image_size, fingerprint=self.content_digest(),
         )  # fmt: skip
 
     def summary(self) -> str:

@@ -1,28 +1,66 @@
-"""The schema of the study's MLflow record, in one place: metric names, tags, artifact paths, CSV
-columns, and the one rule that picks an arm's best trial.
+"""The schema of the study's MLflow record: metric names, tags, statuses, stages, artifact paths,
+CSV columns and the data summary. Torch-free and MLflow-free: the CLI and analysis import it
+cheaply.
 
-Writers (``trainables.fit``, ``trainables.tracking``, ``study/``) and readers (``analysis/``) import
-these names instead of spelling strings, so the record cannot drift between the two sides.
-Torch-free and MLflow-free: the CLI and analysis import it cheaply.
-
-Layout (see the README, "Reading the results"): one experiment per study name; one parent run per
-study (tag ``role=study``); one child run per Tune trial (``role=trial``) tagged with the arm, its
-model set and generator, the stage, Tune's trial id and a status. Per epoch (step = epoch):
-``train/*`` and ``val/*``. Once, at the end: ``best/*`` and ``test/*`` (with ``_ci_low`` /
-``_ci_high``) and ``test/explain/<map>_<metric>``. Artifacts: the folders in ``ARTIFACT_DIRS``;
-on the parent run ``study/config.json`` (the resolved StudyConfig) and ``study/data.json`` (counts
-only: ``data_summary``).
+Layout (README, "Reading the results"): one experiment per study name; one parent run per study
+(tag ``role=study``, ``kind`` = the plan that ran); one child run per Tune trial (``role=trial``)
+tagged with the arm, its model set and generator, the stage, Tune's trial id and a ``Status``.
+Per epoch (step = epoch): ``train/*`` and ``val/*``. Once, at the end: ``best/*`` and ``test/*``
+(with ``_ci_low`` / ``_ci_high``) and ``test/explain/<map>_<metric>``. Artifacts: the folders in
+``ARTIFACT_DIRS``; on the parent run ``study/config.json`` and ``study/data.json``.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from enum import StrEnum
+from typing import Any
 
 from trainables.config import CLASSES, SPLITS
 
-T = TypeVar("T")
+
+# -- statuses and stages -----------------------------------------------------------------------
+class Status(StrEnum):
+    """How a trial run stands (its ``status`` tag); ``RUN_STATUS`` maps it to MLflow's."""
+
+    RUNNING = "running"
+    OK = "ok"  # finished: its final record and artifacts are logged
+    STOPPED = "stopped"  # ASHA stopped it early: a normal end, not a failure
+    DIVERGED = "diverged"  # a non-finite training loss
+    FAILED = "failed"  # an error (the ``error`` tag says which)
+    # A run whose Tune trial the study lost (the driver died before Tune saved the trial): not one
+    # of the study's trials, not counted; ``orphaned_from`` keeps the status it had, and a new
+    # trial of the same configuration may adopt an orphan that had finished.
+    ORPHANED = "orphaned"
+
+
+FAILED_STATUSES: tuple[Status, ...] = (Status.FAILED, Status.DIVERGED)
+# MLflow's run lifecycle for each status: ASHA's early stop is a normal end (the UI draws KILLED
+# as a failure); an orphan is KILLED; "running" keeps the run open.
+RUN_STATUS: dict[Status, str] = {
+    Status.RUNNING: "RUNNING",
+    Status.OK: "FINISHED",
+    Status.STOPPED: "FINISHED",
+    Status.DIVERGED: "FAILED",
+    Status.FAILED: "FAILED",
+    Status.ORPHANED: "KILLED",
+}
+
+
+class Stage(StrEnum):
+    """Which part of a plan a trial belongs to (its ``stage`` tag, and its Tune experiment)."""
+
+    SEARCH = "search"  # Optuna search of each arm's hyperparameters
+    SEEDS = "seeds"  # each arm's best configuration again with further seeds
+    EVIDENCE = "evidence"  # a fixed grid (the evidence plans: no search, no early stopping)
+
+
+class Kind(StrEnum):
+    """The plan a study parent run ran (its ``kind`` tag)."""
+
+    STUDY = "study"  # search (+ seeds): the paper's study
+    EVIDENCE = "evidence"  # clean vs shortcut twins, arms x seeds
+
 
 # -- metrics -----------------------------------------------------------------------------------
 AUC_KEYS: tuple[str, ...] = tuple(f"auc_{c.lower()}" for c in CLASSES) + ("auc_mean",)
@@ -38,13 +76,13 @@ SEARCH_MODE = "max"
 SELECTION_METRIC = "best/val_auc_mean"  # per trial: the best epoch's validation mean AUC
 BEST_EPOCH = "best/epoch"
 TRAIN_LOSS = "train/loss"
+VAL_LOSS = "val/loss"
 # Per epoch: classes whose validation AUC is undefined (absent from the split, or all of it). Their
 # val/auc_* values are missing, never a stand-in 0.5; with all undefined, so is val/auc_mean.
 VAL_AUC_UNDEFINED = "val/auc_undefined_classes"
 EPOCH_PREFIXES: tuple[str, ...] = ("train/", "val/")  # logged every epoch with step = epoch
 FINAL_PREFIXES: tuple[str, ...] = ("best/", "test/")  # logged once, when a trial finished
-# Flags in fit's reports (not logged to MLflow): the last report of a trial carries DONE.
-DONE, DIVERGED = "done", "diverged"
+CI_BOUNDS: tuple[str, str] = ("low", "high")
 
 
 def metric_key(split: str, key: str, bound: str | None = None) -> str:
@@ -52,7 +90,7 @@ def metric_key(split: str, key: str, bound: str | None = None) -> str:
     ``_ci_high`` (bound "low" / "high")."""
     if bound is None:
         return f"{split}/{key}"
-    if bound not in ("low", "high"):
+    if bound not in CI_BOUNDS:
         raise ValueError(f"unknown CI bound {bound!r}; valid: low, high")
     return f"{split}/{key}_ci_{bound}"
 
@@ -68,20 +106,28 @@ def explain_metric(map_kind: str, metric: str, generator: str | None = None) -> 
 # -- tags --------------------------------------------------------------------------------------
 TAG_ROLE = "role"
 ROLE_STUDY, ROLE_TRIAL = "study", "trial"
-TAG_STUDY_NAME, TAG_PRESET = "study_name", "preset"
+TAG_STUDY_NAME, TAG_PRESET, TAG_KIND = "study_name", "preset", "kind"
 TAG_ARM, TAG_MODEL_SET, TAG_GENERATOR = "arm", "model_set", "generator"
 TAG_STAGE, TAG_TRIAL_ID = "stage", "trial_id"
 TAG_STATUS, TAG_ERROR = "status", "error"
 TAG_PARENT = "mlflow.parentRunId"
-
-STAGES: tuple[str, ...] = ("search", "seeds", "evidence")
-TAG_TWIN = "twin"  # evidence experiment: "clean" or "shortcut"
-TAG_KIND = "kind"  # study parent runs: "study" or "evidence"
+TAG_TWIN = "twin"  # evidence plans: the dataset a trial trained on ("clean", "shortcut", ...)
+TAG_ORPHANED_FROM, TAG_ADOPTED_FROM = "orphaned_from", "adopted_from_trial"
+TAG_NOTE = "mlflow.note.content"  # a run's description (markdown) in the MLflow UI
+TAG_GIT_COMMIT = "mlflow.source.git.commit"  # the UI shows it as the run's source version
+TAG_GIT_DIRTY = "git_dirty"  # "true" when the checkout had uncommitted changes
+TAG_DATA_FINGERPRINT = "data_fingerprint"  # content digest of the data the study trained on
+# "true" on each arm's best search trial (``selection.best_of_arm``), "false" on its others.
+TAG_BEST_OF_ARM = "best_of_arm"
+DATA_PARAM_PREFIX = "data/"  # parent params: data/images, data/train, data/val, data/test, ...
+# Experiment tags: the UI's "model training" view, and saved runs-table views (link key = suffix).
+TAG_EXPERIMENT_KIND, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
 
 
 def trial_tags(arm: str, stage: str, model_set: str | None = None, generator: str | None = None):
     """The tags that say what a trial run is (model set / generator left out when unknown)."""
-    tags = {TAG_ARM: arm, TAG_STAGE: stage}
+    tags = {TAG_ARM: arm, TAG_STAGE: str(stage)}
     if model_set is not None:
         tags[TAG_MODEL_SET] = model_set
     if generator is not None:
@@ -89,30 +135,7 @@ def trial_tags(arm: str, stage: str, model_set: str | None = None, generator: st
     return tags
 
 
-TRIAL_STATUSES: tuple[str, ...] = ("running", "ok", "diverged", "failed", "stopped", "orphaned")
-STATUS_OK = "ok"
-# A run whose Tune trial the study lost (the driver died before Tune saved the trial): not one of
-# the study's trials, not counted; its data stay. ``orphaned_from`` keeps the status it had, and a
-# new trial of the same configuration may adopt an orphan that had finished ("ok") instead of
-# training it again; the adopting trial's run says which trial it came from.
-STATUS_ORPHANED = "orphaned"
-TAG_ORPHANED_FROM, TAG_ADOPTED_FROM = "orphaned_from", "adopted_from_trial"
-# ASHA stopped it early: a normal end (MLflow run status FINISHED), not a failure.
-STATUS_STOPPED = "stopped"
-FAILED_STATUSES: tuple[str, ...] = ("failed", "diverged")
-
-# -- what the MLflow UI shows: descriptions, provenance, the arms compared on the parent run -----
-TAG_NOTE = "mlflow.note.content"  # a run's description (markdown) in the MLflow UI
-TAG_GIT_COMMIT = "mlflow.source.git.commit"  # the UI shows it as the run's source version
-TAG_GIT_DIRTY = "git_dirty"  # "true" when the checkout had uncommitted changes
-TAG_DATA_FINGERPRINT = "data_fingerprint"  # CachedData.fingerprint of the data the study used
-# "true" on each arm's best search trial (select_best), "false" on its other search trials.
-TAG_BEST_OF_ARM = "best_of_arm"
-DATA_PARAM_PREFIX = "data/"  # parent params: data/images, data/train, data/val, data/test, ...
-# Experiment tags: the UI's "model training" view, and saved runs-table views (link key = suffix).
-TAG_EXPERIMENT_KIND, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
-SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
-
+# -- the arms compared on the parent run --------------------------------------------------------
 ARM_SUMMARY_KEYS: tuple[str, ...] = ("best_val_auc_mean", *(f"test_{k}" for k in AUC_COLUMNS))
 ARM_COUNT_KEYS: tuple[str, ...] = ("trials_ok", "trials_stopped", "trials_failed")
 
@@ -129,13 +152,13 @@ def arm_metric(arm: str, key: str, bound: str | None = None) -> str:
         )
     if bound is None:
         return f"{arm}/{key}"
-    if bound not in ("low", "high") or not key.startswith("test_"):
+    if bound not in CI_BOUNDS or not key.startswith("test_"):
         raise ValueError(f"no CI bound {bound!r} for {key!r}; test_* keys have 'low' and 'high'")
     return f"{arm}/{key}_ci_{bound}"
 
 
 # -- artifacts ---------------------------------------------------------------------------------
-ARTIFACT_DIRS: tuple[str, ...] = ("predictions", "explain", "heatmaps", "model")  # fit's out_dir
+ARTIFACT_DIRS: tuple[str, ...] = ("predictions", "explain", "heatmaps", "model")  # a trial's
 PREDICTIONS = "predictions/test.csv"
 EXPLAIN = "explain/test.csv"
 MAPS = "heatmaps/maps.npz"
@@ -148,11 +171,10 @@ PROB_COLUMNS: tuple[str, ...] = tuple(f"prob_{c.lower()}" for c in CLASSES)
 PREDICTION_COLUMNS: tuple[str, ...] = ("key", "split", "label", "label_name", *PROB_COLUMNS)
 EXPLAIN_COLUMNS: tuple[str, ...] = ("key", "label", "map", "generator", *SALIENCY_KEYS)
 # Values of the explain CSV's "map" column: the arm's own generator map, its decoder map, and the
-# "probe" maps (every generator of PROBE_MAPS on every model, to compare arms map for map).
+# "probe" maps (every probe generator on every model, to compare arms map for map).
 MAP_KINDS: tuple[str, ...] = ("generator", "decoder", "probe")
-PANEL_MAPS: tuple[str, ...] = ("gbp", "deconv", "gradcam")  # generator maps drawn in the panels
-PROBE_MAPS: tuple[str, ...] = ("gbp", "deconv", "gradient", "logprob-gradient", "gradcam")
-MAP_ARRAYS: tuple[str, ...] = ("keys", "labels", "probs", "image", "gaze", *PANEL_MAPS, "decoder")
+# heatmaps/maps.npz: these arrays, plus one per panel generator (``generators.panel_generators``)
+MAP_ARRAYS: tuple[str, ...] = ("keys", "labels", "probs", "image", "gaze", "decoder")
 
 
 # -- the data summary (``study/data.json``) ---------------------------------------------------
@@ -190,43 +212,3 @@ def data_summary(
         DATA_EXCLUSIONS: {str(k): int(v) for k, v in sorted(exclusions.items())},
         **extra,
     }
-
-
-# -- selection ---------------------------------------------------------------------------------
-def selection_score(metrics: dict[str, float]) -> float:
-    """The selection metric of a trial's final metrics, ``nan`` when it has none."""
-    value = metrics.get(SELECTION_METRIC)
-    try:
-        value = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return math.nan
-    return value
-
-
-def select_best(
-    candidates: Iterable[T],
-    metrics: Callable[[T], dict[str, float]],
-    tiebreak: Callable[[T], object] = lambda _: 0,
-) -> T | None:
-    """THE rule for an arm's best trial: highest validation mean AUC of its best epoch.
-
-    Test metrics never take part. Candidates without a finite selection metric are left out;
-    ties go to the smallest ``tiebreak`` (e.g. the earliest start), then to the first given.
-
-    Args:
-        candidates: the finished trials of one arm (any type).
-        metrics: how to read a candidate's final metrics.
-        tiebreak: orders equal scores.
-
-    Returns:
-        The best candidate, or None when none has a finite score.
-    """
-    best, best_key = None, None
-    for c in candidates:
-        score = selection_score(metrics(c))
-        if not math.isfinite(score):
-            continue
-        key = (-score, tiebreak(c))
-        if best_key is None or key < best_key:
-            best, best_key = c, key
-    return best

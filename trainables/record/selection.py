@@ -1,0 +1,82 @@
+"""THE rule for an arm's best trial, which every consumer calls: the console table, the
+``best_of_arm`` tag, the parent run's comparison metrics, the seeds stage, ``results.csv``, the
+tables, the figures, DOCTOR and the verdict."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Sequence
+
+from trainables.record.trial import Trial
+
+log = logging.getLogger(__name__)
+
+
+def is_candidate(trial: Trial) -> bool:
+    """A search-stage trial of status ok with a finite selection metric and a complete record.
+
+    Test metrics never take part. Seed re-runs (``stage=seeds``) describe the spread of the chosen
+    configuration and evidence-grid trials have no search, so neither is a candidate.
+    """
+    return (
+        trial.ok
+        and trial.is_search
+        and math.isfinite(trial.val_auc)
+        and trial.has_predictions is not False
+    )
+
+
+def best_of_arm(trials: Iterable[Trial], arm: str) -> Trial | None:
+    """The arm's best trial: the highest validation mean AUC of its best epoch among the
+    candidates (``is_candidate``); ties go to the earliest start, then the smaller run id.
+
+    Returns:
+        The best trial, or None when the arm has no candidate.
+    """
+    best: Trial | None = None
+    for t in trials:
+        if t.arm != arm or not is_candidate(t):
+            if t.arm == arm and t.ok and t.is_search and t.has_predictions is False:
+                log.warning("run %s (%s) is ok but has no predictions: left out", t.run_id, arm)
+            continue
+        if best is None or _rank(t) < _rank(best):
+            best = t
+    return best
+
+
+def _rank(t: Trial) -> tuple:
+    return (-t.val_auc, t.start_time, t.run_id)
+
+
+def best_of_arms(trials: Sequence[Trial], arms: Iterable[str]) -> dict[str, Trial | None]:
+    """``arm -> best_of_arm`` for each of ``arms``."""
+    return {arm: best_of_arm(trials, arm) for arm in arms}
+
+
+def ties(trials: Sequence[Trial], best: Trial) -> list[Trial]:
+    """The other candidates of ``best``'s arm with exactly its selection score (the tie that
+    the earliest-start rule broke), in rank order."""
+    return sorted(
+        (
+            t
+            for t in trials
+            if t.arm == best.arm
+            and t.run_id != best.run_id
+            and is_candidate(t)
+            and t.val_auc == best.val_auc
+        ),
+        key=_rank,
+    )
+
+
+def seed_group(trials: Sequence[Trial], best: Trial) -> list[Trial]:
+    """The best trial and every ok run of its arm with the same hyperparameters (any seed)."""
+    return [
+        t
+        for t in trials
+        if t.arm == best.arm
+        and t.ok
+        and t.has_predictions is not False
+        and t.hyperparams() == best.hyperparams()
+    ]
