@@ -280,7 +280,9 @@ def write_doctor_from(record: Record, study: Study, out_dir: Path) -> DoctorOutp
     """Write ``doctor.md``, ``doctor.csv`` and ``doctor.png`` for the study's best runs."""
     out_dir.mkdir(parents=True, exist_ok=True)
     resamples, seed = study.bootstrap.resamples, study.bootstrap.seed
-    arms, frame = doctor_from_best(record, study.best_of(table_arms()), resamples=resamples, seed=seed)
+    arms, frame = doctor_from_best(
+        record, study.best_of(table_arms()), resamples=resamples, seed=seed
+    )
     markdown = (
         "## DOCTOR: detecting misclassified test images\n\n"
         + markdown_table(doctor_display(frame))

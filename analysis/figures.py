@@ -36,10 +36,14 @@ from trainables.record.trial import Trial
 log = logging.getLogger(__name__)
 
 MAP_KINDS: tuple[str, ...] = ("generator", "decoder")
+
+
 def panel_columns() -> tuple[str, ...]:
     """The report's panel columns, as the paper's Figures 9-11: the input, the paper's generators'
     maps (GBP, deconvNet), gaze, decoder."""
     return ("image", *paper_generators(), "gaze", "decoder")
+
+
 METRIC_NAMES = {"cc": "CC ↑", "kl": "KL ↓", "nss": "NSS ↑", "auc_judd": "AUC-Judd ↑"}
 
 

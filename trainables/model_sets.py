@@ -204,7 +204,12 @@ def _build_arms() -> dict[str, Arm]:
         else:
             for gen in training_generators():
                 # a new training generator's arms exist but do not join the paper's default eight
-                add(f"{ms.name}-{gen}", ms, gen, "paper" if gen in paper_generators() else "extension")
+                add(
+                    f"{ms.name}-{gen}",
+                    ms,
+                    gen,
+                    "paper" if gen in paper_generators() else "extension",
+                )
     for entry in _EXTRA_ARMS:
         model_set, gen = entry.obj
         add(entry.name, MODEL_SETS.get(model_set), gen, "extension")

@@ -44,6 +44,7 @@ def map_title(key: str) -> str:
 
     return GENERATORS.entry(key).meta["title"] if key in GENERATORS else key
 
+
 _CELL_IN = 1.75  # side of one image
 _GAP_IN = 0.06
 _LABEL_IN = 2.0  # left margin: the row's name and prediction

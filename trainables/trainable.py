@@ -42,6 +42,8 @@ TAG_PREFIX = "tag_"  # config keys "tag_<name>": extra tags of the trial's run (
 def extra_tags(config: Mapping[str, Any]) -> dict[str, str]:
     """The run tags a trial's config carries (``tag_twin: clean`` -> ``twin: clean``)."""
     return {k[len(TAG_PREFIX) :]: str(v) for k, v in config.items() if k.startswith(TAG_PREFIX)}
+
+
 TUNE_DIVERGED = "diverged"  # the one flag Tune's results carry: 1.0 on a diverged trial's report
 
 

@@ -128,7 +128,9 @@ class Record:
         """
         exp_id = self.experiment_id(experiment)
         if parent is None:
-            parents = self.store.search(exp_id, eq(f"tags.{TAG_ROLE}", ROLE_STUDY, "role"), oldest_first=False)
+            parents = self.store.search(
+                exp_id, eq(f"tags.{TAG_ROLE}", ROLE_STUDY, "role"), oldest_first=False
+            )
             if not parents:
                 raise KeyError(f"experiment {experiment!r} has no study run (tag role=study)")
             run = max(parents, key=lambda r: (r.info.start_time or 0, r.info.run_id))
