@@ -8,8 +8,11 @@ the DICOMs come from MIMIC-CXR through the ``image`` column, resolved under the 
 
 Labels (:mod:`trainables.data.reflacx_labels`): each reading's label columns are merged onto one
 finding list, a finding is present in a reading at certainty >= ``threshold`` (3), and an image
-has the strict majority of its readings' labels (``image_labels``; one reader: that reader's).
-Readings marked ``eye_tracking_data_discarded`` keep their labels and ellipses and have no gaze.
+has the strict majority of its readings' labels (``image_labels``: 3 of 5 radiologists; one
+reader: that reader's; an even split: absent). ``labelled`` marks the findings the image's phase
+could express (phase 1 had no Enlarged hilum, Hiatal hernia, Interstitial lung disease).
+Readings marked ``eye_tracking_data_discarded`` keep their labels and ellipses and have no gaze;
+they vote on the labels like the others.
 
 Counts in ``exclusions``. Readings dropped: ``invalid_reading_id`` (not ``P{1,2}NNRNNNNNN`` /
 ``P300RNNNNNN`` for its file's phase: ids become folder names and are never joined unchecked),
@@ -252,9 +255,10 @@ def read_reflacx(
 def target_ellipses(
     record: ReflacxRecord, threshold: int | None = None, finding: str | None = None
 ) -> np.ndarray:
-    """(E, 4) boxes of the ellipses, from every reading, that localise the image's present
-    findings: certainty >= ``threshold`` (default 3) and flagged for a finding the image's label
-    says is present (or, with ``finding``, for that present finding only)."""
+    """(E, 4) native boxes of the ellipses, from every reading, that localise the image's present
+    findings: certainty >= ``threshold`` (default 3; pass ``index.threshold`` when the index was
+    read with another) and flagged for a finding the image's label says is present (or, with
+    ``finding``, for that present finding only). Map them with ``localization.boxes_to_grid``."""
     threshold = PRESENT_CERTAINTY if threshold is None else threshold
     wanted = record.labels.astype(bool)
     if finding is not None:
@@ -307,7 +311,7 @@ def _metadata_row(raw: dict[str, str], rid: str, phase: int) -> _Row:
 
 def _certainty(text: str) -> int:
     value = float(text.strip())
-    if value != int(value) or not 0 <= value <= MAX_CERTAINTY:
+    if not 0 <= value <= MAX_CERTAINTY or value != round(value):  # nan and inf fail too
         raise ValueError(f"certainty {text!r} not an integer 0-{MAX_CERTAINTY}")
     return int(value)
 

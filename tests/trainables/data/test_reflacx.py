@@ -277,3 +277,17 @@ def test_duplicate_ids_and_inconsistent_image_rows(copy):
     assert index.exclusions["inconsistent_image_rows"] == 1
     assert multi[0]["dicom_id"] not in {r.key for r in index.records}
     assert len(index.records) == N_IMAGES - 1
+
+
+def test_unreadable_metadata_rows_drop_the_reading_only(copy):
+    header, rows = _rows(_meta(copy, 1))
+    image = rows[0]["dicom_id"]
+    rows[0]["Consolidation"] = "7"  # certainties are 0-5
+    rows[1]["eye_tracking_data_discarded"] = "maybe"
+    rows[2]["image_size_x"] = ""
+    _write(_meta(copy, 1), header, rows)
+    index = read_reflacx(copy)
+    assert index.exclusions["invalid_metadata_row"] == 3
+    left = [r for r in rows[3:] if r["dicom_id"] == image]
+    rec = next(r for r in index.records if r.key == image)  # the other readers still vote
+    assert [r.id for r in rec.readings] == sorted(r["id"] for r in left)
