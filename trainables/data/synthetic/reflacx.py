@@ -65,8 +65,8 @@ DISCARDED_SHARE = 0.01
 
 
 def _phase_1_name(finding: str, image: TwinImage) -> str:
-    """The phase-1 column a merged finding is graded under (the twin's nodules, masses above
-    ~3 cm, pleural findings are effusions)."""
+    """The phase-1 column a merged finding is graded under: the twin's larger nodules (radius
+    above 0.04 chest units) are masses, its pleural findings effusions."""
     if finding == "Lung nodule or mass":
         return "Mass" if image.nodule is not None and image.nodule[2] > 0.04 else "Nodule"
     return {"Pleural abnormality": "Pleural effusion"}.get(finding, finding)
@@ -120,8 +120,8 @@ def _write_reading(folder: Path, image: TwinImage, reading: dict, rng: np.random
         return 0
     targets = [box for box, _, _ in reading["ellipses"]]
     fix = simulate_reading(image, reading["profile"], targets, rng)
-    _write_csv(folder / FIXATIONS, FIXATION_COLUMNS, np.column_stack(
-        [fix[c] for c in FIXATION_COLUMNS]).tolist())  # fmt: skip
+    table = np.column_stack([fix[c] for c in FIXATION_COLUMNS]).tolist()  # floats, as published
+    _write_csv(folder / FIXATIONS, FIXATION_COLUMNS, table)
     start, end = fix["timestamp_start_fixation"][0], fix["timestamp_end_fixation"][-1]
     text, words = transcription(reading["grades"], start, end)
     _write_csv(
