@@ -285,6 +285,7 @@ class _Trainer:
             x, gaze, y = self.dd.batch(idx)
             if self.cfg.augment:
                 x, gaze = random_affine(x, gaze, self.gen)
+            x = self.arm.train_input(x, gaze, self.gen, self.cfg)  # gaze-mask, cutout; else x
             data_s += time.perf_counter() - td
             terms = step_terms(self.model, self.arm, self.cfg, x, gaze, y)
             loss = terms["total"]
