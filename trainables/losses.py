@@ -74,7 +74,7 @@ def outside_gradient_share(
 
 
 def gaze_weighted_share(
-    grad: torch.Tensor, gaze: torch.Tensor, power: float = 1.0, eps: float = 1e-12
+    grad: torch.Tensor, gaze: torch.Tensor, power: float, eps: float = 1e-12
 ) -> torch.Tensor:
     """The input gradient's energy weighted by how little the radiologist looked there, as a share:
     ``sum_px (1 - g)^p * e / sum_px e`` per image, averaged over images, with ``e = grad^2`` and
@@ -88,7 +88,10 @@ def gaze_weighted_share(
     glanced at once (g = 0.05) costs 0.95 of a pixel never looked at, where the hard mask counts it
     as fully looked at, so a few stray fixations on a shortcut do not hide it from the loss. ``p``
     sets how fast the cost falls with the gaze: ``p -> 0`` counts every pixel below the peak fully,
-    large ``p`` only pixels where the gaze is ~0; the value falls as ``p`` grows.
+    large ``p`` only pixels where the gaze is ~0; the value falls as ``p`` grows. A pixel costs
+    half at gaze ``1 - 2^(-1/p)``: 0.5 at p = 1, 0.083 at p = 8 (the arm's default,
+    ``TrialConfig.density_power``). At p = 1 energy inside the lungs (gaze ~0.3) still costs 0.7
+    of energy on a shortcut, so the loss pushes toward the gaze peak more than off the shortcut.
 
     Args:
         grad: (B, C, H, W) input gradient (raw, signed).

@@ -110,7 +110,7 @@ def test_density_share_falls_as_energy_moves_toward_the_gaze_peak():
     for centre in (2, 6, 10, 14):  # a bump of gradient energy walking up the gaze ramp
         cols = torch.arange(16, dtype=torch.float64)
         grad = torch.exp(-((cols - centre) ** 2) / 4).view(1, 1, 1, 16).expand(1, 1, 4, 16)
-        values.append(gaze_weighted_share(grad, gaze).item())
+        values.append(gaze_weighted_share(grad, gaze, 1.0).item())
     assert values == sorted(values, reverse=True) and values[0] - values[-1] > 0.5
     # A threshold share cannot tell the last three apart: all of them sit above 0.01.
     hard = [
