@@ -2,6 +2,10 @@
 
 Evaluation maps are made for the PREDICTED class (no label leakage) with the model in eval mode, so
 BatchNorm uses running statistics and each image's map depends on that image alone.
+
+Two more readings of a split serve model selection without test labels (``trainables.selection``):
+the probabilities on images hidden outside the gaze (:func:`predict_gaze_masked`), and where the
+model's input gradient lies relative to the gaze (:func:`outside_energy_shares`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import torch.nn.functional as F
 from trainables.config import CLASSES
 from trainables.device_data import DeviceData
 from trainables.generators import panel_generators, probe_generators
+from trainables.losses import outside_gradient_share
+from trainables.masking import MaskSpec, mask_outside_gaze
 from trainables.metrics import saliency_metrics
 from trainables.model import MultiTaskUNet
 from trainables.model_sets import Arm
@@ -34,6 +40,58 @@ def predict(model: MultiTaskUNet, dd: DeviceData, split: str, batch_size: int):
     if not probs:
         return np.zeros((0, len(CLASSES))), np.zeros(0, dtype=np.int64), float("nan")
     return torch.cat(probs).numpy().astype(np.float64), torch.cat(labels).numpy(), loss_sum / n
+
+
+@torch.no_grad()
+def predict_gaze_masked(
+    model: MultiTaskUNet, dd: DeviceData, split: str, spec: MaskSpec, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax probabilities (N,3) and labels (N,) of one split with every image hidden outside
+    its gaze as ``spec`` says (``masking.mask_outside_gaze``, as the gaze-mask arm trains).
+
+    The noise comes from a generator seeded 0 here, so the result is a function of the model and
+    the data alone (the same batches, the same noise, every call).
+    """
+    model.eval()
+    gen = torch.Generator().manual_seed(0)
+    probs, labels = [], []
+    for idx in dd.eval_batches(split, batch_size):
+        x, gaze, y = dd.batch(idx)
+        logits = model.classify(mask_outside_gaze(x, gaze, spec, gen)).float()
+        probs.append(torch.softmax(logits, dim=1).cpu())
+        labels.append(y.cpu())
+    if not probs:
+        return np.zeros((0, len(CLASSES))), np.zeros(0, dtype=np.int64)
+    return torch.cat(probs).numpy().astype(np.float64), torch.cat(labels).numpy()
+
+
+def outside_energy_shares(
+    model: MultiTaskUNet, dd: DeviceData, split: str, threshold: float, batch_size: int
+) -> np.ndarray:
+    """Per image of one split, the share of the log-probability input gradient's energy outside
+    the gaze (``losses.outside_gradient_share``: what rrr-share trains down), in stored order.
+
+    The score sums every class's log-probability, so no label (true or predicted) is read; eval
+    mode, BatchNorm on running statistics: each image's value depends on that image alone. nan
+    for an image whose gradient is zero everywhere (no share to speak of).
+    """
+    model.eval()
+    shares: list[float] = []
+    for idx in dd.eval_batches(split, batch_size):
+        x, gaze, _ = dd.batch(idx)
+        target = torch.zeros(len(idx), dtype=torch.long, device=x.device)  # unused by the score
+        grad = generator_map(
+            "logprob-gradient", model, x, target, create_graph=False, bn_mode="frozen"
+        )
+        # Scale-free, so each map may be divided by its largest value: an untrained or saturated
+        # model's gradient (energy ~1e-20 in float32) would otherwise drown in the loss's eps.
+        # An all-zero map has no share: nan.
+        peak = grad.abs().flatten(1).amax(1).clamp(min=torch.finfo(grad.dtype).tiny)
+        grad = grad / peak.view(-1, 1, 1, 1)
+        for i in range(len(idx)):
+            one = outside_gradient_share(grad[i : i + 1], gaze[i : i + 1], threshold, eps=0.0)
+            shares.append(float(one))
+    return np.asarray(shares, dtype=np.float64)
 
 
 def predicted_class_maps(

@@ -170,6 +170,7 @@ def train_epoch(s: TrainState) -> dict[str, float] | None:
         x, gaze, y = s.dd.batch(idx)
         if s.cfg.augment:
             x, gaze = random_affine(x, gaze, s.gen)
+        x = s.arm.train_input(x, gaze, s.gen, s.cfg)  # gaze-mask / cutout hide pixels; else x
         data_s += time.perf_counter() - td
         terms = step_terms(s.model, s.arm, s.cfg, x, gaze, y)
         if not torch.isfinite(terms["total"]):

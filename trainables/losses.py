@@ -3,6 +3,10 @@
 BCE-with-logits is used only on logits (the decoder output); a [0, 1] heatmap (a generator map after
 ``to_heatmap``) gets BCE on probabilities -- feeding it to BCEWithLogits would squash it a second time and
 make the fit threshold instead of match.
+
+Where the gaze enters as "where the radiologist did not look", two forms exist: a hard outside
+mask (``gaze < threshold``: ``outside_gradient_penalty``, ``outside_gradient_share``) and a soft
+weight that follows the gaze density (``gaze_weighted_share``), which needs no threshold.
 """
 
 from __future__ import annotations
@@ -67,6 +71,37 @@ def outside_gradient_share(
     energy = grad.pow(2).flatten(1)
     outside = outside_mask(gaze.to(grad.dtype), threshold).flatten(1) * energy
     return (outside.sum(1) / (energy.sum(1) + eps)).mean()
+
+
+def gaze_weighted_share(
+    grad: torch.Tensor, gaze: torch.Tensor, power: float, eps: float = 1e-12
+) -> torch.Tensor:
+    """The input gradient's energy weighted by how little the radiologist looked there, as a share:
+    ``sum_px (1 - g)^p * e / sum_px e`` per image, averaged over images, with ``e = grad^2`` and
+    ``g`` the max-normalised gaze map clamped to [0, 1].
+
+    Read ``q = e / sum e`` as the distribution of the model's sensitivity over pixels: the value is
+    ``E_q[(1 - g)^p]``, at p = 1 one minus the gaze level the model's sensitivity sits at on
+    average. In [0, 1]: 0 when every bit of energy lies where the gaze peaks, 1 when all of it
+    lies where the gaze is 0. Scale-free like :func:`outside_gradient_share`, which it equals for
+    a binary gaze map (any threshold in (0, 1]), but with no threshold: a pixel the radiologist
+    glanced at once (g = 0.05) costs 0.95 of a pixel never looked at, where the hard mask counts it
+    as fully looked at, so a few stray fixations on a shortcut do not hide it from the loss. ``p``
+    sets how fast the cost falls with the gaze: ``p -> 0`` counts every pixel below the peak fully,
+    large ``p`` only pixels where the gaze is ~0; the value falls as ``p`` grows. A pixel costs
+    half at gaze ``1 - 2^(-1/p)``: 0.5 at p = 1, 0.083 at p = 8 (the arm's default,
+    ``TrialConfig.density_power``). At p = 1 energy inside the lungs (gaze ~0.3) still costs 0.7
+    of energy on a shortcut, so the loss pushes toward the gaze peak more than off the shortcut.
+
+    Args:
+        grad: (B, C, H, W) input gradient (raw, signed).
+        gaze: (B, 1, H, W) max-normalised gaze map.
+        power: p > 0.
+    """
+    weight = (1.0 - gaze.to(grad.dtype).clamp(0.0, 1.0)).pow(power)
+    energy = grad.pow(2)
+    weighted = (weight * energy).flatten(1).sum(1)
+    return (weighted / (energy.flatten(1).sum(1) + eps)).mean()
 
 
 def combine(cls: torch.Tensor, seg: torch.Tensor | None, gamma: float) -> torch.Tensor:

@@ -17,8 +17,15 @@ paper's model sets are crossed with every generator registered with ``training=T
 | gbp-share      | share of the GBP map's energy outside the gaze                  | ours          |
 | set1-gradcam   | BCE(Grad-CAM map, gaze map)                                     | GAIN-like     |
 | set1-gradcam-mid | the same at the encoder's stride-8 stage                      | ours          |
+| density-share  | that gradient's energy weighted by (1 - gaze) ** p (no threshold) | ours        |
+| gaze-mask      | none; training inputs hidden outside the gaze (noise or blur)   | baseline      |
+| cutout         | none; as much hidden as gaze-mask, at a random place (control)  | baseline      |
 
 total = gamma * L_cls + (1 - gamma) * L_seg (``trainables.losses.combine``).
+
+A model set may also change its TRAINING inputs (``train_input``, applied by the loop after the
+augmentation and before the forward; ``trainables.masking``): gaze-mask and cutout do. Validation,
+test and every map are computed on the untouched images.
 
 Torch-free at import (losses are imported on first use), so the CLI lists and checks arms fast.
 """
@@ -38,6 +45,7 @@ if TYPE_CHECKING:
     from trainables.config import TrialConfig
 
 L = lazy_module("trainables.losses")
+M = lazy_module("trainables.masking")
 MapNeed = Literal["none", "graph", "detached"]
 DEFAULT_DISPLAY_GENERATOR = "gbp"  # the map shown for arms that train with no generator
 ArmGroup = Literal["paper", "extension"]
@@ -54,6 +62,10 @@ class StepOutputs:
 
 
 LossFn = Callable[[StepOutputs, "torch.Tensor", "torch.Tensor", "TrialConfig"], dict]
+# (x, gaze, the loop's batch generator, cfg) -> the training input the forward sees
+InputTransform = Callable[
+    ["torch.Tensor", "torch.Tensor", "torch.Generator", "TrialConfig"], "torch.Tensor"
+]
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,8 @@ class ModelSet:
     needs_map: MapNeed  # generator map: none, differentiable (create_graph), or a detached target
     hyperparams: tuple[str, ...]  # which TrialConfig fields change this set's loss (searchable)
     paper: bool  # one of the paper's model sets (crossed with the training generators)
+    # Training batches only, before the forward (gaze-mask, cutout); None: the batch as it comes.
+    train_input: InputTransform | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +101,13 @@ class Arm:
     def loss(self, out: StepOutputs, labels, gaze, cfg: TrialConfig) -> dict:
         return MODEL_SETS.get(self.model_set).loss(out, labels, gaze, cfg)
 
+    def train_input(self, x, gaze, gen, cfg: TrialConfig):
+        """The training batch's input as this arm trains on it: its model set's ``train_input``
+        (which may draw from ``gen``, the loop's batch generator), or ``x`` itself, untouched and
+        with no draw, for every set without one."""
+        transform = MODEL_SETS.get(self.model_set).train_input
+        return x if transform is None else transform(x, gaze, gen, cfg)
+
 
 MODEL_SETS: Registry[ModelSet] = Registry("model set")
 _EXTRA_ARMS: Registry[tuple[str, str]] = Registry("arm")  # name -> (model set, generator)
@@ -99,12 +120,15 @@ def register_model_set(
     needs_map: MapNeed,
     hyperparams: tuple[str, ...],
     paper: bool = True,
+    train_input: InputTransform | None = None,
 ):
     """Register a loss function as a model set; a paper set with a generator map becomes one arm
-    per training generator, ``<set>-<generator>``."""
+    per training generator, ``<set>-<generator>``. ``train_input`` changes the set's training
+    inputs (never its evaluation inputs)."""
 
     def deco(fn: LossFn) -> LossFn:
-        MODEL_SETS.add(name, ModelSet(name, fn, uses_decoder, needs_map, hyperparams, paper))
+        ms = ModelSet(name, fn, uses_decoder, needs_map, hyperparams, paper, train_input)
+        MODEL_SETS.add(name, ms)
         return fn
 
     return deco
@@ -182,11 +206,54 @@ def _outside_share(out, labels, gaze, cfg):
     return {"cls": cls, "outside_share": share, "total": cls + cfg.share_lambda * share}
 
 
+@register_model_set(
+    "density-share", uses_decoder=False, needs_map="graph",
+    hyperparams=("lr", "share_lambda", "density_power"), paper=False,
+)  # fmt: skip
+def _density_share(out, labels, gaze, cfg):
+    # outside-share without a threshold: a pixel the radiologist glanced at once (low gaze
+    # density) still costs nearly as much as one never looked at (losses.gaze_weighted_share).
+    cls = L.classification_loss(out.class_logits, labels)
+    share = L.gaze_weighted_share(out.raw_map, gaze, cfg.density_power)
+    return {"cls": cls, "density_share": share, "total": cls + cfg.share_lambda * share}
+
+
+def _mask_outside_gaze(x, gaze, gen, cfg):
+    return M.gaze_mask(x, gaze, gen, cfg)  # wrapped: naming M.gaze_mask here would import torch
+
+
+def _cutout(x, gaze, gen, cfg):
+    return M.cutout(x, gaze, gen, cfg)
+
+
+# The input-masking baselines: no loss besides classification, like no-seg; what differs is what
+# the model sees while it trains (TrialConfig.mask_*).
+@register_model_set(
+    "gaze-mask", uses_decoder=False, needs_map="none", paper=False,
+    hyperparams=("lr", "mask_strength", "mask_dilation"), train_input=_mask_outside_gaze,
+)  # fmt: skip
+def _gaze_mask(out, labels, gaze, cfg):
+    cls = L.classification_loss(out.class_logits, labels)
+    return {"cls": cls, "total": cls}
+
+
+@register_model_set(
+    "cutout", uses_decoder=False, needs_map="none", paper=False,
+    hyperparams=("lr", "mask_strength", "mask_dilation"), train_input=_cutout,
+)  # fmt: skip
+def _cutout_loss(out, labels, gaze, cfg):
+    cls = L.classification_loss(out.class_logits, labels)
+    return {"cls": cls, "total": cls}
+
+
 register_arm("rrr", model_set="rrr", generator="logprob-gradient")
 register_arm("rrr-share", model_set="outside-share", generator="logprob-gradient")
 register_arm("gbp-share", model_set="outside-share", generator="gbp")
 register_arm("set1-gradcam", model_set="set1", generator="gradcam")
 register_arm("set1-gradcam-mid", model_set="set1", generator="gradcam-mid")
+register_arm("density-share", model_set="density-share", generator="logprob-gradient")
+register_arm("gaze-mask", model_set="gaze-mask", generator="none")
+register_arm("cutout", model_set="cutout", generator="none")
 
 
 def _build_arms() -> dict[str, Arm]:

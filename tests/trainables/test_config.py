@@ -34,6 +34,10 @@ BAD_TRIALS = [
     ("bootstrap_seed", -1),
     ("scheduler", "linear"),
     ("bn_mode", "train"),
+    ("mask_mode", "zeros"),
+    ("mask_strength", 1.5),
+    ("mask_dilation", -0.1),
+    ("density_power", 0.0),
 ]
 
 
@@ -73,6 +77,9 @@ def test_trial_config_boundaries_and_the_decoder_stride():
         ("image_dtype", "int16"),
         ("gaze_weighting", "area"),
         ("gaze_coordinates", "screen"),
+        ("synthetic_scanning_share", 1.2),
+        ("synthetic_scanning_share", -0.1),
+        ("synthetic_thoroughness", 0.0),
     ],
 )
 def test_data_config_refuses_out_of_range_values(field, value):

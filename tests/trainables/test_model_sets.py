@@ -28,6 +28,9 @@ EXPECTED_TERMS = {
     "set3": {"cls", "seg_decoder", "seg_generator"},
     "rrr": {"cls", "rrr"},
     "outside-share": {"cls", "outside_share"},
+    "density-share": {"cls", "density_share"},
+    "gaze-mask": {"cls"},
+    "cutout": {"cls"},
 }
 
 
@@ -40,7 +43,7 @@ def test_registry_lists_the_papers_eight_arms_first():
     ]
     assert training_generators() == ("gbp", "deconv")
     assert list_arms()[:8] == paper_arms()
-    assert set(list_arms("extension")) >= {"rrr", "set1-gradcam"}
+    assert set(list_arms("extension")) >= {"rrr", "set1-gradcam", "gaze-mask", "cutout"}
     assert all(get_arm(a).group == "extension" for a in list_arms("extension"))
     with pytest.raises(KeyError, match="valid arms: no-seg, unet"):
         get_arm("set4-gbp")
@@ -76,6 +79,7 @@ def test_arm_terms_and_a_step_reduces_the_loss(arm_name, tiny_data):
     arm = get_arm(arm_name)
     model = _deterministic_train_mode(build_model(TINY_ENCODER, None, TINY_DECODER))
     x, gaze, y = _batch(tiny_data)
+    x = arm.train_input(x, gaze, torch.Generator().manual_seed(0), cfg)  # as the loop does
     terms = step_terms(model, arm, cfg, x, gaze, y)
     assert set(terms) - {"total"} == EXPECTED_TERMS[arm.model_set]
     parts = [v for k, v in terms.items() if k != "total"]

@@ -14,8 +14,9 @@ from trainables.config import SPLIT_FRACTIONS, DataConfig
 from trainables.data.cache import load_or_build
 from trainables.data.cached import CachedData
 from trainables.data.egd import read_egd
-from trainables.data.split import patient_split, read_split_file
+from trainables.data.split import SplitSpec, patient_split, read_split_file
 from trainables.data.synthetic import read_manifest, write_synthetic
+from trainables.data.synthetic.reader import ReaderSpec
 from trainables.data.synthetic.shortcuts import ShortcutSpec
 
 logger = logging.getLogger(__name__)
@@ -30,12 +31,19 @@ def shortcut_spec(cfg: DataConfig) -> ShortcutSpec | None:
     )
 
 
+def reader_spec(cfg: DataConfig) -> ReaderSpec | None:
+    """How the twin of ``cfg`` simulates its reader, or None for the default reading."""
+    spec = ReaderSpec(cfg.synthetic_scanning_share, cfg.synthetic_thoroughness)
+    return None if spec.is_default() else spec
+
+
 def synthetic_root(cfg: DataConfig) -> Path:
     """Where the synthetic twin for ``cfg`` lives:
-    ``{data_dir}/synthetic-{N}-seed{S}[-<shortcut>-split<seed>-<train>-<val>-<test>]``.
+    ``{data_dir}/synthetic-{N}-seed{S}[-<shortcut>-split<seed>-<train>-<val>-<test>][-<reader>]``.
 
     A shortcut twin's pixels follow its split (the test images are where the shortcut breaks), so
-    its folder names the split too; a clean twin is split after reading, from the DataConfig.
+    its folder names the split too; a clean twin is split after reading, from the DataConfig. A
+    twin whose reader is not the default names it (``-scan0.3-thor2``); the default adds nothing.
     """
     name = f"synthetic-{cfg.synthetic_images}-seed{cfg.synthetic_seed}"
     spec = shortcut_spec(cfg)
@@ -45,6 +53,9 @@ def synthetic_root(cfg: DataConfig) -> Path:
         if not default:  # the default keeps the folder names of twins written before
             shares = "-".join(f"{round(100 * f):g}" for f in cfg.split_fractions)
             name += f"-split{cfg.split_seed}-{shares}"
+    reader = reader_spec(cfg)
+    if reader is not None:
+        name += f"-{reader.tag()}"
     return Path(cfg.data_dir).resolve() / name
 
 
@@ -72,8 +83,8 @@ def ensure_synthetic(cfg: DataConfig) -> Path:
             cfg.synthetic_images,
             cfg.synthetic_seed,
             shortcut=shortcut_spec(cfg),
-            split_seed=cfg.split_seed,
-            split_fractions=cfg.split_fractions,
+            reader=reader_spec(cfg),
+            split=SplitSpec(cfg.split_seed, tuple(cfg.split_fractions)),
         )
         try:
             os.rename(tmp, root)

@@ -8,6 +8,7 @@ images grouped by patient, so a patient with several images moves them together.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,14 @@ from trainables.config import SPLIT_FRACTIONS, SPLITS, split_fractions_ok
 from trainables.data.egd import read_csv_checked
 
 _EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """A seeded patient split (:func:`patient_split`): its seed and its train, val, test shares."""
+
+    seed: int = 0
+    fractions: tuple[float, ...] = SPLIT_FRACTIONS
 
 
 def patient_split(

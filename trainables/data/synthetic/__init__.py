@@ -16,7 +16,8 @@ reader treats this folder exactly like the real dataset.
 
 Beyond the dataset: ``split.csv`` (the patient split), ``twin.json`` (size, seed, pixel scale
 relative to MIMIC-CXR, shortcut) and, optionally, a planted class-correlated shortcut
-(``--shortcut marker|intensity|border``, :mod:`trainables.data.synthetic.shortcuts`).
+(``--shortcut marker|intensity|border``, :mod:`trainables.data.synthetic.shortcuts`), and a more
+realistic reader (``--scanning-share S --thoroughness T``, :mod:`trainables.data.synthetic.reader`).
 """
 
 from __future__ import annotations
@@ -26,24 +27,25 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from trainables.config import SPLIT_FRACTIONS, SPLITS
-from trainables.data.split import patient_split
+from trainables.config import SPLITS
+from trainables.data.split import SplitSpec, patient_split
 from trainables.data.synthetic.boxes import bounding_boxes
 from trainables.data.synthetic.cases import Case, make_cases, master_rows
 from trainables.data.synthetic.dicom_writer import dicom_relpath, write_dicom
 from trainables.data.synthetic.gaze import display_pads, gaze_tables
 from trainables.data.synthetic.phantom import render
+from trainables.data.synthetic.reader import ReaderSpec
 from trainables.data.synthetic.shortcuts import ShortcutSpec, list_shortcuts, plant
 
 __all__ = [
     "MANIFEST",
     "Case",
+    "ReaderSpec",
     "ShortcutSpec",
     "bounding_boxes",
     "dicom_relpath",
@@ -70,24 +72,28 @@ def write_synthetic(
     seed: int = 0,
     *,
     shortcut: ShortcutSpec | None = None,
-    split_seed: int = 0,
-    split_fractions: Sequence[float] = SPLIT_FRACTIONS,
+    reader: ReaderSpec | None = None,
+    split: SplitSpec | None = None,
 ) -> dict[str, float]:
     """Write the whole twin into ``out`` (created; existing files are overwritten).
 
-    Besides the EGD-CXR files it writes ``split.csv`` (the patient-level split, ``split_seed``),
+    Besides the EGD-CXR files it writes ``split.csv`` (the patient-level split, ``split``),
     and ``twin.json`` (what was generated: size, seed, the pixel scale relative to MIMIC-CXR, the
-    shortcut). With ``shortcut`` the images of the train and validation splits carry it as the spec
-    says and the test images do not (or carry a random class's); every other pixel, and the gaze,
-    is identical to the twin without it (the shortcut draws from its own random stream).
+    shortcut, and the reader when not the default). With ``shortcut`` the images of the train and
+    validation splits carry it as the spec says and the test images do not (or carry a random
+    class's); every other pixel, and the gaze, is identical to the twin without it (the shortcut
+    draws from its own random stream). With a non-default ``reader`` only the gaze files change
+    (:mod:`trainables.data.synthetic.reader`; its own streams too): the images are the same.
 
     Args:
         out: folder to write.
         n_images: number of images (balanced classes).
         seed: everything drawn follows from it; the same seed gives the same files.
         shortcut: a planted class-correlated shortcut (``shortcuts.ShortcutSpec``), or None.
-        split_seed: seed of the patient split the shortcut follows (and ``split.csv`` records).
-        split_fractions: its train, val, test shares.
+        reader: how the simulated radiologist reads (``reader.ReaderSpec``); None or the default
+            spec writes the default readings.
+        split: the patient split the shortcut follows (and ``split.csv`` records); None: seed 0,
+            80/10/10.
 
     Returns:
         counts and timing: images, fixation_rows, calibration_rows, shortcut_images, seconds.
@@ -95,6 +101,7 @@ def write_synthetic(
     if n_images < 3:
         raise ValueError(f"the synthetic twin needs at least 3 images, got {n_images}")
     t0 = time.perf_counter()
+    split = split or SplitSpec()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([seed, 1])
@@ -103,19 +110,19 @@ def write_synthetic(
         cases, [dicom_relpath(c) for c in cases], [display_pads(c) for c in cases], rng
     )
     master.to_csv(out / "master_sheet.csv", index=False)
-    fixations, dense = gaze_tables(cases, rng)
+    fixations, dense = gaze_tables(cases, rng, reader, seed)
     fixations.to_csv(out / "fixations.csv", index=False)
     dense.to_csv(out / "eye_gaze.csv", index=False)
     bounding_boxes(cases).to_csv(out / "bounding_boxes.csv", index=False)
     patients = {c.patient for c in cases}
     if len(patients) >= len(SPLITS):
-        split = patient_split(
+        assigned = patient_split(
             np.array([c.label for c in cases]),
             [c.patient for c in cases],
-            seed=split_seed,
-            fractions=split_fractions,
+            seed=split.seed,
+            fractions=split.fractions,
         )
-        splits = [SPLITS[s] for s in split]
+        splits = [SPLITS[s] for s in assigned]
     elif shortcut is None:
         splits = ["train"] * len(cases)  # too few patients to split; nothing depends on it
     else:
@@ -143,8 +150,8 @@ def write_synthetic(
         "generator": "trainables.data.synthetic",
         "images": n_images,
         "seed": seed,
-        "split_seed": split_seed,
-        "split_fractions": list(split_fractions),
+        "split_seed": split.seed,
+        "split_fractions": list(split.fractions),
         "split_file": SPLIT_FILE,
         # Twin pixels per MIMIC-CXR pixel: the twin's images are about a third of MIMIC's size,
         # so sizes given in MIMIC pixels (the published gaze sigma of 150) are scaled by this.
@@ -155,6 +162,8 @@ def write_synthetic(
             for s in SPLITS
         },
     }
+    if reader is not None and not reader.is_default():  # the default twin.json stays as it was
+        manifest["reader"] = dataclasses.asdict(reader)
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
     stats = {
         "images": n_images,
@@ -191,6 +200,14 @@ def main(argv: list[str] | None = None) -> None:
         "--shortcut-test", choices=("absent", "shuffled"), default="absent",
         help="test images: no shortcut, or a random class's",
     )  # fmt: skip
+    parser.add_argument(
+        "--scanning-share", type=float, default=0.0,
+        help="share of each reading's fixations spread over the whole film, corners included",
+    )  # fmt: skip
+    parser.add_argument(
+        "--thoroughness", type=float, default=1.0,
+        help="fixations per reading and their durations, times this",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     spec = (
@@ -198,7 +215,8 @@ def main(argv: list[str] | None = None) -> None:
         if args.shortcut
         else None
     )
-    stats = write_synthetic(args.out, args.images, args.seed, shortcut=spec)
+    reader = ReaderSpec(args.scanning_share, args.thoroughness)
+    stats = write_synthetic(args.out, args.images, args.seed, shortcut=spec, reader=reader)
     print(
         f"wrote {stats['images']} images, {stats['fixation_rows']} fixation rows "
         f"({stats['calibration_rows']} calibration) to {args.out} in {stats['seconds']:.1f} s"

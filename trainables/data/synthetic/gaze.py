@@ -8,6 +8,7 @@ import pandas as pd
 from trainables.data.egd import GAZE_COLUMNS
 from trainables.data.heatmaps import Pads, published_xy_original
 from trainables.data.synthetic.cases import Case, heart_ellipse
+from trainables.data.synthetic.reader import ReaderSpec, read_as, reader_stream
 
 SCREEN_W, SCREEN_H = 1920, 1080
 
@@ -153,8 +154,16 @@ def _calibration(rng: np.random.Generator) -> dict[str, np.ndarray]:
     return {"x": x, "y": y, "start": start, "dur": dur}
 
 
-def gaze_tables(cases: list[Case], rng: np.random.Generator) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """fixations.csv and eye_gaze.csv (2 raw samples per fixation) for all cases, in sessions."""
+def gaze_tables(
+    cases: list[Case], rng: np.random.Generator, reader: ReaderSpec | None = None, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """fixations.csv and eye_gaze.csv (2 raw samples per fixation) for all cases, in sessions.
+
+    With a non-default ``reader`` each reading is the default one read as that reader reads
+    (:mod:`trainables.data.synthetic.reader`, from per-image streams of ``seed``); ``rng`` is used
+    exactly as without it, so sessions, calibration screens and every default reading stay those
+    of the default twin.
+    """
     screens, tick, session, media = [], 6.9e11, 1, 0
     session_left = int(rng.integers(40, 90))
     for i, case in enumerate(cases):
@@ -165,7 +174,12 @@ def gaze_tables(cases: list[Case], rng: np.random.Generator) -> tuple[pd.DataFra
             screens.append(_gaze_rows(case, cal, session, media, tick, rng, case.key[:-5]))
             media, tick = media + 1, tick + 1e8
         fx = simulate_fixations(case, rng)
-        screens.append(_gaze_rows(case, fx, session, media, tick, rng))
+        rows = _gaze_rows(case, fx, session, media, tick, rng)  # rng as in the default twin
+        if reader is not None and not reader.is_default():
+            own = reader_stream(seed, i)
+            fx = read_as(case, fx, reader, own)
+            rows = _gaze_rows(case, fx, session, media, tick, own)
+        screens.append(rows)
         media, session_left = media + 1, session_left - 1
         tick += (fx["start"][-1] + fx["dur"][-1] + 2.0) * 1e7
     # One frame from whole columns: a DataFrame per screen costs ~10 ms each in pandas.
