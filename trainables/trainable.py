@@ -73,6 +73,19 @@ def _finite_for_tune(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _in_storage(exc: Exception, restore_dir: str | None, checkpoint: Any) -> Exception:
+    """``exc`` naming the checkpoint in Tune's storage instead of the temp copy fit loaded (a
+    refused ``state.pt`` must point at the planted file, not at /tmp/restore-...)."""
+    if restore_dir is None or restore_dir not in str(exc):
+        return exc
+    fs = checkpoint.filesystem.type_name
+    where = checkpoint.path if fs == "local" else f"{fs}://{checkpoint.path}"
+    try:
+        return type(exc)(str(exc).replace(restore_dir, where))
+    except TypeError:  # an exception type built from other arguments: keep it as it is
+        return exc
+
+
 def train_trial(
     config: dict[str, Any], data: CachedData | Mapping[str, CachedData], study: StudyContext
 ) -> None:
@@ -181,7 +194,10 @@ def train_trial(
             log=log,
         )
     except Exception as exc:
-        tracking.set_status(study.tracking, run_id, "failed", f"{type(exc).__name__}: {exc}")
+        named = _in_storage(exc, restore_dir, checkpoint)
+        tracking.set_status(study.tracking, run_id, "failed", f"{type(named).__name__}: {named}")
+        if named is not exc:
+            raise named from None
         raise
     finally:
         if restore_dir is not None:
