@@ -120,6 +120,39 @@ def _named_messages(path: Path, shown: str) -> Iterator[None]:
                 logger.log(record.levelno, "%s: %s", shown, _without_path(text, path, shown))
 
 
+RADIOGRAPH_MODALITIES = ("CR", "DX")  # computed and digital radiography
+_LATERAL_VIEWS = ("LL", "RL", "LATERAL", "LAT")
+
+
+def chest_radiograph_notes(path: str | Path, name: str | None = None) -> list[str]:
+    """Why the header says ``path`` is not a frontal chest radiograph (empty when it does not).
+
+    Headers only (and only the fields that are there): a film labelled CHEST that shows an
+    abdomen passes. Used by predict to flag a prediction that means nothing.
+    """
+    path = Path(path)
+    try:
+        with _named_messages(path, name or path.name):
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except (OSError, ValueError, pydicom.errors.InvalidDicomError):  # read_dicom took it: no note
+        return []
+    notes = []
+    modality = str(ds.get("Modality", "")).strip().upper()
+    if modality not in RADIOGRAPH_MODALITIES:
+        notes.append(f"Modality {modality or 'missing'} is not a radiograph (CR/DX)")
+    body = str(ds.get("BodyPartExamined", "")).strip().upper()
+    if body and body != "CHEST":
+        notes.append(f"BodyPartExamined {body} is not CHEST")
+    view = str(ds.get("ViewPosition", "")).strip().upper()
+    if view in _LATERAL_VIEWS:
+        notes.append(f"ViewPosition {view}: a lateral view (the model saw frontal views)")
+    if notes:
+        notes.append(
+            "the model was trained on frontal chest radiographs: this prediction means nothing"
+        )
+    return notes
+
+
 def _decode(path: Path) -> np.ndarray:
     if not path.is_file():
         raise DicomError(path, "not a regular file (missing or a directory)")
