@@ -50,21 +50,6 @@ def smoke_flags(
     ]
 
 
-@pytest.fixture(scope="session", autouse=True)
-def storage_key(tmp_path_factory):
-    """Studies run by the tests sign their Tune storage with a key of their own, never the
-    user's (``study.storage_guard``); subprocess studies inherit it through the environment."""
-    from study.storage_guard import KEY_ENV
-
-    before = os.environ.get(KEY_ENV)
-    os.environ[KEY_ENV] = str(tmp_path_factory.mktemp("key") / "storage.key")
-    yield os.environ[KEY_ENV]
-    if before is None:
-        os.environ.pop(KEY_ENV, None)
-    else:
-        os.environ[KEY_ENV] = before
-
-
 @pytest.fixture(scope="session")
 def data_config(tmp_path_factory) -> DataConfig:
     return DataConfig(

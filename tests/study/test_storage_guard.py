@@ -23,6 +23,7 @@ from study import storage_guard, tuner
 from study.driver import run_study
 from study.reconcile import saved_trial_ids
 from study.storage_guard import MANIFEST, UntrustedStorage, verify_experiment
+from tests.conftest import STORAGE_KEY_ENV
 from tests.study.conftest import tiny_study, tiny_trial
 from trainables import tracking
 from trainables.trainable import StudyContext
@@ -189,6 +190,7 @@ def test_trust_signs_and_verify_names_each_changed_unsigned_or_forged_file(tmp_p
 
 
 def test_the_key_is_private_and_outside_the_storage(tmp_path, monkeypatch):
+    assert storage_guard.KEY_ENV == STORAGE_KEY_ENV  # what tests/conftest.py sets
     monkeypatch.delenv(storage_guard.KEY_ENV)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
     path = tmp_path / "config" / "gaze-study" / "storage.key"
