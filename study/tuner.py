@@ -189,7 +189,7 @@ def run_config(cfg: StudyConfig, name: str, callbacks: Sequence[Any] = ()) -> tu
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         # The newest checkpoint is what a restarted trial needs; one spare guards a partial upload.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        # First, so it signs what each save staged before another callback runs (storage_guard).
+        # Signs what each experiment save staged, before Tune uploads it (study.storage_guard).
         callbacks=[StorageSigner(), *callbacks],
         # Quiet: study.progress prints one line per trial; --verbose restores Tune's reporter.
         verbose=None if cfg.verbose else 0,
