@@ -75,9 +75,6 @@ class UntrustedStorage(SystemExit):
         super().__init__(f"{path}: {reason}" + (f"; {hint}" if hint else ""))
 
 
-# -- the key ------------------------------------------------------------------------------------
-
-
 def key_file() -> Path:
     """Where the signing key lives (never inside the storage it protects)."""
     if os.environ.get(KEY_ENV):
@@ -97,13 +94,16 @@ def load_key(*, create: bool) -> bytes | None:
         if not create:
             return None
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:  # O_EXCL: two drivers starting at once must not each write their own key
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_hex(32) + "\n")
+        try:  # link, not rename: a key another driver made meanwhile is kept, never half-read
+            os.link(tmp, path)
         except FileExistsError:
             pass
-        else:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_hex(32) + "\n")
+        finally:
+            tmp.unlink()
     mode = path.stat().st_mode
     if mode & 0o077:  # whoever reads it can sign planted files
         raise UntrustedStorage(
@@ -117,9 +117,6 @@ def load_key(*, create: bool) -> bytes | None:
     if len(key) < 16:
         raise UntrustedStorage(str(path), "not a storage key (expected 32 bytes in hex)")
     return key
-
-
-# -- files and digests --------------------------------------------------------------------------
 
 
 def _fs(path: str):
@@ -163,9 +160,6 @@ def _digest(stream: Any) -> str:
 def _digest_in_storage(fs: Any, path: str) -> str:
     with fs.open_input_stream(path) as f:
         return _digest(f)
-
-
-# -- the manifest -------------------------------------------------------------------------------
 
 
 def _experiment_id(root: str) -> str:
