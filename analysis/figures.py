@@ -26,6 +26,7 @@ from analysis.cli import run_cli, write_and_log
 from analysis.formats import format_auc, markdown_table
 from analysis.paper import ARM_LABELS, table_arms
 from trainables.config import CLASSES
+from trainables.data.keys import UnsafeName, safe_child
 from trainables.generators import paper_generators
 from trainables.metrics import SALIENCY_KEYS, bootstrap_indices, per_class_auc, percentile_summary
 from trainables.panels import DPI, FONT_PT, PanelRow, panel_figure, save, title_for
@@ -161,8 +162,12 @@ def panel_figures(record: Record, best: Mapping[str, Trial | None], out_dir: Pat
                     true_label=label,
                 )
             )
-        fig = panel_figure(rows, columns, title_for(key, label))
-        paths.append(save(fig, out_dir / f"panel_{key}.png"))
+        try:  # keys come from the runs' maps.npz: never a path out of out_dir
+            path = safe_child(out_dir, f"panel_{key}.png")
+        except UnsafeName as err:
+            log.warning("heatmap panel skipped: %s", err)
+            continue
+        paths.append(save(panel_figure(rows, columns, title_for(key, label)), path))
     return paths
 
 

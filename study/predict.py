@@ -12,13 +12,22 @@ MONOCHROME1 inversion), ``letterbox`` to the model's size, and the cache's 8-bit
 Outputs: the class probabilities as JSON (printed, and ``DIR/<name>.json``) and ``DIR/<name>.png``
 with the decoder map and the arm's own generator map (GBP for arms without one) overlaid, both for
 the predicted class as in the trials' evaluation. A file that cannot be used (a bad DICOM, an
-unknown run, a damaged model file) is one ``error:`` line naming it and exit code 2.
+unknown run, a damaged model file, a model file out of range: ``study.model_file``) is one
+``error:`` line naming it and exit code 2, before anything large is built.
+
+Outputs are named after the DICOM's file name, inside ``--out`` (``keys.safe_child``); an output
+of another DICOM with the same name is never overwritten (refused, naming both). Predict gives a
+result for every image it can decode; one whose header says it is not a chest radiograph (a
+Modality other than CR/DX, a BodyPartExamined other than CHEST, a lateral view) still gets its
+probabilities, with a ``warnings`` entry (and a ``warning:`` line) saying they mean nothing there:
+the model was trained on frontal chest films and cannot tell that it is shown something else.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import re
 import sys
@@ -108,34 +117,30 @@ def load_model(path: Path, device: str = "cpu"):
     """
     import torch
 
+    from study import model_file
     from trainables.config import TrialConfig
-    from trainables.model import build_model
     from trainables.model_sets import get_arm
 
     try:
+        model_file.check_size(path.stat().st_size)
         saved = torch.load(path, map_location=device, weights_only=True)
+    except model_file.ModelFileError as err:
+        raise PredictError(f"{path}: {err}") from None
     except Exception as err:  # unpickling, zip and storage errors come in many types
         raise PredictError(f"{path}: cannot load as weights ({type(err).__name__}: {err})") from err
-    if not isinstance(saved, dict) or not {"state_dict", "config"} <= set(saved):
-        raise PredictError(
-            f"{path}: expected a dict with 'state_dict' and 'config' (fit's model.pt)"
-        )
     known = {f.name for f in dataclasses.fields(TrialConfig)}
-    config: dict[str, Any] = {k: v for k, v in saved["config"].items() if k in known}
-    if "decoder_channels" in config:
-        config["decoder_channels"] = tuple(config["decoder_channels"])
-    try:
-        cfg = TrialConfig(**config)
+    try:  # structure and ranges first: nothing is walked, printed or built from it unchecked
+        cfg = TrialConfig(**model_file.check_saved(saved, known))
         get_arm(cfg.arm)
+        image_size = model_file.image_size(saved, cfg.decoder_channels)
+        model_file.check_encoder(cfg.encoder)
     except (KeyError, TypeError, ValueError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         raise PredictError(
             f"{path}: its config does not describe a model here ({message})"
-        ) from err
-    # fit saves the image size beside the config (older files had it inside the config).
-    image_size = saved.get("image_size", saved["config"].get("image_size"))
-    if not isinstance(image_size, int):
-        raise PredictError(f"{path}: no image size recorded (expected fit's model.pt)")
+        ) from None
+    from trainables.model import build_model
+
     # No pretrained weights: the state dict holds every parameter, and smp would download them.
     model = build_model(cfg.encoder, None, cfg.decoder_channels)
     try:
@@ -159,7 +164,7 @@ def prepare_image(dicom: Path, size: int):
     from trainables.data.dicom import DicomError, letterbox, read_dicom
 
     try:
-        native = read_dicom(dicom)
+        native = read_dicom(dicom, name=dicom.name)
     except DicomError as err:
         raise PredictError(str(err)) from err
     image, _ = letterbox(native, size)
@@ -195,20 +200,49 @@ def predict_image(model, cfg, image, device: str = "cpu") -> Prediction:
     return Prediction(probs.cpu().numpy().astype("float64"), gen, maps)
 
 
+def _source_id(dicom: Path) -> str:
+    """Which file an output came from: a digest of its bytes, not its path (MIMIC paths name
+    patients)."""
+    return hashlib.sha256(dicom.read_bytes()).hexdigest()[:16]
+
+
+def _output_paths(dicom: Path, out_dir: Path) -> tuple[Path, Path]:
+    """``<name>.json`` and ``<name>.png`` inside ``out_dir``, refused when they hold the outputs
+    of another DICOM with the same file name (two folders' ``1.dcm``)."""
+    from trainables.data.keys import UnsafeName, safe_child
+
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        json_path = safe_child(out_dir, f"{dicom.stem}.json")
+        png_path = safe_child(out_dir, f"{dicom.stem}.png")
+    except (OSError, UnsafeName) as err:
+        raise PredictError(f"--out {out_dir}: {err}") from None
+    try:
+        before = json.loads(json_path.read_text()).get("source") if json_path.exists() else None
+    except (OSError, ValueError, AttributeError):  # not one of ours: nothing to protect
+        before = None
+    if before not in (None, _source_id(dicom)):
+        raise PredictError(
+            f"{json_path} holds the prediction for another file named {dicom.name}; "
+            f"{dicom} would overwrite it: pass another --out"
+        )
+    return json_path, png_path
+
+
 def write_outputs(
     pred: Prediction, image, cfg, dicom: Path, model_spec: str, out_dir: Path
 ) -> dict[str, Any]:
     """Write ``<name>.json`` and ``<name>.png`` to ``out_dir``; returns the JSON's content."""
     from trainables.config import CLASSES
+    from trainables.data.dicom import chest_radiograph_notes
     from trainables.panels import PanelRow, panel_figure, save
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    name = dicom.stem
+    json_path, png_path = _output_paths(dicom, out_dir)
     row = PanelRow(label=f"arm {cfg.arm}", image=image, maps=pred.maps, probs=pred.probs)
     fig = panel_figure(
         [row], ("image", "decoder", pred.generator), f"{dicom.name} (model: {cfg.arm})"
     )
-    png = save(fig, out_dir / f"{name}.png")
+    png = save(fig, png_path)
     result = {
         "dicom": dicom.name,
         "model": model_spec,
@@ -218,8 +252,10 @@ def write_outputs(
         "probabilities": {c: float(p) for c, p in zip(CLASSES, pred.probs, strict=True)},
         "maps": {"decoder": pred.maps["decoder"] is not None, "generator": pred.generator},
         "png": str(png),
+        "source": _source_id(dicom),
+        "warnings": chest_radiograph_notes(dicom, dicom.name),
     }
-    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    json_path.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -228,6 +264,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     device = args.device
     try:
+        if args.out.exists() and not args.out.is_dir():  # before the model loads: it takes seconds
+            raise PredictError(f"--out {args.out}: not a folder")
         if device == "auto":
             import torch
 
@@ -242,6 +280,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PredictError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for note in result["warnings"]:
+        print(f"warning: {args.dicom}: {note}", file=sys.stderr)
     print(json.dumps(result, indent=2))
     return 0
 

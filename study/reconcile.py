@@ -58,8 +58,11 @@ def saved_trial_ids(experiment_path: str) -> set[str]:
     exactly the trials ``Tuner.restore`` will bring back."""
     from ray import tune
 
+    from study.storage_guard import verify_experiment
+
     if not tune.Tuner.can_restore(experiment_path):
         return set()
+    verify_experiment(experiment_path)  # ExperimentAnalysis unpickles the experiment state
     return {t.trial_id for t in tune.ExperimentAnalysis(experiment_path).trials}
 
 

@@ -34,6 +34,7 @@ from search_spaces import FloatRange, SearchSpace, get_space
 from study.arms import ArmScheduler, ArmSearcher, split_spaces
 from study.presets import StudyConfig
 from study.resources import trial_resources
+from study.storage_guard import TUNER_FILE, StorageSigner, sign_files, verify_experiment
 from trainables.data.cached import CachedData
 from trainables.model_sets import get_arm
 from trainables.record import SEARCH_METRIC, SEARCH_MODE
@@ -203,7 +204,8 @@ def run_config(cfg: StudyConfig, name: str, callbacks: Sequence[Any] = ()) -> tu
         failure_config=tune.FailureConfig(max_failures=cfg.max_failures),
         # The newest checkpoint is what a restarted trial needs; one spare guards a partial upload.
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        callbacks=list(callbacks) or None,
+        # Signs what each experiment save staged, before Tune uploads it (study.storage_guard).
+        callbacks=[StorageSigner(), *callbacks],
         # Quiet: study.progress prints one line per trial; --verbose restores Tune's reporter.
         verbose=None if cfg.verbose else 0,
     )
@@ -278,10 +280,12 @@ def _fit(
             f"it, or --study-name to start another study"
         )
     if restorable:
+        verify_experiment(path)  # Tuner.restore unpickles files there: only the driver's own
         print(f"[study] resuming {name}{what} from {path}", flush=True)
         tuner = tune.Tuner.restore(path, trainable=fn, resume_errored=True)
     else:
         tuner = make_tuner(fn)
+        sign_files(path, [TUNER_FILE])  # written by the Tuner just now, straight to the storage
     grid, caught = _fit_watching_sigint(tuner)
     ended = grid.num_terminated + grid.num_errors
     interrupted = caught or len(grid) < expected or ended < len(grid)

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import math
 import re
+import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin, get_type_hints
@@ -31,11 +32,24 @@ _NAME = re.compile(
 Rule = tuple[Callable[[Any], bool], str]  # (predicate on the value, what the rule says)
 
 
+def _bounded_repr() -> reprlib.Repr:
+    # A value may come from a file (predict's model.pt): a list sharing itself 60 times over
+    # (a = [a, a]) is 2**60 values to a plain repr. This one stops at a few levels and items.
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 3, 6, 6, 6, 6
+    r.maxstring, r.maxother, r.maxlong = 80, 80, 40
+    return r
+
+
+_REPR = _bounded_repr()
+
+
 class ConfigError(ValueError):
-    """A config field breaks its rule; ``field`` is the dataclass field's name."""
+    """A config field breaks its rule; ``field`` is the dataclass field's name. The message
+    quotes the value through a bounded repr, so no value makes it long or slow."""
 
     def __init__(self, owner: str, field: str, rule: str, value: Any) -> None:
-        super().__init__(f"{owner}.{field} {rule}, got {value!r}")
+        super().__init__(f"{owner}.{field} {rule}, got {_REPR.repr(value)}")
         self.owner, self.field, self.rule, self.value = owner, field, rule, value
 
 

@@ -25,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from trainables.config import CLASSES
+from trainables.data.keys import UnsafeName, safe_child
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,8 @@ def panel_figure(
     grid_h = n_rows * _CELL_IN + (n_rows - 1) * _GAP_IN
     height = _TITLE_IN + _HEAD_IN + grid_h + 0.1
     fig = Figure(figsize=(width, height), dpi=DPI)
-    fig.suptitle(title, fontsize=FONT_PT + 1, y=1 - 0.12 / height, va="top")
+    # Titles and row names carry image keys and file names: text, never mathtext ("$\\x$").
+    fig.suptitle(title, fontsize=FONT_PT + 1, y=1 - 0.12 / height, va="top", parse_math=False)
     norm = Normalize(0.0, 1.0)
     for i, row in enumerate(rows):
         top = height - _TITLE_IN - _HEAD_IN - i * (_CELL_IN + _GAP_IN)
@@ -139,12 +141,12 @@ def panel_figure(
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
-                ax.set_title(titles.get(key, key), fontsize=FONT_PT)
+                ax.set_title(titles.get(key, key), fontsize=FONT_PT, parse_math=False)
         lines = textwrap.wrap(row.label, _WRAP) if row.label else []
         if row.probs is not None:
             lines += prediction_lines(row.probs, row.true_label)
         fig.text((_LABEL_IN - 0.08) / width, (top - _CELL_IN / 2) / height, "\n".join(lines),
-                 ha="right", va="center", fontsize=FONT_PT)  # fmt: skip
+                 ha="right", va="center", fontsize=FONT_PT, parse_math=False)  # fmt: skip
     bar_bottom = height - _TITLE_IN - _HEAD_IN - grid_h
     cax = fig.add_axes(
         ((width - _BAR_IN + 0.15) / width, bar_bottom / height, 0.14 / width, grid_h / height)
@@ -220,7 +222,9 @@ def save(fig: Figure, path: Path) -> Path:
 
 def write_panels(arrays: dict[str, np.ndarray], generator: str, out_dir: Path) -> list[Path]:
     """One PNG per image of a trial's ``heatmaps/maps.npz`` arrays (``<key>.png`` in ``out_dir``):
-    input, gaze map, the arm's generator map and its decoder map."""
+    input, gaze map, the arm's generator map and its decoder map. A key that is not a plain file
+    name in ``out_dir`` (``keys.safe_child``) is skipped with a warning: a figure must never cost
+    a finished trial its results, nor write outside its folder."""
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = ("image", "gaze", generator, "decoder")
     # The arm's own map is stored as "generator" (maps.npz keeps gbp / deconv / gradcam of every
@@ -240,6 +244,10 @@ def write_panels(arrays: dict[str, np.ndarray], generator: str, out_dir: Path) -
             probs=arrays["probs"][i],
             true_label=label,
         )
-        fig = panel_figure([row], columns, title_for(key, label))
-        paths.append(save(fig, out_dir / f"{key}.png"))
+        try:
+            path = safe_child(out_dir, f"{key}.png")
+        except UnsafeName as err:
+            log.warning("heatmap panel skipped: %s", err)
+            continue
+        paths.append(save(panel_figure([row], columns, title_for(key, label)), path))
     return paths

@@ -98,7 +98,9 @@ def _restore() -> tuple[tuple[str, str] | None, str | None]:
     if ckpt is None:
         return None, None
     local = ckpt.to_directory(tempfile.mkdtemp(prefix="restore-"))
-    return (local, str(ckpt.path)), checkpoint.read_extra(local).get("mlflow_run_id")
+    fs = ckpt.filesystem.type_name  # errors name the checkpoint where it lies, not the local copy
+    where = str(ckpt.path) if fs == "local" else f"{fs}://{ckpt.path}"
+    return (local, where), checkpoint.read_extra(local).get("mlflow_run_id")
 
 
 def train_trial(

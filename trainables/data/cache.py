@@ -117,7 +117,7 @@ class _Result:
 def _prepare_one(task: _Task) -> _Result:
     """Decode, letterbox and draw one image (runs in worker processes)."""
     try:
-        native = read_dicom(task.dicom_path)
+        native = read_dicom(task.dicom_path, name=task.key)  # messages name the key, not the path
     except DicomError as exc:
         return _Result(None, None, 0, "undecodable_dicom", exc.detail)  # no path: patient id
     image, transform = letterbox(native, task.size)

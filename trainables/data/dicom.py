@@ -9,6 +9,10 @@ raises :class:`DicomError` naming the file, so callers can count the image as ex
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +20,8 @@ import numpy as np
 import pydicom
 from PIL import Image
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut, pixel_array
+
+logger = logging.getLogger(__name__)
 
 SUPPORTED_BITS_ALLOCATED = (8, 16)  # BitsStored 8..16 inside; 1-bit masks and 32-bit data refused
 _GREY_WEIGHTS = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601 luma, as PIL's convert("L")
@@ -36,7 +42,7 @@ class DicomError(ValueError):
         return type(self), (self.path, self.detail)
 
 
-def read_dicom(path: str | Path) -> np.ndarray:
+def read_dicom(path: str | Path, name: str | None = None) -> np.ndarray:
     """Decode a DICOM file into a finite 2-D float32 grey image in [0, 1].
 
     Steps: first frame only (multi-frame files are rare in CXR and the first frame is the
@@ -45,8 +51,14 @@ def read_dicom(path: str | Path) -> np.ndarray:
     the window's output range), then MONOCHROME1 inversion so that bone is bright everywhere.
     Colour images (RGB, YBR, palette) are converted to grey with BT.601 luma weights.
 
+    pydicom's own warnings and log records (e.g. "End of file reached ... in file <path>" for a
+    file truncated inside a sequence) quote the full path, and MIMIC paths carry the patient id:
+    they are held while reading and re-emitted (this module's logger, ``warnings``) naming the
+    file by ``name`` instead.
+
     Args:
         path: the DICOM file.
+        name: how messages name the file (the caller's image key); default its base name.
 
     Returns:
         (rows, columns) float32 array with values in [0, 1].
@@ -56,16 +68,89 @@ def read_dicom(path: str | Path) -> np.ndarray:
             interpretation, a decoder failure, or non-finite output. The message names the file.
     """
     path = Path(path)
+    shown = name or path.name
     try:
-        return _decode(path)
+        with _named_messages(path, shown):
+            return _decode(path)
     except DicomError:
         raise
     except Exception as exc:
         # pydicom's decoders and plugins raise many types (ValueError, RuntimeError, KeyError,
         # NotImplementedError, OSError, struct.error...): callers need one type to count exclusions.
         # Decoder messages may quote the path (OSError does): keep only the file name in detail.
-        inner = str(exc).replace(str(path), path.name)
+        inner = _without_path(str(exc), path, shown)
         raise DicomError(path, f"cannot decode ({type(exc).__name__}: {inner})") from exc
+
+
+def _without_path(text: str, path: Path, shown: str) -> str:
+    for spelling in sorted({str(path), str(path.absolute()), str(path.resolve())}, key=len)[::-1]:
+        text = text.replace(spelling, shown)
+    return text
+
+
+class _Held(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _named_messages(path: Path, shown: str) -> Iterator[None]:
+    """Hold pydicom's warnings and log records while reading ``path``, then re-emit each once
+    naming the file ``shown`` (pydicom's ``warn_and_log`` sends the same text both ways)."""
+    pydicom_log = logging.getLogger("pydicom")
+    held, before, caught = _Held(), (pydicom_log.handlers, pydicom_log.propagate), []
+    # Only ours while reading: a handler someone added (pydicom.config.debug) would print paths.
+    pydicom_log.handlers, pydicom_log.propagate = [held], False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+    finally:  # also when decoding fails: what pydicom said before may explain why
+        pydicom_log.handlers, pydicom_log.propagate = before
+        said = set()
+        for w in caught:
+            said.add(text := str(w.message))
+            warnings.warn(f"{shown}: {_without_path(text, path, shown)}", w.category, stacklevel=3)
+        for record in held.records:
+            if (text := record.getMessage()) not in said:
+                logger.log(record.levelno, "%s: %s", shown, _without_path(text, path, shown))
+
+
+RADIOGRAPH_MODALITIES = ("CR", "DX")  # computed and digital radiography
+_LATERAL_VIEWS = ("LL", "RL", "LATERAL", "LAT")
+
+
+def chest_radiograph_notes(path: str | Path, name: str | None = None) -> list[str]:
+    """Why the header says ``path`` is not a frontal chest radiograph (empty when it does not).
+
+    Headers only (and only the fields that are there): a film labelled CHEST that shows an
+    abdomen passes. Used by predict to flag a prediction that means nothing.
+    """
+    path = Path(path)
+    try:
+        with _named_messages(path, name or path.name):
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except (OSError, ValueError, pydicom.errors.InvalidDicomError):  # read_dicom took it: no note
+        return []
+    notes = []
+    modality = str(ds.get("Modality", "")).strip().upper()
+    if modality not in RADIOGRAPH_MODALITIES:
+        notes.append(f"Modality {modality or 'missing'} is not a radiograph (CR/DX)")
+    body = str(ds.get("BodyPartExamined", "")).strip().upper()
+    if body and body != "CHEST":
+        notes.append(f"BodyPartExamined {body} is not CHEST")
+    view = str(ds.get("ViewPosition", "")).strip().upper()
+    if view in _LATERAL_VIEWS:
+        notes.append(f"ViewPosition {view}: a lateral view (the model saw frontal views)")
+    if notes:
+        notes.append(
+            "the model was trained on frontal chest radiographs: this prediction means nothing"
+        )
+    return notes
 
 
 def _decode(path: Path) -> np.ndarray:

@@ -8,7 +8,8 @@ appear in the gaze files under truncated ids, some gaze ids are not in the maste
 paper's image list (``filenames.csv``) has a BOM and CRLF line ends.
 
 Images are excluded in this order, each counted once under the first reason it meets:
-``duplicate_master_row``, ``not_in_image_list``, ``label_not_one_hot``, ``invalid_pads``,
+``unsafe_key`` (a ``dicom_id`` outside ``keys.KEY_RULE``: keys become file names and figure text;
+logged by row number only), ``duplicate_master_row``, ``not_in_image_list``, ``label_not_one_hot``, ``invalid_pads``,
 ``pads_leave_no_image`` (left + right >= 1920 or top + bottom >= 1080), ``no_fixations``, ``path_outside_mimic_root`` (absolute, ``..`` or a symlink leaving the MIMIC root),
 ``missing_dicom``. Log lines name images by ``dicom_id``, never by path: MIMIC paths
 (``files/p10/p10000032/...``) carry the patient id. Row-level counts: ``calibration_rows`` / ``calibration_ids``,
@@ -30,6 +31,7 @@ import pandas as pd
 
 from trainables.config import CLASSES
 from trainables.data.heatmaps import SCREEN_HEIGHT, SCREEN_WIDTH, Fixations, Pads
+from trainables.data.keys import KEY_RULE, UNSAFE_KEY, is_safe_key
 
 logger = logging.getLogger(__name__)
 
@@ -242,10 +244,11 @@ def read_egd(
     # Everything as text first: ids must not become numbers, and bad numbers are counted below.
     master = read_csv_checked(master_path, MASTER_REQUIRED, dtype=str, keep_default_na=False)
     master["dicom_id"] = master["dicom_id"].str.strip()
+    all_ids = set(master["dicom_id"])  # an unsafe id's gaze rows are its own, not foreign ones
+    master = _drop_unsafe_keys(master, master_path, counts)
     dup = master["dicom_id"].duplicated()
     _exclude(counts, "duplicate_master_row", master.loc[dup, "dicom_id"], master_path)
     master = master.loc[~dup].reset_index(drop=True)
-    all_ids = set(master["dicom_id"])
 
     gaze = _read_fixations(fix_path, counts)
     gaze_ids = pd.unique(gaze["DICOM_ID"])
@@ -304,6 +307,20 @@ def read_egd(
         dict(sorted(counts.items())) or "none",
     )
     return EgdIndex(tuple(records), dict(counts), tuple(sources))
+
+
+def _drop_unsafe_keys(master: pd.DataFrame, path: Path, counts: Counter[str]) -> pd.DataFrame:
+    """The rows whose dicom_id follows ``KEY_RULE``; the others counted and logged by row number
+    (the id itself may be a path, mathtext or control characters, of any length)."""
+    safe = master["dicom_id"].map(is_safe_key)
+    if not safe.all():
+        rows = (np.flatnonzero(~safe.to_numpy()) + 1).tolist()
+        counts[UNSAFE_KEY] += len(rows)
+        logger.warning(
+            "%s: %d excluded as %s (dicom_id not %s; data rows %s)",
+            path, len(rows), UNSAFE_KEY, KEY_RULE, rows[:_EXAMPLES],
+        )  # fmt: skip
+    return master.loc[safe].reset_index(drop=True)
 
 
 def _inside(root: Path, rel: str) -> Path | None:
