@@ -3,7 +3,7 @@
 Evaluation maps are made for the PREDICTED class (no label leakage) with the model in eval mode, so
 BatchNorm uses running statistics and each image's map depends on that image alone.
 
-Two more readings of a split serve model selection without test labels (``trainables.selection``):
+Two more readings of a split serve model selection without test labels (``trainables.blind_selection``):
 the probabilities on images hidden outside the gaze (:func:`predict_gaze_masked`), and where the
 model's input gradient lies relative to the gaze (:func:`outside_energy_shares`).
 """

@@ -7,7 +7,8 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 from analysis.figures import panel_figures
-from analysis.records import Record, Trial
+from trainables.record.reader import Record
+from trainables.record.trial import Trial
 
 
 def test_panel_keys_that_are_paths_are_skipped_and_mathtext_is_text(tmp_path):
@@ -25,7 +26,7 @@ def test_panel_keys_that_are_paths_are_skipped_and_mathtext_is_text(tmp_path):
         run = client.create_run(exp).info.run_id
         np.savez(tmp_path / "maps.npz", **arrays)
         client.log_artifact(run, str(tmp_path / "maps.npz"), "heatmaps")
-        best[arm] = Trial(run, arm, "search", "ok", 0)
+        best[arm] = Trial(run, run, arm, "search", "ok")
     out = tmp_path / "reports" / "study"
     out.mkdir(parents=True)
     paths = panel_figures(Record(uri), best, out)

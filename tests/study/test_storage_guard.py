@@ -25,7 +25,7 @@ from study.reconcile import saved_trial_ids
 from study.storage_guard import MANIFEST, UntrustedStorage, verify_experiment
 from tests.conftest import STORAGE_KEY_ENV
 from tests.study.conftest import tiny_study, tiny_trial
-from trainables import tracking
+from trainables.record.store import TrackingContext
 from trainables.trainable import StudyContext
 
 pytestmark = pytest.mark.slow
@@ -78,7 +78,7 @@ def _copy(interrupted: Path, tmp_path: Path, data_config):
     root = tmp_path / "study"
     shutil.copytree(interrupted, root)
     cfg = _cfg(root, data_config, resume=True)
-    return cfg, f"{tuner.experiment_root(cfg)}/{tuner.SEARCH}"
+    return cfg, f"{tuner.experiment_root(cfg)}/{'search'}"
 
 
 def test_an_untouched_study_resumes_and_stays_signed(interrupted, data_config, tmp_path):
@@ -119,7 +119,7 @@ def test_a_planted_searcher_state_does_not_run(interrupted, tiny_data, data_conf
     with pytest.raises(UntrustedStorage, match=f"^{planted}: not written by it"):
         saved_trial_ids(search)  # reconcile's ExperimentAnalysis
     # Tuner.restore, reached directly (the hook in study.tuner._fit).
-    ctx = tracking.TrackingContext(cfg.tracking_uri, "0", "0" * 32)
+    ctx = TrackingContext(cfg.tracking_uri, "0", "0" * 32)
     with pytest.raises(UntrustedStorage, match=f"^{planted}: not written by it"):
         tuner.run_arms(cfg, ["no-seg"], tiny_data, StudyContext(ctx))
     assert not marker.exists()

@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.tiny import tiny_config
+from tests.tiny import CPU1, tiny_config
 from trainables.device_data import DeviceData
 from trainables.evaluate import predict
-from trainables.fit import fit
+from trainables.fit import fit, train
 from trainables.masking import (
     MaskSpec,
     cutout_like_gaze_mask,
@@ -150,9 +150,9 @@ def test_only_training_inputs_are_masked(tiny_data, tmp_path, arm_name):
     """Trained with masked inputs (the weights differ from no-seg's, same loss and seed), yet its
     validation and test numbers are those of the untouched images through the trained model."""
     cfg = tiny_config(arm=arm_name, epochs=1, panels=0, bootstrap_resamples=20)
-    res = fit(cfg, tiny_data, tmp_path / arm_name, log=QUIET)
+    res = fit(cfg, tiny_data, tmp_path / arm_name, placement=CPU1, log=QUIET)
     plain = fit(tiny_config(arm="no-seg", epochs=1, panels=0, bootstrap_resamples=20),
-                tiny_data, tmp_path / "no-seg", log=QUIET)  # fmt: skip
+                tiny_data, tmp_path / "no-seg", placement=CPU1, log=QUIET)  # fmt: skip
     model, reference = _load_model(tmp_path / arm_name), _load_model(tmp_path / "no-seg")
     weights = zip(model.state_dict().values(), reference.state_dict().values(), strict=True)
     assert any(not torch.equal(a, b) for a, b in weights), "the masks did not reach training"
@@ -171,12 +171,11 @@ def test_only_training_inputs_are_masked(tiny_data, tmp_path, arm_name):
 
 def test_cutout_resumes_exactly(tiny_data, tmp_path):
     cfg = tiny_config(arm="cutout", epochs=2, panels=0, bootstrap_resamples=20)
-    saved = {}
-
-    def report(metrics, ckpt):
-        saved[int(metrics["epoch"])] = shutil.copytree(ckpt, tmp_path / f"c{int(metrics['epoch'])}")
-
-    full = fit(cfg, tiny_data, tmp_path / "full", report=report, log=QUIET)
-    resumed = fit(cfg, tiny_data, tmp_path / "resumed", resume_from=saved[1], log=QUIET)
-    assert [h["train/loss"] for h in resumed.history] == [h["train/loss"] for h in full.history]
-    assert resumed.test == full.test
+    full = []
+    for event in train(cfg, tiny_data, tmp_path / "full", placement=CPU1, log=QUIET):
+        if event.epoch == 1:
+            shutil.copytree(event.checkpoint, tmp_path / "c1")
+        full.append(event)
+    resumed = list(train(cfg, tiny_data, tmp_path / "resumed", placement=CPU1, resume_from=(tmp_path / "c1", "c1"), log=QUIET))  # fmt: skip
+    assert [e.metrics["train/loss"] for e in resumed] == [full[1].metrics["train/loss"]]
+    assert resumed[-1].final == full[-1].final

@@ -9,16 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.tiny import tiny_config
-from trainables.data.cached import CachedData
-from trainables.data.toy import make_toy_cached
-from trainables.device_data import DeviceData
-from trainables.evaluate import outside_energy_shares, predict
-from trainables.fit import fit
-from trainables.metrics import per_class_auc
-from trainables.model import build_model
-from trainables.saliency import generator_map
-from trainables.selection import (
+from tests.tiny import CPU1, tiny_config
+from trainables.blind_selection import (
     GAZE_AGREEMENT,
     MASKED_AUC,
     SELECTION_SCORE,
@@ -30,6 +22,14 @@ from trainables.selection import (
     masked_auc,
     validation_signals,
 )
+from trainables.data.cached import CachedData
+from trainables.data.toy import make_toy_cached
+from trainables.device_data import DeviceData
+from trainables.evaluate import outside_energy_shares, predict
+from trainables.fit import fit
+from trainables.metrics import per_class_auc
+from trainables.model import build_model
+from trainables.saliency import generator_map
 
 QUIET = lambda *_: None
 SIZE = 32
@@ -71,7 +71,7 @@ def _tagged(where: str, n: int = 60, seed: int = 0) -> CachedData:
 
 def _trained(data: CachedData, tmp_path, epochs: int):
     cfg = tiny_config(arm="no-seg", epochs=epochs, panels=0, bootstrap_resamples=20, augment=False)
-    fit(cfg, data, tmp_path, log=QUIET)
+    fit(cfg, data, tmp_path, placement=CPU1, log=QUIET)
     state = torch.load(tmp_path / "model" / "model.pt", weights_only=True)
     model = build_model(cfg.encoder, None, cfg.decoder_channels)
     model.load_state_dict(state["state_dict"])
