@@ -78,7 +78,7 @@ def _copy(interrupted: Path, tmp_path: Path, data_config):
     root = tmp_path / "study"
     shutil.copytree(interrupted, root)
     cfg = _cfg(root, data_config, resume=True)
-    return cfg, f"{tuner.experiment_root(cfg)}/{'search'}"
+    return cfg, f"{tuner.experiment_root(cfg)}/search"
 
 
 def test_an_untouched_study_resumes_and_stays_signed(interrupted, data_config, tmp_path):
