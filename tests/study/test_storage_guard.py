@@ -24,9 +24,8 @@ from study.driver import run_study
 from study.reconcile import saved_trial_ids
 from study.storage_guard import MANIFEST, UntrustedStorage, verify_experiment
 from tests.conftest import STORAGE_KEY_ENV
-from tests.study.conftest import tiny_study, tiny_trial
+from tests.study.conftest import launch, tiny_study, tiny_trial
 from trainables.record.store import TrackingContext
-from trainables.trainable import StudyContext
 
 pytestmark = pytest.mark.slow
 
@@ -121,7 +120,7 @@ def test_a_planted_searcher_state_does_not_run(interrupted, tiny_data, data_conf
     # Tuner.restore, reached directly (the hook in study.tuner._fit).
     ctx = TrackingContext(cfg.tracking_uri, "0", "0" * 32)
     with pytest.raises(UntrustedStorage, match=f"^{planted}: not written by it"):
-        tuner.run_arms(cfg, ["no-seg"], tiny_data, StudyContext(ctx))
+        tuner.search(launch(cfg, tiny_data, ctx), ["no-seg"], "search")
     assert not marker.exists()
 
 
