@@ -26,7 +26,15 @@ from study.presets import StudyConfig, apply_settings, get_preset, list_presets,
 from trainables.config import ConfigError
 
 # The flags that override one config field each (the argparse ``dest`` is the field's name).
-DATA_FLAGS = ("egd_root", "mimic_root", "image_list", "data_dir", "synthetic_images", "image_size")
+DATA_FLAGS = (
+    "dataset",
+    "data_root",
+    "mimic_root",
+    "image_list",
+    "data_dir",
+    "synthetic_images",
+    "image_size",
+)
 TRIAL_FLAGS = ("epochs", "encoder", "batch_size", "seed")
 STUDY_FLAGS = ("study_name", "arms", "trials_per_arm", "search_space", "max_concurrent", "seeds",
                "cpus_per_trial", "gpus_per_trial", "address", "storage_path", "tracking_uri",
@@ -127,8 +135,9 @@ def _run_flags(p: argparse.ArgumentParser, default_preset: str) -> argparse._Arg
 
 def _common_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--data", dest="egd_root", metavar="DIR", help="EGD-CXR root (master_sheet.csv, fixations.csv); default: the synthetic twin")  # fmt: skip
-    g.add_argument("--mimic", dest="mimic_root", metavar="DIR", help="MIMIC-CXR root the master sheet's paths start from")  # fmt: skip
+    g.add_argument("--dataset", metavar="NAME", help="dataset registry entry: egd-cxr (default), reflacx")  # fmt: skip
+    g.add_argument("--data", dest="data_root", metavar="DIR", help="the dataset's folder (EGD-CXR: master_sheet.csv, fixations.csv; REFLACX: main_data/); default: its synthetic twin")  # fmt: skip
+    g.add_argument("--mimic", dest="mimic_root", metavar="DIR", help="MIMIC-CXR root the dataset's image paths start from (default: --data)")  # fmt: skip
     g.add_argument("--image-list", metavar="CSV", help="filenames.csv-style list of dicom_ids to keep (the paper's 1,017)")  # fmt: skip
     g.add_argument("--synthetic-images", "--images", type=int, metavar="N", help="size of the synthetic twin generated when --data is not given")  # fmt: skip
     g.add_argument("--data-dir", metavar="DIR", help="where the synthetic twin and the preprocessing cache are written")  # fmt: skip

@@ -16,9 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from trainables.config import CLASSES
 from trainables.record import (
-    AUC_COLUMNS,
     FAILED_STATUSES,
     SELECTION_METRIC,
     Stage,
@@ -27,6 +25,7 @@ from trainables.record import (
 )
 from trainables.record.selection import best_of_arm
 from trainables.record.trial import Trial
+from trainables.task import Task
 
 if TYPE_CHECKING:
     from study.presets import StudyConfig
@@ -172,14 +171,25 @@ def format_ci(metrics: dict[str, float], key: str) -> str:
     return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
-def per_arm_table(records: Sequence[Trial], arms: Sequence[str]) -> str:
-    """Best search trial per arm (by best validation mean AUC): test per-class AUC with 95% CI."""
+CONSOLE_CLASSES = (
+    4  # more classes than this (REFLACX's findings): the mean only, per class in the report
+)
+
+
+def shown_auc_columns(task: Task) -> tuple[str, ...]:
+    """The AUC columns a console table shows: the mean, and each class's when they are few."""
+    return task.auc_columns if task.n <= CONSOLE_CLASSES else ("auc_mean",)
+
+
+def per_arm_table(records: Sequence[Trial], arms: Sequence[str], task: Task) -> str:
+    """Best search trial per arm (by best validation mean AUC): test AUCs with 95% CI."""
+    classes = dict(zip(task.auc_keys, task.classes, strict=False))
     header = [
         "arm",
         "trials done/all",
         "best val AUC",
         "test mean AUC [95% CI]",
-        *[f"{c} AUC" for c in CLASSES],
+        *[f"{classes[k]} AUC" for k in shown_auc_columns(task)[1:]],
         "lr",
         "gamma",
         "seg_ratio",
@@ -195,7 +205,7 @@ def per_arm_table(records: Sequence[Trial], arms: Sequence[str]) -> str:
                 arm,
                 result.counts,
                 f"{best.metrics[SELECTION_METRIC]:.3f}",
-                *[format_ci(best.metrics, k) for k in AUC_COLUMNS],
+                *[format_ci(best.metrics, k) for k in shown_auc_columns(task)],
                 *[f"{float(best.params.get(k, 'nan')):.3g}" for k in ("lr", "gamma", "seg_ratio")],
             ]
         )
@@ -222,9 +232,9 @@ def format_rows(rows: list[list[str]]) -> list[str]:
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
 
-def auc_table(test: dict[str, float]) -> str:
+def auc_table(test: dict[str, float], task: Task) -> str:
     """Mean and per-class test AUC with 95% CI, one row each (the single trial's summary)."""
     rows = [["class", "test AUC [95% CI]"]]
-    for key, name in zip(AUC_COLUMNS, ("mean", *CLASSES), strict=True):
+    for key, name in zip(task.auc_columns, ("mean", *task.classes), strict=True):
         rows.append([name, format_ci(test, key)])
     return "\n".join(format_rows(rows))

@@ -132,6 +132,7 @@ def run_plan(
                 config = {**cfg.to_dict(), "plan": plan.extra_settings(), "settings": settings}
                 record.log_study_settings(ctx, plan.params(cfg, arms), config)
             results.record_study_start(ctx, cfg, summary, plan.note(cfg, arms, data))
+            results.record_ceiling(ctx, next(iter(data.values())))
             board = progress.ProgressBoard(arms, plan.trials_per_arm(cfg))
             launch = tuner.Launch(
                 cfg, data[None] if list(data) == [None] else data,

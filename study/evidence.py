@@ -63,7 +63,7 @@ class EvidencePlan(Plan):
 
     def twin(self, cfg: StudyConfig, name: str) -> DataConfig:
         """The DataConfig of twin ``name`` ("clean" or "shortcut")."""
-        if cfg.data.egd_root is not None:
+        if cfg.data.data_root is not None:
             raise ValueError("the evidence plan runs on the synthetic twins (no --data)")
         data = dataclasses.replace(cfg.data, synthetic_shortcut=None, split_fractions=self.split_fractions)  # fmt: skip
         if name == "clean":
@@ -91,7 +91,7 @@ class EvidencePlan(Plan):
             "split_fractions": ",".join(f"{f:g}" for f in self.split_fractions),
             "epochs": cfg.trial.epochs, "image_size": cfg.data.image_size,
             "images": cfg.data.synthetic_images, "encoder": cfg.trial.encoder, "lr": cfg.trial.lr,
-            "bootstrap_resamples": cfg.trial.bootstrap_resamples,
+            "bootstrap_resamples": cfg.trial.bootstrap_resamples, "dataset": cfg.data.dataset,
         }  # fmt: skip
 
     def trials_per_arm(self, cfg: StudyConfig) -> int:

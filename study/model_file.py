@@ -138,3 +138,24 @@ def check_encoder(name: str) -> None:
         raise ModelFileError(
             f"encoder {name[:MAX_TEXT]!r} is neither an smp encoder nor tu-<a timm model>"
         )
+
+
+def task(saved: dict[str, Any]):
+    """The classes the model's head predicts: the file's ``task`` (a model trained before tasks
+    were recorded predicts the default dataset's classes, EGD-CXR's).
+
+    Raises:
+        ValueError: a ``task`` that is not a list of 2-64 class names and a flag.
+    """
+    from trainables.data.datasets import task_of
+    from trainables.task import Task
+
+    value = saved.get("task")
+    if value is None:
+        return task_of("egd-cxr")
+    check_plain(value, "task")
+    if not isinstance(value, dict) or not isinstance(value.get("classes"), list | tuple):
+        raise TypeError("task must be {'classes': [...], 'exclusive': bool}")
+    if not 2 <= len(value["classes"]) <= 64 or not all(isinstance(c, str) and 0 < len(c) <= 64 for c in value["classes"]):  # fmt: skip
+        raise ValueError("task classes must be 2-64 names of 1-64 characters")
+    return Task.from_dict(value)

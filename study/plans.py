@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from trainables.record.trial import Trial
 
 # data summaries that are not about data contents: never part of a study's identity
-_DATA_LOCATIONS = ("egd_root", "mimic_root", "image_list", "data_dir", "split_file")
+_DATA_LOCATIONS = ("data_root", "mimic_root", "image_list", "data_dir", "split_file")
 # study fields that say how and where a study runs, not what its trials are
 _RUN_FIELDS = ("study_name", "max_concurrent", "cpus_per_trial", "gpus_per_trial", "address",
                "storage_path", "storage_is_shared", "tracking_uri", "experiment", "optuna_storage",
@@ -132,7 +132,7 @@ class SearchPlan(Plan):
             "seed": cfg.seed, "seeds": cfg.seeds, "search_space": cfg.search_space,
             "grace_period": cfg.grace_period, "reduction_factor": cfg.reduction_factor,
             "bootstrap_resamples": cfg.trial.bootstrap_resamples,
-            "data": "egd-cxr" if cfg.data.egd_root else "synthetic",
+            "dataset": cfg.data.dataset, "data": "files" if cfg.data.data_root else "synthetic twin",
         }  # fmt: skip
         for arm in arms:
             space = arm_space(cfg, arm)
@@ -171,8 +171,9 @@ class SearchPlan(Plan):
         from study.results import record_study_end
 
         arms = self.arms(cfg)
-        views = record_study_end(ctx, cfg, trials, arms, self.note(cfg, arms, data))
-        out = Conclusion(views=views, lines=["", console.per_arm_table(trials, arms)])
+        task = next(iter(data.values())).task
+        views = record_study_end(ctx, cfg, trials, arms, self.note(cfg, arms, data), task)
+        out = Conclusion(views=views, lines=["", console.per_arm_table(trials, arms, task)])
         if cfg.report:
             from analysis.report import write_report
 

@@ -134,6 +134,7 @@ def load_model(path: Path, device: str = "cpu"):
         get_arm(cfg.arm)
         image_size = model_file.image_size(saved, cfg.decoder_channels)
         model_file.check_encoder(cfg.encoder)
+        task = model_file.task(saved)
     except (KeyError, TypeError, ValueError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         raise PredictError(
@@ -142,7 +143,8 @@ def load_model(path: Path, device: str = "cpu"):
     from trainables.model import build_model
 
     # No pretrained weights: the state dict holds every parameter, and smp would download them.
-    model = build_model(cfg.encoder, None, cfg.decoder_channels)
+    model = build_model(cfg.encoder, None, cfg.decoder_channels, task=task)
+    model.task = task  # predict names the classes by it
     try:
         model.load_state_dict(saved["state_dict"])
     except RuntimeError as err:
@@ -175,9 +177,10 @@ def prepare_image(dicom: Path, size: int):
 class Prediction:
     """One image through one model."""
 
-    probs: Any  # (3,) float64, CLASSES order
+    probs: Any  # (K,) float64, in the model's task's class order
     generator: str  # the map drawn besides the decoder's
     maps: dict[str, Any]  # "decoder" (None when the arm trains no decoder) and the generator
+    classes: tuple[str, ...]  # the task's, ``probs``' order
 
 
 def predict_image(model, cfg, image, device: str = "cpu") -> Prediction:
@@ -197,7 +200,7 @@ def predict_image(model, cfg, image, device: str = "cpu") -> Prediction:
         gen: heat[gen][0, 0].cpu().numpy(),
         "decoder": heat["decoder"][0, 0].cpu().numpy() if arm.uses_decoder else None,
     }
-    return Prediction(probs.cpu().numpy().astype("float64"), gen, maps)
+    return Prediction(probs.cpu().numpy().astype("float64"), gen, maps, model.task.classes)
 
 
 def _source_id(dicom: Path) -> str:
@@ -233,12 +236,13 @@ def write_outputs(
     pred: Prediction, image, cfg, dicom: Path, model_spec: str, out_dir: Path
 ) -> dict[str, Any]:
     """Write ``<name>.json`` and ``<name>.png`` to ``out_dir``; returns the JSON's content."""
-    from trainables.config import CLASSES
     from trainables.data.dicom import chest_radiograph_notes
     from trainables.panels import PanelRow, panel_figure, save
 
     json_path, png_path = _output_paths(dicom, out_dir)
-    row = PanelRow(label=f"arm {cfg.arm}", image=image, maps=pred.maps, probs=pred.probs)
+    row = PanelRow(
+        label=f"arm {cfg.arm}", image=image, maps=pred.maps, probs=pred.probs, classes=pred.classes
+    )
     fig = panel_figure(
         [row], ("image", "decoder", pred.generator), f"{dicom.name} (model: {cfg.arm})"
     )
@@ -248,8 +252,8 @@ def write_outputs(
         "model": model_spec,
         "arm": cfg.arm,
         "image_size": int(image.shape[-1]),
-        "predicted": CLASSES[int(pred.probs.argmax())],
-        "probabilities": {c: float(p) for c, p in zip(CLASSES, pred.probs, strict=True)},
+        "predicted": pred.classes[int(pred.probs.argmax())],
+        "probabilities": {c: float(p) for c, p in zip(pred.classes, pred.probs, strict=True)},
         "maps": {"decoder": pred.maps["decoder"] is not None, "generator": pred.generator},
         "png": str(png),
         "source": _source_id(dicom),

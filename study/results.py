@@ -17,14 +17,14 @@ import subprocess
 from collections.abc import Sequence
 from typing import Any
 
-from study.console import ArmResult, format_ci, summarize_arms
+from study.console import ArmResult, format_ci, shown_auc_columns, summarize_arms
 from study.presets import StudyConfig
 from trainables.record import (
-    ARM_SUMMARY_KEYS,
-    AUC_COLUMNS,
+    CEILING,
     DATA_PARAM_PREFIX,
     EXPERIMENT_KIND,
     SELECTION_METRIC,
+    SELECTION_SUMMARY,
     SHARED_VIEW_PREFIX,
     TAG_ARM,
     TAG_BEST_OF_ARM,
@@ -42,6 +42,7 @@ from trainables.record import (
 from trainables.record import writer as record
 from trainables.record.store import TrackingContext
 from trainables.record.trial import Trial
+from trainables.task import Task
 
 UNKNOWN = "unknown"
 
@@ -120,7 +121,24 @@ def record_study_start(
     )
 
 
-def arm_metrics(results: dict[str, ArmResult]) -> dict[str, float]:
+def record_ceiling(ctx: TrackingContext, data: Any) -> None:
+    """A dataset whose images several radiologists read (REFLACX): the human ceiling of its test
+    images, per image, as ``study/ceiling.csv`` on the parent run (analysis compares each arm's
+    maps with it). Nothing for a dataset of one reader."""
+    if data.readers is None or not (data.readers.row >= 0).any():
+        return
+    import tempfile
+    from pathlib import Path
+
+    from trainables.reader_eval import ceiling_frame
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(CEILING).name
+        ceiling_frame(data).to_csv(path, index=False)
+        record.log_files(ctx, [path], str(Path(CEILING).parent))
+
+
+def arm_metrics(results: dict[str, ArmResult], task: Task) -> dict[str, float]:
     """The parent's comparison metrics: each arm's best trial's validation and test AUCs (with
     CI) and the arm's trial counts."""
     out: dict[str, float] = {}
@@ -132,7 +150,7 @@ def arm_metrics(results: dict[str, ArmResult]) -> dict[str, float]:
             continue
         m = res.best.metrics
         out[arm_metric(arm, "best_val_auc_mean")] = m.get(SELECTION_METRIC, math.nan)
-        for key in AUC_COLUMNS:
+        for key in task.auc_columns:
             name = f"test_{key}"
             out[arm_metric(arm, name)] = m.get(metric_key("test", key), math.nan)
             for bound in ("low", "high"):
@@ -165,7 +183,7 @@ def trial_description(trial: Trial, best: bool) -> str:
 
 
 def comparison_views(
-    parent_run_id: str, arms: Sequence[str], study_name: str
+    parent_run_id: str, arms: Sequence[str], study_name: str, task: Task
 ) -> dict[str, dict[str, Any]]:
     """Saved runs-table views (MLflow's shared view state): share key -> view.
 
@@ -173,7 +191,7 @@ def comparison_views(
     the arm, status, validation and test AUCs (with CI) and the searched hyperparameters.
     """
     columns = [f"tags.`{TAG_ARM}`", f"tags.`{TAG_STATUS}`", f"metrics.`{SELECTION_METRIC}`"]
-    for key in AUC_COLUMNS:
+    for key in shown_auc_columns(task):
         columns.append(f"metrics.`{metric_key('test', key)}`")
         if key == "auc_mean":
             columns += [f"metrics.`{metric_key('test', key, b)}`" for b in ("low", "high")]
@@ -200,9 +218,10 @@ def record_study_end(
     trials: Sequence[Trial],
     arms: Sequence[str],
     note: str,
+    task: Task,
 ) -> dict[str, str]:
     """Tag the best trials, log the comparison, describe every run, save the views; ``note``
-    (the study's description) closes the parent's description.
+    (the study's description) closes the parent's description; ``task``: the study's classes.
 
     Returns:
         label -> saved view key, for ``study.console.results_block``.
@@ -228,11 +247,11 @@ def record_study_end(
                 for r in ranked
             )
             + "\n\nEach arm's best trial is tagged `best_of_arm=true`; this run's metrics "
-            f"`<arm>/{ARM_SUMMARY_KEYS[0]}`, `<arm>/test_auc_mean` ... compare the arms.\n\n"
+            f"`<arm>/{SELECTION_SUMMARY}`, `<arm>/test_auc_mean` ... compare the arms.\n\n"
             + note})  # fmt: skip
     ended = sum(1 for t in trials if t.status != Status.RUNNING)
-    record.log_study_results(ctx, arm_metrics(results), ended)
-    views = comparison_views(ctx.parent_run_id, arms, str(cfg.study_name))
+    record.log_study_results(ctx, arm_metrics(results, task), ended)
+    views = comparison_views(ctx.parent_run_id, arms, str(cfg.study_name), task)
     record.set_experiment_tags(
         ctx.tracking_uri,
         ctx.experiment_id,

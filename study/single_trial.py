@@ -49,7 +49,7 @@ def run_single_trial(
     if result.status != "ok":
         print(f"[single-trial] {result.status}: {result.message}", flush=True)
         return result
-    print("\n" + auc_table(result.test), flush=True)
+    print("\n" + auc_table(result.test, data.task), flush=True)
     print(
         f"best epoch {result.best_epoch} (val mean AUC {result.best_val_auc_mean:.3f}); "
         f"outputs in {result.out_dir}",

@@ -16,16 +16,18 @@ import torch
 from trainables.evaluate import choose_panel_keys, explain, predict
 from trainables.metrics import bootstrap_auc_ci, per_class_auc
 from trainables.panels import write_panels
+from trainables.reader_eval import READERS_COLUMNS, model_frame
 from trainables.record import (
-    AUC_KEYS,
     BEST_EPOCH,
     MODEL,
     SALIENCY_KEYS,
     SELECTION_METRIC,
     explain_metric,
     metric_key,
+    readers_metric,
 )
-from trainables.record.files import write_explain, write_maps, write_predictions
+from trainables.record.files import write_explain, write_maps, write_predictions, write_readers
+from trainables.task import Task
 
 if TYPE_CHECKING:
     from trainables.fit import TrainState
@@ -34,16 +36,16 @@ logger = logging.getLogger(__name__)
 SUMMARY = "summary.json"
 
 
-def test_metrics(keys: list[str], labels: np.ndarray, probs: np.ndarray, cfg) -> dict[str, float]:
+def test_metrics(keys: list[str], labels: np.ndarray, probs: np.ndarray, cfg, task: Task) -> dict[str, float]:  # fmt: skip
     """Whole-test-set AUCs with their percentile-bootstrap intervals, the images in key order
     (the order analysis pairs arms in) and the study's bootstrap seed: the one interval every
     view of the record shows."""
     order = np.argsort(np.asarray(keys, dtype=str), kind="stable")
     labels, probs = labels[order], probs[order]
-    point = per_class_auc(labels, probs)
-    ci = bootstrap_auc_ci(labels, probs, resamples=cfg.bootstrap_resamples, seed=cfg.bootstrap_seed)
+    point = per_class_auc(labels, probs, task)
+    ci = bootstrap_auc_ci(labels, probs, task, resamples=cfg.bootstrap_resamples, seed=cfg.bootstrap_seed)  # fmt: skip
     out: dict[str, float] = {}
-    for k in AUC_KEYS:
+    for k in task.auc_keys:
         out[metric_key("test", k)] = point[k]
         out[metric_key("test", k, "low")], out[metric_key("test", k, "high")] = ci[k][1:]
     return out
@@ -58,6 +60,12 @@ def _map_means(frame) -> dict[str, float]:
     for (generator, metric), v in probe.stack().items():
         out[explain_metric("probe", metric, generator)] = float(v)
     return out
+
+
+def _readers_means(frame) -> dict[str, float]:
+    """``test/readers/<map>_<metric>``: per map kind, the mean over the test images."""
+    means = frame.groupby("map")[list(READERS_COLUMNS[3:])].mean()
+    return {readers_metric(kind, metric): float(v) for (kind, metric), v in means.stack().items()}
 
 
 def finalize(state: TrainState, out_dir: Path) -> dict[str, float]:
@@ -81,13 +89,17 @@ def finalize(state: TrainState, out_dir: Path) -> dict[str, float]:
     res = {
         SELECTION_METRIC: state.best_val if chosen else math.nan,
         BEST_EPOCH: float(state.best_epoch) if chosen else math.nan,
-        **test_metrics(keys, labels, probs, cfg),
+        **test_metrics(keys, labels, probs, cfg, dd.task),
     }
-    write_predictions(out_dir, keys, labels, probs)
-    panel_keys = choose_panel_keys(keys, labels, cfg.panels)
-    rows, arrays = explain(state.model, dd, "test", state.arm, cfg.eval_batch_size, panel_keys, fast_conv=cfg.fast_conv)  # fmt: skip
+    write_predictions(out_dir, keys, labels, probs, dd.task)
+    panel_keys = choose_panel_keys(keys, dd.task.stratum(labels), cfg.panels)
+    rows, arrays, own = explain(state.model, dd, "test", state.arm, cfg, panel_keys)
     res.update(_map_means(write_explain(out_dir, rows)))
-    write_panels(arrays, state.arm.display_generator, write_maps(out_dir, arrays).parent)
+    if own:  # a dataset with readers and ellipses: the maps judged by them (reader_eval)
+        res.update(_readers_means(write_readers(out_dir, model_frame(dd.host, dd.indices("test").cpu().numpy(), own))))  # fmt: skip
+    write_panels(
+        arrays, state.arm.display_generator, write_maps(out_dir, arrays).parent, dd.task.classes
+    )
     model_path = out_dir / MODEL
     model_path.parent.mkdir(parents=True, exist_ok=True)
     # the image size is the data's: predict letterboxes a new image to it
@@ -96,6 +108,7 @@ def finalize(state: TrainState, out_dir: Path) -> dict[str, float]:
             "state_dict": state.model.state_dict(),
             "config": cfg.to_dict(),
             "image_size": state.image_size,
+            "task": dd.task.to_dict(),  # the classes the head predicts
         },
         model_path,
     )

@@ -59,7 +59,7 @@ def masked_auc(model: MultiTaskUNet, dd: DeviceData, split: str, cfg: TrialConfi
     probs, labels = predict_gaze_masked(model, dd, split, selection_mask(cfg), cfg.eval_batch_size)
     if not len(labels):
         return math.nan
-    return float(per_class_auc(labels, probs)["auc_mean"])
+    return float(per_class_auc(labels, probs, dd.task)["auc_mean"])
 
 
 def gaze_agreement(model: MultiTaskUNet, dd: DeviceData, split: str, cfg: TrialConfig) -> float:

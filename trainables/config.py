@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-CLASSES: tuple[str, ...] = ("Normal", "CHF", "pneumonia")  # label order everywhere (index = id)
 SPLITS: tuple[str, ...] = ("train", "val", "test")  # split ids 0, 1, 2 in CachedData.split
 SPLIT_FRACTIONS: tuple[float, float, float] = (0.8, 0.1, 0.1)  # the paper's 80/10/10
 
@@ -101,6 +100,12 @@ def _known_shortcut(value: Any) -> bool:
     return value in SHORTCUTS
 
 
+def _known_dataset(value: Any) -> bool:
+    from trainables.data.datasets import list_datasets  # a light registry (no pandas, no torch)
+
+    return value in list_datasets()
+
+
 @functools.cache
 def _literal_choices(cls: type) -> dict[str, tuple[Any, ...]]:
     hints = get_type_hints(cls)
@@ -128,14 +133,17 @@ def check_fields(cfg: Any, rules: Mapping[str, Rule]) -> None:
 class DataConfig:
     """Where the images and gaze come from and how they are turned into training tensors."""
 
-    # EGD-CXR folder (master_sheet.csv, fixations.csv); None = synthetic twin
-    egd_root: str | None = None
-    # MIMIC-CXR root the `path` column is relative to; None = egd_root
+    # the dataset registry entry (trainables.data.datasets): egd-cxr, reflacx, ...
+    dataset: str = "egd-cxr"
+    # the dataset's folder (EGD-CXR: master_sheet.csv, fixations.csv; REFLACX: main_data/);
+    # None = its synthetic twin, written on first use
+    data_root: str | None = None
+    # MIMIC-CXR root the dataset's image paths are relative to; None = data_root
     mimic_root: str | None = None
     # filenames.csv-style list (",filename" header) restricting images
     image_list: str | None = None
     data_dir: str = "data"  # where the synthetic twin is generated and the cache is written
-    # size of the synthetic twin made on first use when egd_root is None
+    # size of the synthetic twin made on first use when data_root is None
     synthetic_images: int = 300
     synthetic_seed: int = 0  # seed of the synthetic twin
     # A class-correlated shortcut planted in the twin's train/val images (trainables.data.synthetic
@@ -161,11 +169,17 @@ class DataConfig:
     # whole film, corners included (radiologists check the edges and the labels too):
     synthetic_scanning_share: float = 0.0
     synthetic_thoroughness: float = 1.0  # fixations per reading and their dwell times, x this
+    # REFLACX: a finding is present at this certainty (0-5) or above (the authors' 3)
+    certainty_threshold: int = 3
+    # REFLACX: split by the dataset's own (MIMIC-CXR) split column instead of a seeded one
+    dataset_split: bool = False
 
     def __post_init__(self) -> None:
         check_fields(
             self,
             {
+                "dataset": (_known_dataset, "must be a registered dataset"),
+                "certainty_threshold": within(1, 5),
                 "synthetic_images": at_least(3),  # one image per class at least
                 "synthetic_seed": at_least(0),
                 # the U-Net's stride adds a multiple-of rule (StudyConfig, and fit for any caller)
@@ -187,7 +201,7 @@ class DataConfig:
         )
 
     def resolved_mimic_root(self) -> str | None:
-        return self.mimic_root or self.egd_root
+        return self.mimic_root or self.data_root
 
 
 @dataclass(frozen=True)

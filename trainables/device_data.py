@@ -28,6 +28,9 @@ class DeviceData:
         self.gaze = torch.from_numpy(np.ascontiguousarray(data.gaze)).to(device)
         self.labels = torch.from_numpy(data.labels.astype(np.int64)).to(device)
         self.keys = list(data.keys)
+        self.task = data.task
+        self.readers = data.readers  # per-reader maps, fixations, ellipses (numpy) or None
+        self.host = data  # the CachedData on the host: its readers, for reader_eval
         self._split_idx = {
             s: torch.from_numpy(data.indices(s)).to(device) for s in ("train", "val", "test")
         }

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from trainables.config import CLASSES
+from trainables.config import TrialConfig
 from trainables.device_data import DeviceData
 from trainables.generators import panel_generators, probe_generators
-from trainables.losses import outside_gradient_share
+from trainables.losses import class_probabilities, classification_loss, outside_gradient_share
 from trainables.masking import MaskSpec, mask_outside_gaze
 from trainables.metrics import saliency_metrics
 from trainables.model import MultiTaskUNet
@@ -25,20 +24,26 @@ from trainables.model_sets import Arm
 from trainables.saliency import generator_map, to_heatmap
 
 
+def _empty(dd: DeviceData) -> tuple[np.ndarray, np.ndarray]:
+    shape = (0,) if dd.task.exclusive else (0, dd.task.n)
+    return np.zeros((0, dd.task.n)), np.zeros(shape, dtype=np.int64)
+
+
 @torch.no_grad()
 def predict(model: MultiTaskUNet, dd: DeviceData, split: str, batch_size: int):
-    """Softmax probabilities (N,3), labels (N,) and mean cross-entropy of one split, in stored order."""
+    """Class probabilities (N, K), labels and the mean classification loss of one split, in
+    stored order (softmax and cross-entropy, or sigmoid and binary cross-entropy: the task's)."""
     model.eval()
     probs, labels, loss_sum = [], [], 0.0
     for idx in dd.eval_batches(split, batch_size):
         x, _, y = dd.batch(idx)
         logits = model.classify(x).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-        probs.append(torch.softmax(logits, dim=1).cpu())
+        loss_sum += classification_loss(logits, y, reduction="sum").item()
+        probs.append(class_probabilities(logits, dd.task.exclusive).cpu())
         labels.append(y.cpu())
     n = max(1, len(dd.indices(split)))
     if not probs:
-        return np.zeros((0, len(CLASSES))), np.zeros(0, dtype=np.int64), float("nan")
+        return (*_empty(dd), float("nan"))
     return torch.cat(probs).numpy().astype(np.float64), torch.cat(labels).numpy(), loss_sum / n
 
 
@@ -58,10 +63,10 @@ def predict_gaze_masked(
     for idx in dd.eval_batches(split, batch_size):
         x, gaze, y = dd.batch(idx)
         logits = model.classify(mask_outside_gaze(x, gaze, spec, gen)).float()
-        probs.append(torch.softmax(logits, dim=1).cpu())
+        probs.append(class_probabilities(logits, dd.task.exclusive).cpu())
         labels.append(y.cpu())
     if not probs:
-        return np.zeros((0, len(CLASSES))), np.zeros(0, dtype=np.int64)
+        return _empty(dd)
     return torch.cat(probs).numpy().astype(np.float64), torch.cat(labels).numpy()
 
 
@@ -116,7 +121,7 @@ def predicted_class_maps(
             name, model, x, target, create_graph=False, bn_mode="frozen", fast_conv=fast_conv
         )
         out[name] = to_heatmap(raw).detach()
-    return out, torch.softmax(class_logits.float(), dim=1)
+    return out, class_probabilities(class_logits.float(), getattr(model, "exclusive", True))
 
 
 def explain(
@@ -124,9 +129,8 @@ def explain(
     dd: DeviceData,
     split: str,
     arm: Arm,
-    batch_size: int,
+    cfg: TrialConfig,
     panel_keys: list[str],
-    fast_conv: bool = True,
 ):
     """Map-vs-gaze metrics per image, and the maps of the panel images.
 
@@ -141,7 +145,13 @@ def explain(
         panels: dict of arrays for ``heatmaps/maps.npz`` (keys, labels, probs, image, gaze, each
             panel generator's map, decoder, and "generator": the arm's own map), in
             ``panel_keys`` order.
+        own: ``(map kind, generator) -> (N, S, S)`` the arm's own map and its decoder's of every
+            image of the split (stored order), for a dataset with readers (``dd.readers``);
+            else empty.
     """
+    batch_size, fast_conv = cfg.eval_batch_size, cfg.fast_conv
+    keep_all = dd.readers is not None
+    own: dict[tuple[str, str], list[np.ndarray]] = {}
     model.eval()
     gen_name = arm.display_generator
     with_decoder = arm.uses_decoder
@@ -162,11 +172,13 @@ def explain(
         scored += [("probe", name, maps[name]) for name in probes]
         for kind, generator, m in scored:
             m = m[:, 0].float().cpu().numpy()
+            if keep_all and kind != "probe":
+                own.setdefault((kind, generator), []).append(m)
             for i, key in enumerate(keys):
                 rows.append(
                     {
                         "key": key,
-                        "label": int(y[i]),
+                        "label": _label(y[i]),
                         "map": kind,
                         "generator": generator,
                         **saliency_metrics(m[i], g[i]),
@@ -180,7 +192,7 @@ def explain(
                 entry = {
                     "image": x[i, 0].cpu().numpy(),
                     "gaze": g[i],
-                    "label": int(y[i]),
+                    "label": _label(y[i]),
                     "probs": probs[i],
                 }
                 for name in (*panel_maps, "decoder"):
@@ -199,14 +211,21 @@ def explain(
         arrays["probs"] = np.stack([panel[k]["probs"] for k in order]).astype(np.float32)
         for name in ("image", "gaze", *panel_maps, "decoder", "generator"):
             arrays[name] = np.stack([panel[k][name] for k in order]).astype(np.float32)
-    return rows, arrays
+    return rows, arrays, {k: np.concatenate(v) for k, v in own.items()}
 
 
-def choose_panel_keys(keys: list[str], labels: np.ndarray, count: int) -> list[str]:
-    """The same panel images in every trial: round-robin over classes, each class in sorted key order."""
+def _label(y: torch.Tensor) -> int:
+    """A row's class id, or -1 for a multi-label image (its labels are in the predictions)."""
+    return int(y) if y.ndim == 0 else -1
+
+
+def choose_panel_keys(keys: list[str], strata: np.ndarray, count: int) -> list[str]:
+    """The same panel images in every trial: round-robin over the strata (the classes of an
+    exclusive task: ``Task.stratum``), each in sorted key order."""
+    strata = np.asarray(strata)
     by_class = [
-        sorted(k for k, lab in zip(keys, labels, strict=True) if lab == c)
-        for c in range(len(CLASSES))
+        sorted(k for k, lab in zip(keys, strata, strict=True) if lab == c)
+        for c in sorted(set(strata.tolist()))
     ]
     chosen: list[str] = []
     rank = 0

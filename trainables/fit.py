@@ -35,8 +35,8 @@ from trainables.evaluate import predict
 from trainables.metrics import per_class_auc
 from trainables.model import MultiTaskUNet, build_model
 from trainables.model_sets import Arm, StepOutputs, get_arm
-from trainables.record import AUC_KEYS, SEARCH_METRIC, VAL_AUC_UNDEFINED, VAL_LOSS, metric_key
-from trainables.saliency import generator_map, record_batch_stats, to_heatmap
+from trainables.record import SEARCH_METRIC, VAL_AUC_UNDEFINED, VAL_LOSS, metric_key
+from trainables.saliency import generator_map, map_target, record_batch_stats, to_heatmap
 
 logger = logging.getLogger(__name__)
 Log = Callable[[str], None]
@@ -123,7 +123,7 @@ class TrainState:
         if placement.num_threads:
             torch.set_num_threads(placement.num_threads)
         device = resolve_device(placement)
-        model = build_model(cfg.encoder, cfg.encoder_weights, cfg.decoder_channels).to(device)
+        model = build_model(cfg.encoder, cfg.encoder_weights, cfg.decoder_channels, task=data.task).to(device)  # fmt: skip
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         gen = torch.Generator().manual_seed(cfg.seed)
         return cls(cfg, arm, device, model, opt, _scheduler(cfg, opt), gen, DeviceData(data, device), data.image_size)  # fmt: skip
@@ -153,7 +153,8 @@ def step_terms(
     out = StepOutputs(class_logits=class_logits, mask_logits=mask_logits)
     if arm.needs_map != "none":
         raw = generator_map(
-            arm.generator, model, x, labels, create_graph=arm.needs_map == "graph",
+            arm.generator, model, x, map_target(labels, class_logits),
+            create_graph=arm.needs_map == "graph",
             bn_mode=cfg.bn_mode, bn_stats=stats, fast_conv=cfg.fast_conv,
         )  # fmt: skip
         out.raw_map, out.generator_map = raw, to_heatmap(raw)
@@ -192,11 +193,18 @@ def train_epoch(s: TrainState) -> dict[str, float] | None:
 def validate(s: TrainState) -> dict[str, float]:
     """Validation AUCs and loss; an undefined AUC stays NaN."""
     probs, labels, loss = predict(s.model, s.dd, "val", s.cfg.eval_batch_size)
-    aucs = per_class_auc(labels, probs) if len(labels) else dict.fromkeys(AUC_KEYS, math.nan)
-    out = {metric_key("val", k): float(aucs[k]) for k in AUC_KEYS}
-    out[VAL_AUC_UNDEFINED] = float(sum(not math.isfinite(aucs[k]) for k in AUC_KEYS[:-1]))
+    keys = s.dd.task.auc_keys
+    aucs = per_class_auc(labels, probs, s.dd.task) if len(labels) else dict.fromkeys(keys, math.nan)
+    out = {metric_key("val", k): float(aucs[k]) for k in keys}
+    out[VAL_AUC_UNDEFINED] = float(sum(not math.isfinite(aucs[k]) for k in keys[:-1]))
     out[VAL_LOSS] = float(loss)
     return out
+
+
+def _per_class(val: dict[str, float], task) -> str:
+    """``0.741 (N 0.80 C 0.71 P 0.71)``: the mean and each class's first letter (up to 6)."""
+    parts = [f"{c[:1]} {val[metric_key('val', k)]:.2f}" for c, k in zip(task.classes, task.auc_keys, strict=False)][:6]  # fmt: skip
+    return f"{val[SEARCH_METRIC]:.3f} ({' '.join(parts)}{' ...' if task.n > 6 else ''})"
 
 
 def _keep_if_best(s: TrainState, epoch: int, score: float) -> None:
@@ -211,7 +219,7 @@ def _keep_if_best(s: TrainState, epoch: int, score: float) -> None:
 
 
 def _warn_undefined(s: TrainState, val: dict[str, float]) -> None:
-    undefined = [k for k in AUC_KEYS[:-1] if not math.isfinite(val[metric_key("val", k)])]
+    undefined = [k for k in s.dd.task.auc_keys[:-1] if not math.isfinite(val[metric_key("val", k)])]
     logger.warning(
         "[%s] validation AUC undefined for %s (the validation split lacks a class or holds only "
         "one): recorded as missing, not as a value%s", s.cfg.arm, ", ".join(undefined),
@@ -263,11 +271,7 @@ def train(
         _keep_if_best(s, epoch, val[SEARCH_METRIC])
         metrics = {**losses, **val}
         s.history.append({"epoch": float(epoch), **metrics})
-        log(
-            f"[{cfg.arm}] epoch {epoch}/{cfg.epochs}  loss {losses['train/loss']:.4f}  val AUC "
-            f"{val['val/auc_mean']:.3f} (N {val['val/auc_normal']:.3f} C {val['val/auc_chf']:.3f} "
-            f"P {val['val/auc_pneumonia']:.3f})  {losses['time/epoch_s']:.1f}s"
-        )
+        log(f"[{cfg.arm}] epoch {epoch}/{cfg.epochs}  loss {losses['train/loss']:.4f}  val AUC {_per_class(val, s.dd.task)}  {losses['time/epoch_s']:.1f}s")  # fmt: skip
         final = artifacts.finalize(s, out_dir) if epoch == cfg.epochs else None
         if final is not None:
             artifacts.write_summary(out_dir, s, final)

@@ -17,9 +17,24 @@ import torch.nn.functional as F
 _EPS = 1e-6
 
 
-def classification_loss(class_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the three mutually exclusive classes (labels are exactly one-hot)."""
-    return F.cross_entropy(class_logits, labels)
+def classification_loss(
+    class_logits: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
+    """The task's classification loss, told apart by its labels: class ids (B,) of exclusive
+    classes get cross-entropy (EGD-CXR); 0/1 labels (B, K) of a multi-label task get the binary
+    cross-entropy of each class, averaged over classes (REFLACX's findings). ``reduction``: the
+    mean over images, or their sum."""
+    if labels.ndim == 1:
+        return F.cross_entropy(class_logits, labels, reduction=reduction)
+    per_image = F.binary_cross_entropy_with_logits(
+        class_logits, labels.to(class_logits.dtype), reduction="none"
+    ).mean(1)
+    return per_image.mean() if reduction == "mean" else per_image.sum()
+
+
+def class_probabilities(class_logits: torch.Tensor, exclusive: bool) -> torch.Tensor:
+    """Softmax over exclusive classes, else each class's sigmoid."""
+    return torch.softmax(class_logits, dim=1) if exclusive else torch.sigmoid(class_logits)
 
 
 def bce_logits(mask_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -12,8 +12,8 @@ import numpy as np
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
-from trainables.config import CLASSES
-from trainables.record import AUC_COLUMNS, AUC_KEYS, SALIENCY_KEYS  # noqa: F401  (re-exported)
+from trainables.record import SALIENCY_KEYS  # noqa: F401  (re-exported)
+from trainables.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -27,37 +27,37 @@ KL_EPS = float(np.finfo(np.float64).eps)
 _CHUNK = 256  # resamples per vectorised block: bounds memory at _CHUNK * N floats per array
 
 
-def _check_predictions(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _check_predictions(labels: np.ndarray, probs: np.ndarray, task: Task) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """(N, K) 0/1 labels and (N, K) float64 scores, checked against the task."""
     labels = np.asarray(labels)
     probs = np.asarray(probs, dtype=np.float64)
-    if labels.ndim != 1 or probs.shape != (labels.shape[0], len(CLASSES)):
-        raise ValueError(
-            f"expected labels (N,) and probs (N, {len(CLASSES)}), "
-            f"got {labels.shape} and {probs.shape}"
-        )
-    if labels.size and (labels.min() < 0 or labels.max() >= len(CLASSES)):
-        raise ValueError(f"labels must be class ids 0..{len(CLASSES) - 1}, got {np.unique(labels)}")
+    if probs.ndim != 2 or probs.shape != (labels.shape[0], task.n):
+        raise ValueError(f"expected probs (N, {task.n}) for {labels.shape[0]} labels, got {probs.shape}")  # fmt: skip
+    if task.exclusive and (labels.ndim != 1 or (labels.size and (labels.min() < 0 or labels.max() >= task.n))):  # fmt: skip
+        raise ValueError(f"labels must be class ids 0..{task.n - 1}, got {np.unique(labels)}")
+    if not task.exclusive and (labels.ndim != 2 or not np.isin(labels, (0, 1)).all()):
+        raise ValueError(f"multi-label labels must be 0/1 of shape (N, {task.n}), got {labels.shape}")  # fmt: skip
     if not np.isfinite(probs).all():
         raise ValueError(f"probs contain {int((~np.isfinite(probs)).sum())} non-finite values")
-    return labels.astype(np.int64), probs
+    return task.multi_hot(labels), probs
 
 
-def per_class_auc(labels: np.ndarray, probs: np.ndarray) -> dict[str, float]:
+def per_class_auc(labels: np.ndarray, probs: np.ndarray, task: Task) -> dict[str, float]:
     """One-vs-rest ROC AUC per class and their mean.
 
     Args:
-        labels: (N,) class ids (0 Normal, 1 CHF, 2 pneumonia).
-        probs: (N, 3) class probabilities (any monotone score works; AUC is rank-based).
+        labels: class ids (N,) of an exclusive task, or 0/1 (N, K) of a multi-label one.
+        probs: (N, K) class probabilities (any monotone score works; AUC is rank-based).
+        task: the classes (their order is the columns').
 
     Returns:
-        ``{"auc_normal", "auc_chf", "auc_pneumonia", "auc_mean"}``. A class whose one-vs-rest labels
-        take a single value (absent, or every image) has no AUC: ``nan``. The mean is over the
-        finite class AUCs, ``nan`` if there are none.
+        ``task.auc_keys`` -> AUC. A class whose labels take a single value (absent, or every
+        image) has no AUC: ``nan``. The mean is over the finite class AUCs, ``nan`` if none.
     """
-    labels, probs = _check_predictions(labels, probs)
+    hot, probs = _check_predictions(labels, probs, task)
     out: dict[str, float] = {}
-    for c, key in enumerate(AUC_KEYS[:-1]):
-        positive = labels == c
+    for c, key in enumerate(task.auc_keys[:-1]):
+        positive = hot[:, c] == 1
         if positive.all() or not positive.any():
             out[key] = float("nan")
         else:
@@ -88,34 +88,34 @@ def rank_auc(positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 
 def resampled_aucs(
-    labels: np.ndarray, probs: np.ndarray, indices: np.ndarray
+    labels: np.ndarray, probs: np.ndarray, indices: np.ndarray, task: Task
 ) -> tuple[np.ndarray, np.ndarray]:
-    """AUCs (``AUC_KEYS`` order) of each bootstrap resample given by the rows of ``indices``.
+    """AUCs (``task.auc_keys`` order) of each bootstrap resample given by the rows of ``indices``.
 
     A resample is valid when every class that has an AUC on the full data keeps both a positive
     and a negative image; classes without an AUC on the full data stay ``nan`` and are left out
     of the mean, as in :func:`per_class_auc`.
 
     Args:
-        labels: (N,) class ids.
-        probs: (N, 3) probabilities.
+        labels: (N,) class ids or (N, K) 0/1 (see :func:`per_class_auc`).
+        probs: (N, K) probabilities.
         indices: (B, N') integer row indices into labels/probs (one resample per row).
+        task: the classes.
 
     Returns:
-        ``(aucs, valid)``: aucs (B, 4) float64 with invalid rows all ``nan``; valid (B,) bool.
+        ``(aucs, valid)``: aucs (B, K + 1) float64 with invalid rows all ``nan``; valid (B,) bool.
     """
-    labels, probs = _check_predictions(labels, probs)
+    full = per_class_auc(labels, probs, task)
+    hot, probs = _check_predictions(labels, probs, task)
     indices = np.asarray(indices, dtype=np.int64)
     if indices.ndim != 2:
         raise ValueError(f"indices must be (B, N), got shape {indices.shape}")
-    full = per_class_auc(labels, probs)
-    has_auc = np.array([np.isfinite(full[k]) for k in AUC_KEYS[:-1]])
-    aucs = np.full((indices.shape[0], len(AUC_KEYS)), np.nan)
+    has_auc = np.array([np.isfinite(full[k]) for k in task.auc_keys[:-1]])
+    aucs = np.full((indices.shape[0], task.n + 1), np.nan)
     for start in range(0, indices.shape[0], _CHUNK):
         idx = indices[start : start + _CHUNK]
-        lab = labels[idx]
         for c in np.flatnonzero(has_auc):
-            aucs[start : start + len(idx), c] = rank_auc(lab == c, probs[idx, c])
+            aucs[start : start + len(idx), c] = rank_auc(hot[idx, c] == 1, probs[idx, c])
     class_aucs = aucs[:, :-1][:, has_auc]
     valid = np.isfinite(class_aucs).all(axis=1) & has_auc.any()
     if has_auc.any():
@@ -144,6 +144,7 @@ def percentile_summary(samples: np.ndarray, alpha: float = 0.05) -> tuple[float,
 def bootstrap_auc_ci(
     labels: np.ndarray,
     probs: np.ndarray,
+    task: Task,
     *,
     resamples: int = 1000,
     seed: int = 0,
@@ -155,16 +156,15 @@ def bootstrap_auc_ci(
     logged (a warning when any are). The interval is over the kept resamples.
 
     Returns:
-        ``AUC_KEYS`` -> ``(median, alpha/2 percentile, 1 - alpha/2 percentile)``; all ``nan`` for a
-        class without an AUC on the full data, or when every resample was skipped.
+        ``task.auc_keys`` -> ``(median, alpha/2 percentile, 1 - alpha/2 percentile)``; all ``nan``
+        for a class without an AUC on the full data, or when every resample was skipped.
     """
-    labels, probs = _check_predictions(labels, probs)
-    indices = bootstrap_indices(labels.shape[0], resamples=resamples, seed=seed)
-    aucs, valid = resampled_aucs(labels, probs, indices)
+    indices = bootstrap_indices(np.asarray(labels).shape[0], resamples=resamples, seed=seed)
+    aucs, valid = resampled_aucs(labels, probs, indices, task)
     skipped = int((~valid).sum())
     if skipped:
         log.warning("bootstrap: skipped %d of %d resamples lacking a class", skipped, resamples)
-    return {key: percentile_summary(aucs[valid, j], alpha) for j, key in enumerate(AUC_KEYS)}
+    return {key: percentile_summary(aucs[valid, j], alpha) for j, key in enumerate(task.auc_keys)}
 
 
 def _check_map(name: str, value: np.ndarray, shape: tuple[int, ...] | None = None) -> np.ndarray:

@@ -14,7 +14,7 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from trainables.config import CLASSES
+from trainables.task import Task
 
 # ImageNet mean/std averaged over RGB: the statistics a grey image replicated to RGB would be normalised with.
 GREY_MEAN, GREY_STD = 0.449, 0.226
@@ -31,9 +31,10 @@ class MultiTaskUNet(nn.Module):
     encoder and the classification head (what the saliency generators and the ``no-seg`` arm need).
     """
 
-    def __init__(self, unet: smp.Unet):
+    def __init__(self, unet: smp.Unet, exclusive: bool = True):
         super().__init__()
         self.unet = unet
+        self.exclusive = exclusive  # softmax over the classes (one per image), else sigmoid each
 
     @staticmethod
     def normalise(x: torch.Tensor) -> torch.Tensor:
@@ -82,6 +83,7 @@ def build_model(
     decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16),
     patch_activations: bool = True,
     bn_momentum: float = 0.1,
+    task: Task | None = None,
 ) -> MultiTaskUNet:
     """Build the multi-task U-Net.
 
@@ -93,6 +95,7 @@ def build_model(
         patch_activations: replace ReLU/SiLU modules with rule-switchable ones so the GBP / deconvNet
             generators can run through the model (forward and normal-mode gradients are unchanged).
         bn_momentum: momentum of every BatchNorm's running statistics (PyTorch convention).
+        task: the classes the head predicts (default: the default dataset's, EGD-CXR's).
 
     Returns:
         The model, in train mode, on the CPU.
@@ -101,6 +104,10 @@ def build_model(
         EncoderWeightsError: ImageNet weights could not be downloaded, or the local file does not load.
         KeyError: unknown encoder name (smp lists the valid ones).
     """
+    if task is None:
+        from trainables.data.datasets import task_of
+
+        task = task_of("egd-cxr")  # the default dataset's
     weights = None if encoder_weights in (None, "", "none", "None") else encoder_weights
     local = weights is not None and weights != "imagenet"
     if local and not Path(weights).is_file():
@@ -113,7 +120,7 @@ def build_model(
         "encoder_depth": len(decoder_channels),
         "decoder_channels": tuple(decoder_channels),
         "classes": 1,
-        "aux_params": {"classes": len(CLASSES), "dropout": 0.2},
+        "aux_params": {"classes": task.n, "dropout": 0.2},
     }
     try:
         unet = smp.Unet(encoder_weights=smp_weights, in_channels=3 if local else 1, **kwargs)
@@ -142,7 +149,7 @@ def build_model(
             # hundreds of steps to leave their init, so eval-mode predictions of a short run (or of
             # ImageNet statistics on radiographs) stay wrong; PyTorch's default adapts within an epoch.
             module.momentum = bn_momentum
-    model = MultiTaskUNet(unet)
+    model = MultiTaskUNet(unet, exclusive=task.exclusive)
     if patch_activations:
         from trainables.activations import patch_activations as _patch
 

@@ -24,7 +24,6 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from trainables.config import CLASSES
 from trainables.data.keys import UnsafeName, safe_child
 
 log = logging.getLogger(__name__)
@@ -63,8 +62,9 @@ class PanelRow:
         image: (S, S) grey image in [0, 1].
         maps: column key -> (S, S) map in [0, 1]; a missing key, None or a non-finite map is
             drawn as "n/a" (e.g. the decoder of an arm that trains none).
-        probs: class probabilities in ``CLASSES`` order, or None.
-        true_label: the image's class id, when known.
+        probs: class probabilities in ``classes`` order, or None.
+        true_label: the image's class id, when known (an exclusive task's).
+        classes: the task's class names (``probs``' order).
     """
 
     label: str
@@ -72,25 +72,39 @@ class PanelRow:
     maps: Mapping[str, np.ndarray | None]
     probs: Sequence[float] | None = None
     true_label: int | None = None
+    classes: Sequence[str] = ()
 
 
-def prediction_lines(probs: Sequence[float], true_label: int | None = None) -> list[str]:
+SHOWN_CLASSES = 4  # a row of more classes lists its 3 most probable, names cut to fit
+_NAME_CHARS = 15
+
+
+def prediction_lines(
+    probs: Sequence[float], classes: Sequence[str], true_label: int | None = None
+) -> list[str]:
     """``predicted: CHF``, ``correct`` / ``wrong`` (when the label is known), then
     ``p(Normal) 0.10`` ... (the predicted class is the argmax, ties to the lower class id, as in
-    the DOCTOR analysis)."""
+    the DOCTOR analysis); of many classes, the ``SHOWN_CLASSES`` most probable."""
     probs = np.asarray(probs, dtype=np.float64)
     pred = int(np.argmax(probs))
-    lines = [f"predicted: {CLASSES[pred]}"]
-    if true_label is not None:
+    lines = [f"predicted: {classes[pred]}"]
+    if true_label is not None and true_label >= 0:
         lines.append("correct" if pred == int(true_label) else "wrong")
-    return lines + [f"p({c}) {p:.2f}" for c, p in zip(CLASSES, probs, strict=True)]
+    if len(classes) <= SHOWN_CLASSES:
+        return lines + [f"p({c}) {p:.2f}" for c, p in zip(classes, probs, strict=True)]
+    top = np.argsort(-probs, kind="stable")[: SHOWN_CLASSES - 1]
+    return [f"predicted: {_cut(classes[pred])}"] + [f"{_cut(classes[c])} {probs[c]:.2f}" for c in top]
 
 
-def title_for(key: str, true_label: int | None) -> str:
-    """``Test image <key>, true class CHF``."""
-    if true_label is None:
-        return str(key)
-    return f"Test image {key}, true class {CLASSES[int(true_label)]}"
+def _cut(name: str) -> str:
+    return name if len(name) <= _NAME_CHARS else name[: _NAME_CHARS - 1] + "…"
+
+
+def title_for(key: str, true_label: int | None, classes: Sequence[str] = ()) -> str:
+    """``Test image <key>, true class CHF`` (the key alone without a known class)."""
+    if true_label is None or true_label < 0 or not classes:
+        return f"Test image {key}"
+    return f"Test image {key}, true class {classes[int(true_label)]}"
 
 
 def panel_figure(
@@ -144,7 +158,7 @@ def panel_figure(
                 ax.set_title(titles.get(key, key), fontsize=FONT_PT, parse_math=False)
         lines = textwrap.wrap(row.label, _WRAP) if row.label else []
         if row.probs is not None:
-            lines += prediction_lines(row.probs, row.true_label)
+            lines += prediction_lines(row.probs, row.classes, row.true_label)
         fig.text((_LABEL_IN - 0.08) / width, (top - _CELL_IN / 2) / height, "\n".join(lines),
                  ha="right", va="center", fontsize=FONT_PT, parse_math=False)  # fmt: skip
     bar_bottom = height - _TITLE_IN - _HEAD_IN - grid_h
@@ -220,7 +234,9 @@ def save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def write_panels(arrays: dict[str, np.ndarray], generator: str, out_dir: Path) -> list[Path]:
+def write_panels(
+    arrays: dict[str, np.ndarray], generator: str, out_dir: Path, classes: Sequence[str]
+) -> list[Path]:
     """One PNG per image of a trial's ``heatmaps/maps.npz`` arrays (``<key>.png`` in ``out_dir``):
     input, gaze map, the arm's generator map and its decoder map. A key that is not a plain file
     name in ``out_dir`` (``keys.safe_child``) is skipped with a warning: a figure must never cost
@@ -243,11 +259,12 @@ def write_panels(arrays: dict[str, np.ndarray], generator: str, out_dir: Path) -
             },
             probs=arrays["probs"][i],
             true_label=label,
+            classes=classes,
         )
         try:
             path = safe_child(out_dir, f"{key}.png")
         except UnsafeName as err:
             log.warning("heatmap panel skipped: %s", err)
             continue
-        paths.append(save(panel_figure([row], columns, title_for(key, label)), path))
+        paths.append(save(panel_figure([row], columns, title_for(key, label, classes)), path))
     return paths

@@ -56,9 +56,24 @@ def class_score(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torc
 
 
 def logprob_score(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Sum over the batch and the classes of the log-probabilities (Ross et al. 2017's score)."""
+    """Sum over the batch and the classes of the log-probabilities (Ross et al. 2017's score):
+    of the softmax for exclusive classes, of each class's sigmoid for a multi-label model."""
     del target  # every class counts
-    return torch.log_softmax(_logits(model, x), dim=1).sum()
+    logits = _logits(model, x)
+    if getattr(model, "exclusive", True):
+        return torch.log_softmax(logits, dim=1).sum()
+    return torch.nn.functional.logsigmoid(logits).sum()
+
+
+def map_target(labels: torch.Tensor, class_logits: torch.Tensor) -> torch.Tensor:
+    """The class a training map explains: the label (exclusive classes); for 0/1 labels (B, K)
+    the present finding the model scores highest, or the highest-scored class when none is
+    present (an image with no finding still has a map to train)."""
+    if labels.ndim == 1:
+        return labels
+    scores = class_logits.detach().float()
+    present = labels.bool() & labels.bool().any(1, keepdim=True)
+    return torch.where(present | ~labels.bool().any(1, keepdim=True), scores, -torch.inf).argmax(1)
 
 
 def input_gradient(

@@ -167,7 +167,7 @@ def test_flags_override_the_preset():
     assert (cfg.data.data_dir, cfg.data.synthetic_images, cfg.trial.batch_size) == ("/d", 99, 4)
     assert cfg.study_name == "s" and not cfg.report and cfg.storage_is_shared
     assert cfg.sequential_arms and not build_config(build_parser().parse_args([])).sequential_arms
-    assert (cfg.data.egd_root, cfg.data.mimic_root, cfg.data.image_list) == (
+    assert (cfg.data.data_root, cfg.data.mimic_root, cfg.data.image_list) == (
         "/egd",
         "/mimic",
         "/egd/filenames.csv",

@@ -1,9 +1,13 @@
 """Preprocessing cache: decode every DICOM and draw every gaze map once, at training size.
 
-One uncompressed ``.npz`` per content under ``{data_dir}/cache/``, named by a sha256 of the input
-files' identity (path, size, mtime_ns of the tables and of every DICOM used) and of every setting
-that changes the content. Touch a DICOM or change ``image_size`` and a new file is built; change
-nothing and the file is loaded without decoding anything.
+One uncompressed ``.npz`` per content under ``{data_dir}/cache/``, named by the dataset and a sha256
+of the input files' identity (path, size, mtime_ns of the tables and of every DICOM used) and of
+every setting that changes the content. Touch a DICOM or change ``image_size`` and a new file is
+built; change nothing and the file is loaded without decoding anything.
+
+What is drawn is the dataset's (``trainables.data.datasets``): its ``draw`` turns one record's
+fixations into the gaze target (and, for several readers, each reader's map, the fixation points
+and the expert ellipses) on the image's letterbox grid, in decoding worker processes.
 """
 
 from __future__ import annotations
@@ -22,23 +26,16 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 from trainables.config import DataConfig
-from trainables.data.cached import CachedData
+from trainables.data.cached import CachedData, Readers
+from trainables.data.datasets import get_dataset
 from trainables.data.dicom import DicomError, letterbox, read_dicom
-from trainables.data.heatmaps import (
-    Fixations,
-    Pads,
-    native_fixations,
-    static_heatmap,
-)
-
-if TYPE_CHECKING:  # type-only: spawned decoding workers then never import pandas (egd.py)
-    from trainables.data.egd import EgdIndex
+from trainables.data.drawn import Drawn, stack_readers
 
 logger = logging.getLogger(__name__)
 
@@ -67,21 +64,23 @@ def _identity(path: Path) -> list:
     return [str(path.resolve()), st.st_size, st.st_mtime_ns]
 
 
-def cache_fingerprint(index: EgdIndex, cfg: DataConfig) -> str:
-    """sha256 over input file identities and every content-relevant setting."""
+def cache_fingerprint(index: Any, cfg: DataConfig) -> str:
+    """sha256 over input file identities and every content-relevant setting (the dataset's own
+    included: ``content_settings``)."""
+    impl = get_dataset(cfg.dataset).impl()
     settings = {
         "version": CACHE_VERSION,
         "image_size": cfg.image_size,
         "image_dtype": cfg.image_dtype,
-        "gaze_sigma": float(cfg.gaze_sigma),
-        "gaze_weighting": cfg.gaze_weighting,
-        "coordinates": cfg.gaze_coordinates,
-        "egd_root": str(Path(cfg.egd_root).resolve()) if cfg.egd_root else None,
+        **impl.content_settings(cfg),
+        "data_root": str(Path(cfg.data_root).resolve()) if cfg.data_root else None,
         "mimic_root": str(Path(cfg.resolved_mimic_root()).resolve())
         if cfg.resolved_mimic_root()
         else None,
         "image_list": str(Path(cfg.image_list).resolve()) if cfg.image_list else None,
     }
+    if cfg.dataset != "egd-cxr":  # EGD-CXR's caches keep the names they were written under
+        settings["dataset"] = cfg.dataset
     files = [_identity(p) for p in index.source_files]
     files += [_identity(r.dicom_path) for r in index.records]
     blob = json.dumps({"settings": settings, "files": files}, sort_keys=True).encode()
@@ -89,27 +88,25 @@ def cache_fingerprint(index: EgdIndex, cfg: DataConfig) -> str:
 
 
 def cache_path(cfg: DataConfig, fingerprint: str) -> Path:
-    return Path(cfg.data_dir) / "cache" / f"egd-cxr-{fingerprint[:24]}.npz"
+    return Path(cfg.data_dir) / "cache" / f"{cfg.dataset}-{fingerprint[:24]}.npz"
 
 
 @dataclass(frozen=True)
 class _Task:
+    """One image to decode and draw: picklable, for the worker processes."""
+
+    dataset: str
     key: str
     dicom_path: Path
-    pads: Pads
-    fixations: Fixations
     size: int
     dtype: str
-    sigma: float
-    weighting: str
-    coordinates: str
+    job: Any  # the dataset's own drawing job (its fixations, pads, settings ...)
 
 
 @dataclass(frozen=True)
 class _Result:
     image: np.ndarray | None
-    gaze: np.ndarray | None
-    off_image: int
+    drawn: Drawn | None
     reason: str | None  # exclusion reason when image or gaze is None
     message: str = ""
 
@@ -119,23 +116,16 @@ def _prepare_one(task: _Task) -> _Result:
     try:
         native = read_dicom(task.dicom_path, name=task.key)  # messages name the key, not the path
     except DicomError as exc:
-        return _Result(None, None, 0, "undecodable_dicom", exc.detail)  # no path: patient id
+        return _Result(None, None, "undecodable_dicom", exc.detail)  # no path: patient id
     image, transform = letterbox(native, task.size)
-    fix = native_fixations(task.fixations, task.pads, native.shape, task.coordinates)  # type: ignore[arg-type]
-    gaze = static_heatmap(fix, transform, task.size, task.sigma, task.weighting)  # type: ignore
-    if gaze is None:
-        return _Result(
-            None,
-            None,
-            fix.off_image,
-            "no_fixation_on_image",
-            f"{task.key}: all {fix.off_image} fixations are off the image",
-        )
+    drawn = get_dataset(task.dataset).impl().draw(task.job, native.shape, transform, task.size)
+    if drawn.gaze is None:
+        return _Result(None, drawn, drawn.reason or "no_fixation_on_image", f"{task.key}: {drawn.message}")  # fmt: skip
     if task.dtype == "uint8":
         stored = np.round(image * 255).astype(np.uint8)
     else:
         stored = image.astype(np.float16)
-    return _Result(stored, gaze.astype(np.float16), fix.off_image, None)
+    return _Result(stored, drawn, None)
 
 
 def _run(tasks: list[_Task], workers: int, progress: bool) -> list[_Result]:
@@ -157,44 +147,30 @@ def _run(tasks: list[_Task], workers: int, progress: bool) -> list[_Result]:
     return list(tqdm(map(_prepare_one, tasks), **bar))
 
 
-def build_cache(
-    index: EgdIndex,
-    cfg: DataConfig,
-    fingerprint: str,
-    *,
-    progress: bool = True,
-    workers: int | None = None,
-) -> CacheContent:
+def build_cache(index: Any, cfg: DataConfig, fingerprint: str, *, progress: bool = True, workers: int | None = None) -> CacheContent:  # fmt: skip
     """Decode and draw every indexed image; failures become counted exclusions."""
     if workers is None:
         workers = min(os.cpu_count() or 1, MAX_WORKERS)
         if len(index.records) < _POOL_MIN_IMAGES:
             workers = 1
+    entry = get_dataset(cfg.dataset)
+    impl = entry.impl()
     tasks = [
-        _Task(
-            key=r.key,
-            dicom_path=r.dicom_path,
-            pads=r.pads,
-            fixations=r.fixations,
-            size=cfg.image_size,
-            dtype=cfg.image_dtype,
-            sigma=float(cfg.gaze_sigma),
-            weighting=cfg.gaze_weighting,
-            coordinates=cfg.gaze_coordinates,
-        )
+        _Task(cfg.dataset, r.key, r.dicom_path, cfg.image_size, cfg.image_dtype, impl.job(r, cfg))
         for r in index.records
     ]
     t0 = time.perf_counter()
-    images, gaze, kept = [], [], []
+    images, drawn, kept = [], [], []
     counts: Counter[str] = Counter()
     for rec, res in zip(index.records, _run(tasks, workers, progress), strict=True):
-        counts["off_image_fixations"] += res.off_image
+        if res.drawn is not None:
+            counts.update(res.drawn.counts)
         if res.reason is not None:
             counts[res.reason] += 1
             logger.warning("excluded %s as %s: %s", rec.key, res.reason, res.message)
             continue
         images.append(res.image)
-        gaze.append(res.gaze)
+        drawn.append(res.drawn)
         kept.append(rec)
     seconds = time.perf_counter() - t0
     if not kept:
@@ -205,27 +181,21 @@ def build_cache(
         )
     data = CachedData(
         images=np.stack(images),
-        gaze=np.stack(gaze),
-        labels=np.array([r.label for r in kept], dtype=np.int64),
+        gaze=np.stack([d.gaze.astype(np.float16) for d in drawn]),
+        labels=impl.labels(kept),
         keys=[r.key for r in kept],
         patients=[r.patient for r in kept],
         exclusions={k: v for k, v in counts.items() if v},
         fingerprint=fingerprint,
+        task=entry.task,
+        readers=stack_readers(drawn),
+        dataset=cfg.dataset,
     )
-    content = CacheContent(
-        data,
-        built=True,
-        decoded=len(tasks),
-        seconds=seconds,
-    )
+    content = CacheContent(data, built=True, decoded=len(tasks), seconds=seconds)
     logger.info(
         "decoded %d DICOMs at %d px in %.1f s (%.1f images/s, %d workers)",
-        len(tasks),
-        cfg.image_size,
-        seconds,
-        content.rate,
-        workers,
-    )
+        len(tasks), cfg.image_size, seconds, content.rate, workers,
+    )  # fmt: skip
     return content
 
 
@@ -244,6 +214,7 @@ def save_cache(content: CacheContent, path: Path) -> None:
             patients=np.array(data.patients, dtype=str),
             exclusions=np.array(json.dumps(data.exclusions)),
             fingerprint=np.array(data.fingerprint),
+            **(data.readers.arrays() if data.readers is not None else {}),
         )
     os.replace(tmp, path)
 
@@ -253,7 +224,7 @@ def save_cache(content: CacheContent, path: Path) -> None:
 _CORRUPT = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
-def load_cache(path: Path, fingerprint: str) -> CacheContent | None:
+def load_cache(path: Path, fingerprint: str, dataset: str = "egd-cxr") -> CacheContent | None:
     """The cached content, or None when the file is absent or for other inputs.
 
     A corrupt file (truncated, empty, bad CRC ...) is reported, removed and None returned, so the
@@ -274,6 +245,8 @@ def load_cache(path: Path, fingerprint: str) -> CacheContent | None:
                 patients=z["patients"].tolist(),
                 exclusions=json.loads(str(z["exclusions"])),
                 fingerprint=fingerprint,
+                readers=Readers.from_arrays(z),
+                dataset=dataset,
             )
         return CacheContent(data)
     except _CORRUPT as exc:
@@ -291,7 +264,7 @@ def load_cache(path: Path, fingerprint: str) -> CacheContent | None:
 
 
 def load_or_build(
-    index: EgdIndex,
+    index: Any,
     cfg: DataConfig,
     *,
     progress: bool = True,
@@ -300,14 +273,14 @@ def load_or_build(
     """Load the cache for these inputs and settings, or build and save it.
 
     Args:
-        index: the indexed images (``read_egd``).
-        cfg: data settings; ``cfg.egd_root`` must be the folder the index was read from.
+        index: the indexed images (the dataset's ``read``).
+        cfg: data settings; ``cfg.data_root`` must be the folder the index was read from.
         progress: show a tqdm bar while decoding (only on a terminal).
         workers: decoding processes (default min(cpu count, 8); 1 = in this process).
     """
     fingerprint = cache_fingerprint(index, cfg)
     path = cache_path(cfg, fingerprint)
-    content = load_cache(path, fingerprint)
+    content = load_cache(path, fingerprint, cfg.dataset)
     if content is not None:
         logger.info("loaded preprocessing cache %s (%d images)", path, len(content.data.labels))
         return content

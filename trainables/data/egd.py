@@ -29,11 +29,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from trainables.config import CLASSES
+from trainables.data.datasets import task_of
 from trainables.data.heatmaps import SCREEN_HEIGHT, SCREEN_WIDTH, Fixations, Pads
 from trainables.data.keys import KEY_RULE, UNSAFE_KEY, is_safe_key
 
 logger = logging.getLogger(__name__)
+CLASSES = task_of("egd-cxr").classes  # the entry's classes: the master sheet's label columns
 
 MASTER_SHEET = "master_sheet.csv"
 FIXATIONS = "fixations.csv"
@@ -163,7 +164,7 @@ class EgdRecord:
 
     key: str  # MIMIC dicom_id
     patient: str  # MIMIC patient_id (for the split only; never logged)
-    label: int  # index into config.CLASSES
+    label: int  # index into the egd-cxr task's classes
     dicom_path: Path
     pads: Pads
     fixations: Fixations

@@ -15,34 +15,37 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trainables.config import CLASSES
 from trainables.record.schema import (
     EXPLAIN,
     EXPLAIN_COLUMNS,
     MAP_ARRAYS,
     MAP_KINDS,
     MAPS,
-    PREDICTION_COLUMNS,
     PREDICTIONS,
-    PROB_COLUMNS,
+    READERS,
 )
+from trainables.task import Task
 
 log = logging.getLogger(__name__)
 
 
 def write_predictions(
-    out_dir: Path, keys: Sequence[str], labels: np.ndarray, probs: np.ndarray
+    out_dir: Path, keys: Sequence[str], labels: np.ndarray, probs: np.ndarray, task: Task
 ) -> Path:
-    """``predictions/test.csv`` under ``out_dir``: one row per test image, sorted by key."""
+    """``predictions/test.csv`` under ``out_dir``: one row per test image, sorted by key; its
+    columns are the task's (``Task.prediction_columns``)."""
+    if task.exclusive:
+        label_cols = {"label": labels, "label_name": [task.classes[i] for i in labels]}
+    else:
+        label_cols = {col: labels[:, c] for c, col in enumerate(task.label_columns)}
     frame = pd.DataFrame(
         {
             "key": list(keys),
             "split": "test",
-            "label": labels,
-            "label_name": [CLASSES[i] for i in labels],
-            **{column: probs[:, c] for c, column in enumerate(PROB_COLUMNS)},
+            **label_cols,
+            **{column: probs[:, c] for c, column in enumerate(task.prob_columns)},
         },
-        columns=list(PREDICTION_COLUMNS),
+        columns=list(task.prediction_columns),
     )
     path = out_dir / PREDICTIONS
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -54,6 +57,15 @@ def write_explain(out_dir: Path, rows: Sequence[dict]) -> pd.DataFrame:
     """``explain/test.csv`` under ``out_dir`` (one row per image and map); returns the frame."""
     frame = pd.DataFrame(list(rows), columns=list(EXPLAIN_COLUMNS))
     path = out_dir / EXPLAIN
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def write_readers(out_dir: Path, frame: pd.DataFrame) -> pd.DataFrame:
+    """``explain/readers.csv`` under ``out_dir`` (a multi-reader dataset: per image and map, the
+    agreement with the readers and the localization of the ellipses); returns the frame."""
+    path = out_dir / READERS
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(path, index=False)
     return frame
@@ -80,17 +92,18 @@ def read_json_object(path: Path, name: str = "") -> dict[str, Any]:
     return value
 
 
-def read_predictions(path: Path, name: str = "") -> pd.DataFrame:
-    """Read and check a ``predictions/test.csv``; only the ``split == "test"`` rows are kept.
+def read_predictions(path: Path, task: Task, name: str = "") -> pd.DataFrame:
+    """Read and check a ``predictions/test.csv`` of ``task``; only the ``split == "test"`` rows
+    are kept.
 
     Raises:
         ValueError: naming ``name`` (or the path) when columns, labels, keys or probs are off.
     """
     name = name or str(path)
     frame = pd.read_csv(path, dtype={"key": str, "split": str, "label_name": str})
-    if tuple(frame.columns) != PREDICTION_COLUMNS:
+    if tuple(frame.columns) != task.prediction_columns:
         raise ValueError(
-            f"{name}: columns {list(frame.columns)}, expected {list(PREDICTION_COLUMNS)}"
+            f"{name}: columns {list(frame.columns)}, expected {list(task.prediction_columns)}"
         )
     others = int((frame["split"] != "test").sum())
     if others:
@@ -100,17 +113,30 @@ def read_predictions(path: Path, name: str = "") -> pd.DataFrame:
         raise ValueError(f"{name}: no test rows")
     if frame["key"].duplicated().any():
         raise ValueError(f"{name}: {int(frame['key'].duplicated().sum())} duplicated keys")
-    if not frame["label"].isin(range(len(CLASSES))).all():
-        raise ValueError(f"{name}: labels outside 0..{len(CLASSES) - 1}")
-    expected_names = frame["label"].map(dict(enumerate(CLASSES)))
-    if (expected_names != frame["label_name"]).any():
-        raise ValueError(f"{name}: label_name disagrees with label (class order {CLASSES})")
-    probs = frame[list(PROB_COLUMNS)].to_numpy(dtype=np.float64)
+    if task.exclusive:
+        if not frame["label"].isin(range(task.n)).all():
+            raise ValueError(f"{name}: labels outside 0..{task.n - 1}")
+        if (frame["label"].map(dict(enumerate(task.classes))) != frame["label_name"]).any():
+            raise ValueError(f"{name}: label_name disagrees with label (class order {task.classes})")  # fmt: skip
+    elif not frame[list(task.label_columns)].isin((0, 1)).all().all():
+        raise ValueError(f"{name}: label columns must be 0 or 1")
+    probs = frame[list(task.prob_columns)].to_numpy(dtype=np.float64)
     if not np.isfinite(probs).all():
         raise ValueError(f"{name}: {int((~np.isfinite(probs)).sum())} non-finite probabilities")
-    if not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
+    if task.exclusive and not np.allclose(probs.sum(axis=1), 1.0, atol=1e-3):
         raise ValueError(f"{name}: probability rows do not sum to 1 (expected softmax outputs)")
-    return frame.astype({"label": np.int64}).sort_values("key").reset_index(drop=True)
+    if ((probs < 0) | (probs > 1)).any():
+        raise ValueError(f"{name}: probabilities outside [0, 1]")
+    ints = {c: np.int64 for c in task.label_columns if c != "label_name"}
+    return frame.astype(ints).sort_values("key").reset_index(drop=True)
+
+
+def labels_and_probs(frame: pd.DataFrame, task: Task) -> tuple[np.ndarray, np.ndarray]:
+    """The task's labels ((N,) ids or (N, K) 0/1) and (N, K) probabilities of a predictions frame."""
+    probs = frame[list(task.prob_columns)].to_numpy(dtype=np.float64)
+    if task.exclusive:
+        return frame["label"].to_numpy(dtype=np.int64), probs
+    return frame[list(task.label_columns)].to_numpy(dtype=np.int64), probs
 
 
 def read_explain(path: Path, name: str = "") -> pd.DataFrame:

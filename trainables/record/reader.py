@@ -39,8 +39,10 @@ from trainables.record.selection import best_of_arm
 from trainables.record.store import Store, TrackingContext, eq, resolve_tracking_uri, store
 from trainables.record.trial import Trial
 from trainables.record.writer import log_files
+from trainables.task import Task
 
 log = logging.getLogger(__name__)
+DEFAULT_DATASET = "egd-cxr"  # what a study without a ``dataset`` param trained on
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,18 @@ class Study:
     @property
     def parent_run_id(self) -> str:
         return self.ctx.parent_run_id
+
+    @functools.cached_property
+    def dataset(self) -> str:
+        """The registry name of the dataset the study trained on (older records: EGD-CXR)."""
+        return self.params.get("dataset") or DEFAULT_DATASET
+
+    @functools.cached_property
+    def task(self) -> Task:
+        """The study's classes (from its dataset's registry entry)."""
+        from trainables.data.datasets import task_of
+
+        return task_of(self.dataset)
 
     @functools.cached_property
     def arms(self) -> tuple[str, ...]:
@@ -166,9 +180,9 @@ class Record:
             self._cache[(run_id, path)] = read(local, f"{run_id}/{path}")
         return self._cache[(run_id, path)]
 
-    def predictions(self, run_id: str) -> pd.DataFrame:
-        """The run's test predictions, checked and sorted by key."""
-        return self._cached(run_id, PREDICTIONS, read_predictions)
+    def predictions(self, run_id: str, task: Task) -> pd.DataFrame:
+        """The run's test predictions (columns of ``task``), checked and sorted by key."""
+        return self._cached(run_id, PREDICTIONS, lambda p, name: read_predictions(p, task, name))
 
     def explain(self, run_id: str) -> pd.DataFrame:
         """The run's per-image map-vs-gaze metrics."""

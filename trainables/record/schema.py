@@ -16,7 +16,9 @@ from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
-from trainables.config import CLASSES, SPLITS
+import numpy as np
+
+from trainables.config import SPLITS
 
 
 # -- statuses and stages -----------------------------------------------------------------------
@@ -63,10 +65,9 @@ class Kind(StrEnum):
 
 
 # -- metrics -----------------------------------------------------------------------------------
-AUC_KEYS: tuple[str, ...] = tuple(f"auc_{c.lower()}" for c in CLASSES) + ("auc_mean",)
-"""Per-class one-vs-rest AUC keys (class-id order), then their mean."""
-AUC_COLUMNS: tuple[str, ...] = ("auc_mean", *AUC_KEYS[:-1])
-"""The same keys in the paper's table order: the mean first, then Normal, CHF, pneumonia."""
+# The AUC keys and the predictions' columns are the task's (``trainables.task.Task``: its
+# ``auc_keys``, ``auc_columns``, ``prob_columns``, ``prediction_columns``): a dataset's classes.
+AUC_MEAN = "auc_mean"
 SALIENCY_KEYS: tuple[str, ...] = ("cc", "kl", "nss", "auc_judd")
 """Map-vs-gaze agreement metrics (``trainables.metrics.saliency_metrics``)."""
 
@@ -103,6 +104,12 @@ def explain_metric(map_kind: str, metric: str, generator: str | None = None) -> 
     return f"test/explain/{map_kind}_{metric}"
 
 
+def readers_metric(map_kind: str, metric: str) -> str:
+    """``test/readers/<map>_<metric>``: a map's mean agreement with the readers (cc, kl, nss,
+    auc_judd, sauc) or its localization of the ellipses (pointing, energy, area)."""
+    return f"test/readers/{map_kind}_{metric}"
+
+
 # -- tags --------------------------------------------------------------------------------------
 TAG_ROLE = "role"
 ROLE_STUDY, ROLE_TRIAL = "study", "trial"
@@ -136,20 +143,19 @@ def trial_tags(arm: str, stage: str, model_set: str | None = None, generator: st
 
 
 # -- the arms compared on the parent run --------------------------------------------------------
-ARM_SUMMARY_KEYS: tuple[str, ...] = ("best_val_auc_mean", *(f"test_{k}" for k in AUC_COLUMNS))
+SELECTION_SUMMARY = "best_val_auc_mean"
 ARM_COUNT_KEYS: tuple[str, ...] = ("trials_ok", "trials_stopped", "trials_failed")
 
 
 def arm_metric(arm: str, key: str, bound: str | None = None) -> str:
-    """A parent-run metric comparing arms: ``<arm>/best_val_auc_mean``, ``<arm>/test_auc_mean``,
-    ``<arm>/test_auc_mean_ci_low`` (``bound`` "low"/"high"), ``<arm>/trials_ok``, ...
+    """A parent-run metric comparing arms: ``<arm>/best_val_auc_mean``, ``<arm>/test_auc_mean``
+    (any ``test_<task AUC key>``), ``<arm>/test_auc_mean_ci_low`` (``bound`` "low"/"high"),
+    ``<arm>/trials_ok``, ...
 
     The ``test_*`` values are those of the arm's best trial (chosen on validation).
     """
-    if key not in (*ARM_SUMMARY_KEYS, *ARM_COUNT_KEYS):
-        raise ValueError(
-            f"unknown arm summary key {key!r}; valid: {ARM_SUMMARY_KEYS + ARM_COUNT_KEYS}"
-        )
+    if key not in (SELECTION_SUMMARY, *ARM_COUNT_KEYS) and not key.startswith("test_auc_"):
+        raise ValueError(f"unknown arm summary key {key!r}; valid: {SELECTION_SUMMARY}, test_auc_<class or mean>, {', '.join(ARM_COUNT_KEYS)}")  # fmt: skip
     if bound is None:
         return f"{arm}/{key}"
     if bound not in CI_BOUNDS or not key.startswith("test_"):
@@ -161,14 +167,14 @@ def arm_metric(arm: str, key: str, bound: str | None = None) -> str:
 ARTIFACT_DIRS: tuple[str, ...] = ("predictions", "explain", "heatmaps", "model")  # a trial's
 PREDICTIONS = "predictions/test.csv"
 EXPLAIN = "explain/test.csv"
+READERS = "explain/readers.csv"  # multi-reader datasets: maps vs each reader and the ellipses
+CEILING = "study/ceiling.csv"  # parent run: the human ceiling of the test images (per image)
 MAPS = "heatmaps/maps.npz"
 MODEL = "model/model.pt"
 STUDY_CONFIG = "study/config.json"
 STUDY_DATA = "study/data.json"  # parent run: what the study trained on (see data_summary)
 ANALYSIS_DIR = "analysis"  # artifact folder of the parent run that analysis outputs go to
 
-PROB_COLUMNS: tuple[str, ...] = tuple(f"prob_{c.lower()}" for c in CLASSES)
-PREDICTION_COLUMNS: tuple[str, ...] = ("key", "split", "label", "label_name", *PROB_COLUMNS)
 EXPLAIN_COLUMNS: tuple[str, ...] = ("key", "label", "map", "generator", *SALIENCY_KEYS)
 # Values of the explain CSV's "map" column: the arm's own generator map, its decoder map, and the
 # "probe" maps (every probe generator on every model, to compare arms map for map).
@@ -183,9 +189,10 @@ DATA_CLASSES = "classes"
 
 
 def data_summary(
-    labels: Sequence[int],
-    split_ids: Sequence[int],
+    labels: Any,
+    split_ids: Any,
     exclusions: Mapping[str, int],
+    classes: Sequence[str],
     **extra: Any,
 ) -> dict[str, Any]:
     """The ``study/data.json`` layout: split sizes, class balance per split, exclusion counts.
@@ -195,17 +202,22 @@ def data_summary(
     Counts only: no keys or patient ids, so it is safe to log.
 
     Args:
-        labels: class id per kept image (index into ``CLASSES``).
+        labels: class id per kept image (N,), or 0/1 per image and class (N, K) for a
+            multi-label task (a class then counts the images where it is present).
         split_ids: split id per kept image (index into ``SPLITS``).
         exclusions: reason -> number of images or rows left out.
+        classes: the task's class names.
     """
+    labels = np.asarray(labels)
+    split_ids = np.asarray(split_ids)
     if len(labels) != len(split_ids):
         raise ValueError(f"{len(labels)} labels but {len(split_ids)} split ids")
+    hot = np.eye(len(classes), dtype=np.int64)[labels.astype(np.int64)] if labels.ndim == 1 else labels  # fmt: skip
     splits = {}
     for s, name in enumerate(SPLITS):
-        in_split = [int(c) for c, k in zip(labels, split_ids, strict=True) if int(k) == s]
-        counts = {cls: in_split.count(c) for c, cls in enumerate(CLASSES)}
-        splits[name] = {DATA_IMAGES: len(in_split), DATA_CLASSES: counts}
+        rows = split_ids.astype(np.int64) == s
+        counts = hot[rows].sum(0) if rows.any() else np.zeros(len(classes), np.int64)
+        splits[name] = {DATA_IMAGES: int(rows.sum()), DATA_CLASSES: dict(zip(classes, map(int, counts), strict=True))}  # fmt: skip
     return {
         DATA_IMAGES: len(labels),
         DATA_SPLITS: splits,

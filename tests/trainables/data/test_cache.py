@@ -19,7 +19,7 @@ N_CACHED = 10  # images per cache build here: enough for every check, cheap to d
 
 
 def _index(cfg):
-    index = read_egd(cfg.egd_root)
+    index = read_egd(cfg.data_root)
     return dataclasses.replace(index, records=index.records[:N_CACHED])
 
 
@@ -27,7 +27,7 @@ def _index(cfg):
 def cfg(synthetic_cfg, egd_copy, tmp_path):
     return dataclasses.replace(
         synthetic_cfg,
-        egd_root=str(egd_copy),
+        data_root=str(egd_copy),
         mimic_root=None,
         data_dir=str(tmp_path / "data"),
         image_size=48,
@@ -116,7 +116,7 @@ def test_setting_change_builds_a_new_file(cfg, change):
 def test_table_change_rebuilds(cfg):
     index = _index(cfg)
     base = load_or_build(index, cfg, progress=False, workers=1)
-    fix = os.path.join(cfg.egd_root, "fixations.csv")
+    fix = os.path.join(cfg.data_root, "fixations.csv")
     os.utime(fix, ns=(os.stat(fix).st_atime_ns, os.stat(fix).st_mtime_ns + 1_000_000))
     assert (
         load_or_build(_index(cfg), cfg, progress=False, workers=1).data.fingerprint
@@ -162,8 +162,8 @@ def test_script_without_main_guard_still_builds_the_cache(synthetic_cfg, synthet
         from trainables.data.cache import load_or_build
         from trainables.data.egd import read_egd
         cfg = DataConfig(data_dir={str(tmp_path / "d")!r}, synthetic_images={synthetic_cfg.synthetic_images},
-                         egd_root={str(synthetic_root)!r}, image_size=32)
-        index = read_egd(cfg.egd_root)
+                         data_root={str(synthetic_root)!r}, image_size=32)
+        index = read_egd(cfg.data_root)
         content = load_or_build(index, cfg, progress=False, workers=2)
         print("BUILT", content.built, len(content.data.keys))
     """)

@@ -40,7 +40,7 @@ def test_pydicom_messages_name_the_key_not_the_patient_path(
     assert PATIENT_PATH.search(str(target.dicom_path))  # the twin keeps MIMIC's layout
     _truncate_inside_a_sequence(target.dicom_path)
     cfg = dataclasses.replace(
-        synthetic_cfg, egd_root=str(egd_copy), data_dir=str(tmp_path / "d"), image_size=32
+        synthetic_cfg, data_root=str(egd_copy), data_dir=str(tmp_path / "d"), image_size=32
     )
     index = dataclasses.replace(index, records=tuple(explicit))
     with caplog.at_level(logging.DEBUG), warnings.catch_warnings(record=True) as caught:

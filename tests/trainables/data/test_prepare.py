@@ -98,7 +98,7 @@ def test_logs_of_a_build_with_bad_rows_name_no_patient(synthetic_cfg, egd_copy, 
     gaze[gaze["DICOM_ID"] != master.loc[5, "dicom_id"]].to_csv(egd_copy / FIXATIONS, index=False)
     bad[master.loc[5, "dicom_id"]] = "no_fixations"
     cfg = dataclasses.replace(
-        synthetic_cfg, egd_root=str(egd_copy), data_dir=str(tmp_path / "d"), image_size=32
+        synthetic_cfg, data_root=str(egd_copy), data_dir=str(tmp_path / "d"), image_size=32
     )
     with caplog.at_level(logging.DEBUG):
         data = prepare_data(cfg, progress=False)
@@ -123,7 +123,7 @@ def test_no_usable_image_error_gives_the_counts_of_both_stages(synthetic_cfg, eg
         else:
             (egd_copy / rel).write_bytes(b"garbage")  # decoding stage: undecodable_dicom
     cfg = dataclasses.replace(
-        synthetic_cfg, egd_root=str(egd_copy), data_dir=str(tmp_path / "d"), image_size=32
+        synthetic_cfg, data_root=str(egd_copy), data_dir=str(tmp_path / "d"), image_size=32
     )
     half = len(master) // 2
     with pytest.raises(ValueError, match="no usable image") as err:

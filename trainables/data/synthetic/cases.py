@@ -7,8 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from trainables.config import CLASSES
+from trainables.data.datasets import task_of
 from trainables.data.egd import MASTER_COLUMNS
+
+CLASSES = task_of("egd-cxr").classes  # the EGD-CXR entry's classes
 
 # One entry per encoding variant, cycled then shuffled so every variant appears once N >= 20:
 # (transfer syntax, photometric, BitsStored, rescale slope/intercept, window).

@@ -22,8 +22,10 @@ from typing import Literal
 
 import numpy as np
 
-from trainables.config import CLASSES
+from trainables.data.datasets import task_of
 from trainables.registry import Registry
+
+CLASSES = task_of("egd-cxr").classes  # the EGD-CXR entry's classes
 
 ShortcutDraw = Callable[[np.ndarray, int, np.random.Generator], None]
 SHORTCUTS: Registry[ShortcutDraw] = Registry("shortcut")
