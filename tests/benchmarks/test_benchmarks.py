@@ -180,7 +180,7 @@ def test_cluster_sim_runs_the_study_driver_on_simulated_gpus(tmp_path, capsys):
         assert 0 < float(row["makespan h"]) < float(row["paper-scale h"])
     assert rows["in turn (old)"]["x in turn"] == "1.00"
     assert (tmp_path / "sim" / "ray_results" / "sim-2gpu-side-by-side" / "search").is_dir()
-    assert (tmp_path / "sim" / "ray_results" / "sim-2gpu-in-turn" / "no-seg").is_dir()
+    assert (tmp_path / "sim" / "ray_results" / "sim-2gpu-in-turn" / "search").is_dir()  # one path
 
 
 def test_concurrency_runs_separate_trial_processes(capsys):

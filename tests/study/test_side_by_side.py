@@ -50,10 +50,11 @@ def _trials(summary) -> dict[str, list[dict]]:
 
 
 def _intervals(summary, arm: str) -> list[tuple[float, float]]:
+    """When the arm's search trials ran (--sequential-arms orders the search; the seeds stage
+    runs every arm's best configuration at once either way)."""
     return [
         (df["t_start"].min(), df["t_end"].max())
-        for o in summary.outcomes.values()
-        for r in o.results
+        for r in summary.outcomes["search"].results
         if r.config["arm"] == arm and (df := r.metrics_dataframe) is not None
     ]
 
