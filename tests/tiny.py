@@ -44,3 +44,10 @@ class StageOutputs(nn.Module):
             outs.append(x)
             start = end
         return outs
+
+
+def egd_task():
+    """EGD-CXR's task (three exclusive classes): the default dataset's, what most tests use."""
+    from trainables.data.datasets import task_of
+
+    return task_of("egd-cxr")

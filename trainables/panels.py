@@ -74,6 +74,10 @@ class PanelRow:
     true_label: int | None = None
     classes: Sequence[str] = ()
 
+    def __post_init__(self) -> None:
+        if self.probs is not None and len(self.probs) != len(self.classes):
+            raise ValueError(f"panel row {self.label!r}: {len(self.probs)} probabilities for classes {tuple(self.classes)}")  # fmt: skip
+
 
 SHOWN_CLASSES = 4  # a row of more classes lists its 3 most probable, names cut to fit
 _NAME_CHARS = 15

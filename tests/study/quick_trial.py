@@ -22,6 +22,7 @@ from ray import tune
 from study.resources import trial_resources
 from trainables.record import Status, trial_tags
 from trainables.record import writer as record
+from trainables.data.datasets import task_of
 from trainables.record.files import write_predictions
 from trainables.trainable import trial_config
 
@@ -50,7 +51,7 @@ def quick_trial(config: dict, epoch_s: float, starts_log: str, study) -> None:
         if epoch == config["epochs"]:
             metrics["best/val_auc_mean"] = value
             out = tempfile.mkdtemp(prefix="quick-")
-            write_predictions(Path(out), KEYS, LABELS, np.full((6, 3), 1 / 3))
+            write_predictions(Path(out), KEYS, LABELS, np.full((6, 3), 1 / 3), task_of("egd-cxr"))
             record.log_final(study.tracking, run_id, metrics, out)
             record.set_status(study.tracking, run_id, Status.OK)
         with open(starts_log, "a") as f:

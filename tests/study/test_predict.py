@@ -16,9 +16,11 @@ from pydicom.data import get_testdata_file
 
 from study import cli, predict
 from tests.study.conftest import PROJECT_DIR, tiny_trial
-from trainables.config import CLASSES
+from tests.tiny import egd_task
 from trainables.data.prepare import synthetic_root
 from trainables.fit import fit
+
+CLASSES = egd_task().classes
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # sqlalchemy, inside mlflow
 

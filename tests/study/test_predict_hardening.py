@@ -16,8 +16,11 @@ import torch
 
 from study import predict
 from tests.study.conftest import PROJECT_DIR, tiny_trial
-from trainables.config import CLASSES, ConfigError, TrialConfig
+from tests.tiny import egd_task
+from trainables.config import ConfigError, TrialConfig
 from trainables.fit import fit
+
+CLASSES = egd_task().classes
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # sqlalchemy, inside mlflow
 

@@ -83,7 +83,7 @@ def study(tmp_path_factory):
         record.log_epoch(ctx, run_id, {"val/auc_mean": val or 0.5}, step=1)
         if val is not None:
             out = tmp / trial_id
-            write_predictions(out, test_keys, labels, np.full((len(labels), 3), 1 / 3))
+            write_predictions(out, test_keys, labels, np.full((len(labels), 3), 1 / 3), data.task)
             record.log_final(ctx, run_id, _final_metrics(val, test), out)
         record.set_status(ctx, run_id, status, "ValueError: boom" if status == "failed" else None)
     trials = store(ctx.tracking_uri).trials(ctx)  # what the driver reads at the end

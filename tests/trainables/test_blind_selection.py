@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.tiny import CPU1, tiny_config
+from tests.tiny import CPU1, egd_task, tiny_config
 from trainables.blind_selection import (
     GAZE_AGREEMENT,
     MASKED_AUC,
@@ -107,7 +107,7 @@ def test_a_model_that_reads_a_tag_outside_the_gaze_scores_low_inside_scores_high
     for where, (model, cfg, data) in tag_models.items():
         dd = DeviceData(data, torch.device("cpu"))
         probs, labels, _ = predict(model, dd, "val", cfg.eval_batch_size)
-        plain = per_class_auc(labels, probs)["auc_mean"]
+        plain = per_class_auc(labels, probs, egd_task())["auc_mean"]
         assert plain > 0.9, (where, plain)  # both learned their tag
         scores[where] = {"plain": plain, **validation_signals(model, dd, cfg)}
     corner, centre = scores["corner"], scores["centre"]

@@ -14,14 +14,15 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from tests.tiny import CPU1, tiny_config
+from tests.tiny import CPU1, egd_task, tiny_config
+
+CLASSES, AUC_KEYS = egd_task().classes, egd_task().auc_keys
 from trainables.checkpoint import CheckpointError
-from trainables.config import CLASSES
 from trainables.data.toy import make_toy_cached
 from trainables.fit import Diverged, EpochEnd, Finished, fit, train
 from trainables.generators import probe_generators
 from trainables.model_sets import get_arm, list_arms
-from trainables.record import AUC_KEYS, VAL_AUC_UNDEFINED
+from trainables.record import VAL_AUC_UNDEFINED
 
 QUIET = lambda *_: None
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.tiny import CPU1, tiny_config
+from tests.tiny import CPU1, egd_task, tiny_config
 from trainables.device_data import DeviceData
 from trainables.evaluate import predict
 from trainables.fit import fit, train
@@ -25,7 +25,6 @@ from trainables.masking import (
 from trainables.metrics import per_class_auc
 from trainables.model import build_model
 from trainables.model_sets import get_arm
-from trainables.record import PROB_COLUMNS
 
 QUIET = lambda *_: None
 
@@ -161,11 +160,11 @@ def test_only_training_inputs_are_masked(tiny_data, tmp_path, arm_name):
     probs, labels, loss = predict(model, dd, "val", cfg.eval_batch_size)
     epoch = json.loads((tmp_path / arm_name / "summary.json").read_text())["history"][0]
     assert epoch["val/loss"] == loss  # one epoch: the weights written are that epoch's
-    assert epoch["val/auc_mean"] == per_class_auc(labels, probs)["auc_mean"]
+    assert epoch["val/auc_mean"] == per_class_auc(labels, probs, egd_task())["auc_mean"]
     test_probs, _, _ = predict(model, dd, "test", cfg.eval_batch_size)
     pred = pd.read_csv(tmp_path / arm_name / "predictions" / "test.csv")
     keys = [tiny_data.keys[i] for i in tiny_data.indices("test")]
-    written = pred.set_index("key").loc[keys, list(PROB_COLUMNS)].to_numpy()
+    written = pred.set_index("key").loc[keys, list(egd_task().prob_columns)].to_numpy()
     np.testing.assert_array_equal(written, test_probs)
 
 

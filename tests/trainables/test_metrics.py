@@ -9,8 +9,9 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
+from tests.tiny import egd_task
+from trainables.task import Task
 from trainables.metrics import (
-    AUC_KEYS,
     bootstrap_auc_ci,
     default_fixation_mask,
     per_class_auc,
@@ -18,6 +19,10 @@ from trainables.metrics import (
     resampled_aucs,
     saliency_metrics,
 )
+
+EGD = egd_task()
+AUC_KEYS = EGD.auc_keys
+MULTI = Task(classes=("effusion", "edema", "nodule"), exclusive=False)
 
 
 def _predictions(n: int, seed: int, signal: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
@@ -30,7 +35,7 @@ def _predictions(n: int, seed: int, signal: float = 1.0) -> tuple[np.ndarray, np
 
 def test_per_class_auc_matches_sklearn():
     labels, probs = _predictions(90, seed=1)
-    got = per_class_auc(labels, probs)
+    got = per_class_auc(labels, probs, EGD)
     want = [roc_auc_score(labels == c, probs[:, c]) for c in range(3)]
     assert [got[k] for k in AUC_KEYS[:3]] == pytest.approx(want, abs=1e-12)
     assert got["auc_mean"] == pytest.approx(np.mean(want), abs=1e-12)
@@ -41,7 +46,7 @@ def test_per_class_auc_matches_sklearn():
 def test_per_class_auc_missing_class_is_nan_and_left_out_of_mean():
     labels = np.array([0, 0, 1, 1])
     probs = np.array([[0.9, 0.1, 0.0], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.5, 0.4, 0.1]])
-    got = per_class_auc(labels, probs)
+    got = per_class_auc(labels, probs, EGD)
     assert np.isnan(got["auc_pneumonia"])
     assert got["auc_normal"] == 1.0 and got["auc_chf"] == 1.0
     assert got["auc_mean"] == 1.0
@@ -49,9 +54,50 @@ def test_per_class_auc_missing_class_is_nan_and_left_out_of_mean():
 
 def test_per_class_auc_rejects_bad_shapes():
     with pytest.raises(ValueError, match="probs"):
-        per_class_auc(np.zeros(3, int), np.zeros((3, 2)))
+        per_class_auc(np.zeros(3, int), np.zeros((3, 2)), EGD)
     with pytest.raises(ValueError, match="class ids"):
-        per_class_auc(np.array([0, 3]), np.zeros((2, 3)))
+        per_class_auc(np.array([0, 3]), np.zeros((2, 3)), EGD)
+    with pytest.raises(ValueError, match="multi-label"):
+        per_class_auc(np.array([0, 2]), np.zeros((2, 3)), MULTI)
+    with pytest.raises(ValueError, match="multi-label"):
+        per_class_auc(np.array([[0, 2, 1], [1, 0, 0]]), np.zeros((2, 3)), MULTI)
+
+
+def test_multi_label_auc_scores_each_finding_on_its_own_column():
+    """An image may carry several findings: each column is its own binary problem."""
+    rng = np.random.default_rng(4)
+    labels = (rng.random((120, 3)) < [0.3, 0.5, 0.2]).astype(int)
+    probs = np.clip(labels * 0.6 + rng.random((120, 3)) * 0.8, 0, 1)
+    got = per_class_auc(labels, probs, MULTI)
+    want = [roc_auc_score(labels[:, c], probs[:, c]) for c in range(3)]
+    assert [got[k] for k in MULTI.auc_keys[:3]] == pytest.approx(want, abs=1e-12)
+    assert got["auc_mean"] == pytest.approx(np.mean(want), abs=1e-12)
+    # rows sum to anything: a multi-label probability is not a softmax
+    assert not np.allclose(probs.sum(1), 1)
+
+
+def test_multi_label_finding_on_every_image_has_no_auc():
+    labels = np.array([[1, 0, 1], [1, 1, 0], [1, 0, 0], [1, 1, 1]])
+    probs = np.array([[0.9, 0.2, 0.8], [0.1, 0.7, 0.3], [0.5, 0.1, 0.2], [0.4, 0.9, 0.9]])
+    got = per_class_auc(labels, probs, MULTI)
+    assert np.isnan(got[MULTI.auc_keys[0]])  # positive everywhere: no negatives to rank
+    assert got[MULTI.auc_keys[1]] == 1.0 and got[MULTI.auc_keys[2]] == 1.0
+    assert got["auc_mean"] == 1.0
+
+
+def test_multi_label_bootstrap_agrees_with_per_column_percentiles():
+    rng = np.random.default_rng(9)
+    labels = (rng.random((80, 3)) < 0.4).astype(int)
+    probs = labels * 0.5 + rng.random((80, 3))
+    ci = bootstrap_auc_ci(labels, probs, MULTI, resamples=400, seed=1)
+    idx = np.random.default_rng(1).integers(0, 80, size=(400, 80))
+    aucs, valid = resampled_aucs(labels, probs, idx, MULTI)
+    for c, key in enumerate(MULTI.auc_keys[:3]):
+        kept = aucs[valid, c]
+        median, low, high = ci[key]
+        assert low <= median <= high
+        assert kept.min() <= low and high <= kept.max()
+        assert median == pytest.approx(per_class_auc(labels, probs, MULTI)[key], abs=0.03)
 
 
 def test_rank_auc_with_ties_matches_sklearn():
@@ -65,9 +111,9 @@ def test_rank_auc_with_ties_matches_sklearn():
 def test_resampled_aucs_flags_resamples_lacking_a_class():
     labels, probs = _predictions(6, seed=0)
     indices = np.array([[0, 1, 2, 3, 4, 5], [0, 0, 0, 3, 3, 3]])  # second row: only class 0
-    aucs, valid = resampled_aucs(labels, probs, indices)
+    aucs, valid = resampled_aucs(labels, probs, indices, EGD)
     assert valid.tolist() == [True, False]
-    np.testing.assert_allclose(aucs[0], [per_class_auc(labels, probs)[k] for k in AUC_KEYS])
+    np.testing.assert_allclose(aucs[0], [per_class_auc(labels, probs, EGD)[k] for k in AUC_KEYS])
     assert np.isnan(aucs[1]).all()
 
 
@@ -84,7 +130,7 @@ def _pairwise_auc(positive: np.ndarray, scores: np.ndarray, axis: int = -1) -> n
 
 def test_bootstrap_ci_agrees_with_scipy_percentile_bootstrap():
     labels, probs = _predictions(150, seed=3, signal=1.2)
-    ours = bootstrap_auc_ci(labels, probs, resamples=2000, seed=0)
+    ours = bootstrap_auc_ci(labels, probs, EGD, resamples=2000, seed=0)
     for c, key in enumerate(AUC_KEYS[:3]):
         oracle = _pairwise_auc(labels == c, probs[:, c])
         assert oracle == pytest.approx(roc_auc_score(labels == c, probs[:, c]), abs=1e-12)
@@ -103,16 +149,16 @@ def test_bootstrap_ci_agrees_with_scipy_percentile_bootstrap():
         assert low == pytest.approx(ref.low, abs=0.015)
         assert high == pytest.approx(ref.high, abs=0.015)
         assert low < median < high
-        assert median == pytest.approx(per_class_auc(labels, probs)[key], abs=0.01)
+        assert median == pytest.approx(per_class_auc(labels, probs, EGD)[key], abs=0.01)
 
 
 def test_bootstrap_is_seeded_and_counts_skipped_resamples(caplog):
     labels, probs = _predictions(7, seed=2)
     with caplog.at_level(logging.WARNING, logger="trainables.metrics"):
-        first = bootstrap_auc_ci(labels, probs, resamples=300, seed=5)
+        first = bootstrap_auc_ci(labels, probs, EGD, resamples=300, seed=5)
     assert "skipped" in caplog.text and "of 300 resamples" in caplog.text
-    assert first == bootstrap_auc_ci(labels, probs, resamples=300, seed=5)
-    assert first != bootstrap_auc_ci(labels, probs, resamples=300, seed=6)
+    assert first == bootstrap_auc_ci(labels, probs, EGD, resamples=300, seed=5)
+    assert first != bootstrap_auc_ci(labels, probs, EGD, resamples=300, seed=6)
     assert all(np.isfinite(v).all() for v in first.values())
 
 

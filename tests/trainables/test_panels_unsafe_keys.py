@@ -25,7 +25,7 @@ def test_write_panels_skips_keys_that_are_paths_and_draws_mathtext_as_text(tmp_p
     out = tmp_path / "trial" / "fit" / "heatmaps"
     keys = ["../../escaped_1", "a/b", "$\\x$", "ok-1"]
     with caplog.at_level(logging.WARNING, logger="trainables.panels"):
-        paths = write_panels(_arrays(keys), "gbp", out)
+        paths = write_panels(_arrays(keys), "gbp", out, ("Normal", "CHF", "pneumonia"))
     assert [p.name for p in paths] == ["$\\x$.png", "ok-1.png"]
     assert sorted(p.name for p in tmp_path.rglob("*.png")) == ["$\\x$.png", "ok-1.png"]
     assert not (tmp_path / "trial" / "escaped_1.png").exists()
@@ -34,7 +34,7 @@ def test_write_panels_skips_keys_that_are_paths_and_draws_mathtext_as_text(tmp_p
 
 
 def test_a_title_with_dollars_and_backslashes_renders(tmp_path):
-    row = PanelRow(r"$\alpha$ arm", np.zeros((8, 8)), {"gbp": np.ones((8, 8))}, (0.2, 0.5, 0.3))
+    row = PanelRow(r"$\alpha$ arm", np.zeros((8, 8)), {"gbp": np.ones((8, 8))}, (0.2, 0.5, 0.3), classes=("a", "b", "c"))
     fig = panel_figure([row], ("image", "gbp"), r"math$\nosuchcmd$.dcm (model: $\x$)")
     png = save(fig, tmp_path / "p.png")  # mathtext would raise ParseFatalException here
     assert png.is_file()

@@ -19,10 +19,9 @@ and ``listed_id_not_found`` (ids of the image list missing from the master sheet
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import pandas as pd
 from trainables.data.datasets import task_of
 from trainables.data.heatmaps import SCREEN_HEIGHT, SCREEN_WIDTH, Fixations, Pads
 from trainables.data.keys import KEY_RULE, UNSAFE_KEY, is_safe_key
+from trainables.data.tables import inside, read_csv_checked
 
 logger = logging.getLogger(__name__)
 CLASSES = task_of("egd-cxr").classes  # the entry's classes: the master sheet's label columns
@@ -179,35 +179,6 @@ class EgdIndex:
     source_files: tuple[Path, ...]  # master sheet, fixations, image list (for the cache key)
 
 
-def read_csv_checked(path: Path, required: Sequence[str], **kwargs) -> pd.DataFrame:
-    """Read a CSV after checking its header has every required column.
-
-    Raises:
-        FileNotFoundError: the file does not exist (message names it).
-        ValueError: columns are missing (message names the file and the columns), or the file is
-            not UTF-8 (message names the file).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: file not found")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            header = next(csv.reader(fh), [])
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise ValueError(
-                f"{path}: missing required columns {missing} (header has {len(header)} "
-                f"columns: {header[:8]}{'...' if len(header) > 8 else ''})"
-            )
-        return pd.read_csv(path, encoding="utf-8-sig", **kwargs)
-    except UnicodeDecodeError as exc:
-        bad = exc.object[exc.start : exc.start + 1]
-        raise ValueError(
-            f"{path}: not UTF-8 text ({exc.reason}, byte {bad!r}); the EGD-CXR tables are "
-            f"UTF-8: convert this file (e.g. iconv -f latin1 -t utf-8)"
-        ) from None
-
-
 def read_image_list(path: str | Path) -> list[str]:
     """Read a ``filenames.csv``-style list (header ``,filename``; BOM and CRLF allowed)."""
     df = read_csv_checked(Path(path), ["filename"], dtype=str, keep_default_na=False)
@@ -285,7 +256,7 @@ def read_egd(
         if rows is None:
             no_fix.append(row.dicom_id)
             continue
-        dicom_path = _inside(root, row.path.strip())
+        dicom_path = inside(root, row.path.strip())
         if dicom_path is None:
             outside.append(row.dicom_id)
             continue
@@ -322,18 +293,6 @@ def _drop_unsafe_keys(master: pd.DataFrame, path: Path, counts: Counter[str]) ->
             path, len(rows), UNSAFE_KEY, KEY_RULE, rows[:_EXAMPLES],
         )  # fmt: skip
     return master.loc[safe].reset_index(drop=True)
-
-
-def _inside(root: Path, rel: str) -> Path | None:
-    """``root / rel`` with symlinks and ``..`` resolved, or None when that leaves ``root``.
-
-    The sheet is input, not code: an absolute path, ``../..`` or a symlink out of the MIMIC tree
-    must not make the reader open arbitrary files. An empty path is None too.
-    """
-    if not rel or Path(rel).is_absolute():
-        return None
-    path = (root / rel).resolve()
-    return path if path.is_relative_to(root) and path != root else None
 
 
 def _read_fixations(path: Path, counts: Counter[str]) -> pd.DataFrame:

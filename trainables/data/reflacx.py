@@ -38,7 +38,6 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from trainables.data.egd import _inside, read_csv_checked
 from trainables.data.reflacx_files import (
     CHEST_BOX,
     ELLIPSES,
@@ -66,6 +65,7 @@ from trainables.data.reflacx_labels import (
     merge_certainties,
     present,
 )
+from trainables.data.tables import inside, read_csv_checked
 
 logger = logging.getLogger(__name__)
 
@@ -320,7 +320,7 @@ def _mimic_relpath(image: str) -> str:
     """The ``files/...`` part of an ``image`` value (after its last ``files`` component), or ''."""
     parts = PurePosixPath(image.replace("\\", "/")).parts
     if image.startswith("/") or "files" not in parts:
-        return ""  # absolute, or no MIMIC files/ tree: _inside refuses ''
+        return ""  # absolute, or no MIMIC files/ tree: inside refuses ''
     last = len(parts) - 1 - parts[::-1].index("files")
     return str(PurePosixPath(*parts[last:]))
 
@@ -330,7 +330,7 @@ def _locate_image(key: str, group: list[_Row], mimic: Path) -> tuple[str | None,
     if any(r.image != group[0].image for r in group):
         return "inconsistent_image_rows", None
     rel = _mimic_relpath(group[0].image[0])
-    path = _inside(mimic, rel)
+    path = inside(mimic, rel)
     if path is None:
         return "path_outside_mimic_root", None
     if PurePosixPath(rel).name != f"{key}.dcm":
@@ -339,7 +339,7 @@ def _locate_image(key: str, group: list[_Row], mimic: Path) -> tuple[str | None,
 
 
 def _reading(row: _Row, main: Path, threshold: int, notes: Notes, sources: list[Path]) -> Reading:
-    folder = _inside(main, row.id)  # the id is checked; a symlinked folder must not lead out
+    folder = inside(main, row.id)  # the id is checked; a symlinked folder must not lead out
     if folder is None:
         notes.add("reading_folder_outside_main_data", row.id)
     fixations = None

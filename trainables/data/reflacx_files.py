@@ -4,7 +4,7 @@ reader counts exclusions with.
 
 Read with the csv module (about 10x faster than pandas on the ~9,000 small files of the dataset).
 A file whose header lacks a required column, or that is not UTF-8, is a ValueError naming it (as
-``egd.read_csv_checked``): that is a broken download, not data to skip. Rows with missing or
+``tables.read_csv_checked``): that is a broken download, not data to skip. Rows with missing or
 non-numeric values are dropped and counted.
 """
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from trainables.config import SPLIT_FRACTIONS, SPLITS, split_fractions_ok
-from trainables.data.egd import read_csv_checked
+from trainables.data.tables import read_csv_checked
 
 _EXAMPLES = 5
 

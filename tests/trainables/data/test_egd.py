@@ -10,7 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainables.config import CLASSES
+from tests.tiny import egd_task
+
+CLASSES = egd_task().classes
 from trainables.data.egd import (
     FIXATIONS,
     MASTER_SHEET,

@@ -10,11 +10,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainables.config import CLASSES, DataConfig
+from tests.tiny import egd_task
+from trainables.config import DataConfig
+
+CLASSES = egd_task().classes
 from trainables.data.cache import load_or_build
 from trainables.data.dicom import read_dicom
 from trainables.data.egd import read_egd
-from trainables.data.prepare import ensure_synthetic, prepare_data, resolve_sources, shortcut_spec
+from trainables.data.egd_source import shortcut_spec
+from trainables.data.prepare import ensure_synthetic, prepare_data, resolve_sources
 from trainables.data.synthetic import make_cases, read_manifest, render
 from trainables.data.synthetic.gaze import simulate_fixations
 from trainables.data.synthetic.shortcuts import (
