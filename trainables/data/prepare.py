@@ -15,6 +15,7 @@ from trainables.data.cache import load_or_build
 from trainables.data.cached import CachedData
 from trainables.data.egd import read_egd
 from trainables.data.split import SplitSpec, patient_split, read_split_file
+from trainables.data.subset import keep_train_images
 from trainables.data.synthetic import read_manifest, write_synthetic
 from trainables.data.synthetic.reader import ReaderSpec
 from trainables.data.synthetic.shortcuts import ShortcutSpec
@@ -159,5 +160,7 @@ def prepare_data(cfg: DataConfig, *, progress: bool = True) -> CachedData:
     exclusions = Counter(index.exclusions)
     exclusions.update(content.exclusions)
     data = dataclasses.replace(content, split=split, exclusions=dict(exclusions))
+    if cfg.train_images is not None:  # data efficiency: part of the training split only
+        data = keep_train_images(data, cfg.train_images, cfg.train_images_seed)
     logger.info("%s", data.summary())
     return data
