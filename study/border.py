@@ -26,7 +26,7 @@ from study.evidence import TWINS, EvidenceGrid, EvidencePlan, twin_name
 from study.plans import PLANS
 from study.presets import StudyConfig
 from trainables.config import DataConfig
-from trainables.record import TAG_TWIN, TAG_VARIANT
+from trainables.record import PARAM_PLAN, TAG_TWIN, TAG_VARIANT
 
 CALIBRATION_SEEDS: tuple[int, ...] = (10, 11, 12, 13, 14)  # never the evidence seeds 0-4
 
@@ -88,7 +88,7 @@ class BorderPlan(EvidenceGrid):
         return {
             "border": {"seeds": self.seeds, "shortcut": self.shortcut, "scanning": self.scanning,
                        "variants": [dataclasses.asdict(v) for v in self.variants]},
-            "plan": self.plan_name,
+            PARAM_PLAN: self.plan_name,
         }  # fmt: skip
 
     def params(self, cfg: StudyConfig, arms: Sequence[str]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from study.evidence import SEEDS, EvidenceGrid
 from study.plans import PLANS
 from study.presets import StudyConfig
 from trainables.config import DataConfig
-from trainables.record import TAG_TRAIN_IMAGES, TAG_TWIN
+from trainables.record import PARAM_PLAN, TAG_TRAIN_IMAGES, TAG_TWIN
 
 # The paper's strongest arm, the reference models and what issue 19 asks about: the share loss,
 # its density form, and the two baselines.
@@ -76,7 +76,7 @@ class DataEfficiencyPlan(EvidenceGrid):
 
     def extra_settings(self) -> dict[str, Any]:
         fields = ("seeds", "train_sizes", "max_epochs")
-        return {"efficiency": {k: getattr(self, k) for k in fields}, "plan": self.plan_name}
+        return {"efficiency": {k: getattr(self, k) for k in fields}, PARAM_PLAN: self.plan_name}
 
     def params(self, cfg: StudyConfig, arms: Sequence[str]) -> dict[str, Any]:
         return {

@@ -27,7 +27,7 @@ from study.evidence import SEEDS, EvidenceGrid, EvidencePlan
 from study.plans import PLANS
 from study.presets import StudyConfig
 from trainables.config import DataConfig
-from trainables.record import TAG_TWIN, TAG_VARIANT
+from trainables.record import PARAM_PLAN, TAG_TWIN, TAG_VARIANT
 
 SELECTION_ARMS: tuple[str, ...] = ("rrr-share", "gaze-mask", "cutout")
 LAMBDAS: tuple[float, ...] = (0.0, 0.3, 1.0, 3.0, 10.0)
@@ -77,7 +77,7 @@ class SelectionPlan(EvidenceGrid):
 
     def extra_settings(self) -> dict[str, Any]:
         fields = ("seeds", "lambdas", "lrs", "shortcut")
-        return {"selection": {k: getattr(self, k) for k in fields}, "plan": self.plan_name}
+        return {"selection": {k: getattr(self, k) for k in fields}, PARAM_PLAN: self.plan_name}
 
     def params(self, cfg: StudyConfig, arms: Sequence[str]) -> dict[str, Any]:
         return {
