@@ -28,12 +28,13 @@ LEFT_OUT = "train_images_left_out"  # exclusions key: training images outside th
 def patient_order(labels: np.ndarray, patients: Sequence[str], seed: int) -> list[str]:
     """The training patients in the order the subsets take them (module docstring).
 
-    A patient's class is that of their first image (in row order); classes take turns in class-id
-    order, each from its own seeded shuffle.
+    A patient's class is the label of their first image (in row order: a class id, or a label
+    vector for a multi-label task); classes take turns in sorted order, each from its own seeded
+    shuffle.
     """
-    first: dict[str, int] = {}
+    first: dict[str, tuple] = {}
     for patient, label in zip(patients, labels, strict=True):
-        first.setdefault(patient, int(label))
+        first.setdefault(patient, tuple(np.atleast_1d(label).tolist()))
     rng = np.random.default_rng(seed)
     queues = []
     for c in sorted(set(first.values())):

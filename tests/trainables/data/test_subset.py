@@ -64,12 +64,20 @@ def test_subsets_are_seeded_and_alternate_the_classes():
     assert int((keep & (split == TRAIN)).sum()) == 6 and counts.max() - counts.min() <= 1
 
 
+def test_a_multi_label_task_takes_turns_by_label_vector():
+    labels, patients, split = _table()
+    vectors = np.eye(3, dtype=np.int64)[labels]  # one-hot rows: the same classes, as vectors
+    small, large = (train_subset_rows(vectors, patients, split, n, seed=4) for n in (6, 12))
+    assert _train_patients(small, patients, split) <= _train_patients(large, patients, split)
+    assert set(labels[large & (split == TRAIN)]) == {0, 1, 2}
+
+
 def test_more_images_than_the_training_split_is_refused():
     labels, patients, split = _table()
     with pytest.raises(ValueError, match="training split holds"):
         train_subset_rows(labels, patients, split, int((split == TRAIN).sum()) + 1, seed=0)
     with pytest.raises(ConfigError, match="train_images"):
-        DataConfig(train_images=2)
+        DataConfig(train_images=1)
 
 
 def test_prepare_data_keeps_validation_and_test_bit_identical(synthetic_cfg, synthetic_root, tmp_path):  # fmt: skip
