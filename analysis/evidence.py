@@ -22,8 +22,8 @@ depends on the training run, not on the test images.
 The other evidence-kind plans (issue 19) share these pieces (``Interval``, ``by_seed``,
 ``paired``, ``recovered``) and have their own writers beside this module: ``analysis.scanning``,
 ``analysis.efficiency``, ``analysis.selection``, ``analysis.border``. ``write_evidence_from``
-picks the study's (``WRITERS``, by the parent's ``plan`` param); figures and the HTML page are in
-``analysis.evidence_page``.
+picks the study's (``WRITERS``, by the parent's ``plan`` param); figures, the HTML page and the
+evidence plan's own writer are in ``analysis.evidence_page``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.formats import markdown_table
 from trainables.record import (
     PARAM_PLAN,
     TAG_TWIN,
@@ -55,7 +54,7 @@ from trainables.record.trial import Trial
 
 log = logging.getLogger(__name__)
 
-BASELINE, MAP_BASELINE = "unet", "no-seg"
+BASELINE, MAP_BASELINE, CONTROL = "unet", "no-seg", "cutout"
 TWINS = ("clean", "shortcut")
 AUC = metric_key("test", "auc_mean")
 
@@ -272,6 +271,29 @@ NOTE = (
 )
 
 
+def goal_lines(trials: Sequence[Trial], table: EvidenceTable) -> list[str]:
+    """Issue 19's goals for the best guided arm (the highest recovered share; unet, no-seg and
+    cutout aside): its difference against cutout on the shortcut twin and its clean cost against
+    unet, both paired by seed."""
+    f = table.frame.set_index("arm")
+    guided = [a for a in f.index if a not in (BASELINE, MAP_BASELINE, CONTROL)]
+    guided = [a for a in guided if math.isfinite(f.loc[a, "unet loss recovered"])]
+    if not guided or CONTROL not in f.index or BASELINE not in f.index:
+        return []
+    best = max(guided, key=lambda a: f.loc[a, "unet loss recovered"])
+    runs = by_seed(trials)
+    vs = paired(values(runs, (best, "shortcut")), values(runs, (CONTROL, "shortcut")))
+    cost = paired(values(runs, (best, "clean")), values(runs, (BASELINE, "clean")))
+    share = percent(f.loc[best, "unet loss recovered"])
+    met = "met" if vs.excludes_zero() and vs.mean > 0 else "not met"
+    line = (
+        f"Goals: the best guided arm, {best}, recovers {share} (goal >= 50%); against cutout on "
+        f"the shortcut twin {vs.text(signed=True)} (goal: CI above 0: {met}); clean AUC against "
+        f"unet {cost.text(signed=True)} (goal: no more than 0.01 lower)."
+    )
+    return [line]
+
+
 @dataclass
 class EvidenceOutput:
     """What a plan's report writer wrote: its markdown, its HTML page, every file, its table."""
@@ -285,7 +307,7 @@ class EvidenceOutput:
 REPORT_NAME = "report.html"  # the page a plan's conclusion logs, as a study's report is named
 # plan registry name -> "module:function" writing its report from (record, study, out_dir, data)
 WRITERS = {
-    "evidence": "analysis.evidence:write_evidence",
+    "evidence": "analysis.evidence_page:write_evidence",
     "scanning": "analysis.scanning:write_scanning",
     "data-efficiency": "analysis.efficiency:write_efficiency",
     "selection": "analysis.selection:write_selection",
@@ -334,29 +356,6 @@ def write_plan_report(
     path.write_text(out.report.read_text(encoding="utf-8"), encoding="utf-8")
     record.log_outputs(study, [*out.files, path])
     return dataclasses.replace(out, report=path.resolve())
-
-
-def write_evidence(
-    record: Record, study: Study, out_dir: Path, data: Mapping | None = None
-) -> EvidenceOutput:
-    """The evidence plan's report: ``evidence.md`` / ``.csv``, three figures, ``evidence.html``."""
-    from analysis.evidence_page import evidence_figures, page
-
-    trials = [t for t in study.trials if t.stage == Stage.EVIDENCE]
-    table = evidence_table(trials, list(study.arms))
-    lines = verdict(table)
-    md = (
-        "## Evidence experiment: clean vs shortcut twin\n\n" + markdown_table(table.display)
-        + "\n\n" + NOTE + "\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
-    )  # fmt: skip
-    (out_dir / "evidence.md").write_text(md)
-    table.frame.to_csv(out_dir / "evidence.csv", index=False)
-    figures = evidence_figures(record, by_seed(trials), table.frame, out_dir)
-    report = out_dir / "evidence.html"
-    title = "Evidence experiment: does gaze guidance resist a shortcut?"
-    report.write_text(page(study, title, lines, [("Per arm", table.display)], NOTE, figures))
-    files = [out_dir / "evidence.md", out_dir / "evidence.csv", *figures, report]
-    return EvidenceOutput(md, report, files, table)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,5 +1,6 @@
 """Figures and the self-contained HTML page of the evidence plans (``analysis.evidence`` and the
-plan reports beside it: ``scanning``, ``efficiency``, ``selection``, ``border``).
+plan reports beside it: ``scanning``, ``efficiency``, ``selection``, ``border``), and the
+evidence plan's own writer (``write_evidence``).
 
 ``page`` is the one page layout: what the numbers show, the tables, a note, the figures inlined
 as base64 PNGs, so a report is one file that opens anywhere (and in the MLflow UI).
@@ -10,7 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +22,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from analysis.evidence import (
+    NOTE,
+    EvidenceOutput,
+    by_seed,
+    evidence_table,
+    goal_lines,
+    verdict,
+)
+from analysis.formats import markdown_table
+from trainables.record import Stage
 from trainables.record.reader import Record, Study
 from trainables.record.trial import Trial
 
@@ -157,3 +168,24 @@ written {now}.</p>
 <h2>What the numbers show</h2><ul>{"".join(f"<li>{html.escape(x)}</li>" for x in lines)}</ul>
 {body}<p class="note">{html.escape(note)}</p><h2>Figures</h2>{imgs}</body></html>
 """
+
+
+def write_evidence(
+    record: Record, study: Study, out_dir: Path, data: Mapping | None = None
+) -> EvidenceOutput:
+    """The evidence plan's report: ``evidence.md`` / ``.csv``, three figures, ``evidence.html``."""
+    trials = [t for t in study.trials if t.stage == Stage.EVIDENCE]
+    table = evidence_table(trials, list(study.arms))
+    lines = verdict(table) + goal_lines(trials, table)
+    md = (
+        "## Evidence experiment: clean vs shortcut twin\n\n" + markdown_table(table.display)
+        + "\n\n" + NOTE + "\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
+    )  # fmt: skip
+    (out_dir / "evidence.md").write_text(md)
+    table.frame.to_csv(out_dir / "evidence.csv", index=False)
+    figures = evidence_figures(record, by_seed(trials), table.frame, out_dir)
+    report = out_dir / "evidence.html"
+    title = "Evidence experiment: does gaze guidance resist a shortcut?"
+    report.write_text(page(study, title, lines, [("Per arm", table.display)], NOTE, figures))
+    files = [out_dir / "evidence.md", out_dir / "evidence.csv", *figures, report]
+    return EvidenceOutput(md, report, files, table)

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from analysis import border, efficiency, scanning, selection
+from analysis.evidence import evidence_table, goal_lines
 from trainables.record import BLIND_SIGNALS, metric_key
 from trainables.record.trial import Trial
 
@@ -27,6 +28,25 @@ def _trial(arm: str, seed: int, auc: float, tags: dict, metrics: dict | None = N
 
 def _noise(seed: int) -> float:
     return 0.004 * (seed % 2) - 0.002 * (seed % 3)
+
+
+# -- the evidence plan's goals ---------------------------------------------------------------
+def test_the_goals_read_the_best_guided_arm_against_cutout_and_its_clean_cost():
+    aucs = {  # arm: (clean, shortcut)
+        "unet": (0.80, 0.60), "cutout": (0.79, 0.62),
+        "rrr-share": (0.795, 0.78), "density-share": (0.78, 0.70),
+    }  # fmt: skip
+    trials = [
+        _trial(arm, s, auc + _noise(s), {"twin": twin, "generator": "none"})
+        for arm, pair in aucs.items()
+        for twin, auc in zip(("clean", "shortcut"), pair, strict=True)
+        for s in SEEDS
+    ]
+    (line,) = goal_lines(trials, evidence_table(trials, list(aucs)))
+    assert line.startswith("Goals: the best guided arm, rrr-share, recovers 90%")
+    assert "against cutout on the shortcut twin +0.160 [+0.160, +0.160] (goal: CI above 0: met)" in line  # fmt: skip
+    assert "clean AUC against unet -0.005" in line
+    assert goal_lines(trials, evidence_table(trials, ["unet", "rrr-share"])) == []  # no cutout
 
 
 # -- scanning ----------------------------------------------------------------------------------
