@@ -18,29 +18,31 @@ figures and a self-contained ``evidence.html``. Per arm:
 Seeds pair the runs: seed s of every arm shares the data split and the batch order's seed. The CIs
 are over seeds (``mean +- t_{0.975, n-1} * sd / sqrt(n)``), so they say how much the conclusion
 depends on the training run, not on the test images.
+
+The other evidence-kind plans (issue 19) share these pieces (``Interval``, ``by_seed``,
+``paired``, ``recovered``) and have their own writers beside this module: ``analysis.scanning``,
+``analysis.efficiency``, ``analysis.selection``, ``analysis.border``. ``write_evidence_from``
+picks the study's (``WRITERS``, by the parent's ``plan`` param); figures, the HTML page and the
+evidence plan's own writer are in ``analysis.evidence_page``.
 """
 
 from __future__ import annotations
 
-import base64
-import html
+import dataclasses
+import importlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from analysis.formats import markdown_table
 from trainables.record import (
+    PARAM_PLAN,
     TAG_TWIN,
     Stage,
     Status,
@@ -52,7 +54,7 @@ from trainables.record.trial import Trial
 
 log = logging.getLogger(__name__)
 
-BASELINE, MAP_BASELINE = "unet", "no-seg"
+BASELINE, MAP_BASELINE, CONTROL = "unet", "no-seg", "cutout"
 TWINS = ("clean", "shortcut")
 AUC = metric_key("test", "auc_mean")
 
@@ -96,23 +98,47 @@ def own_generator(arm: str) -> str:
     return get_arm(arm).display_generator
 
 
-def _by_seed(trials: Sequence[Trial]) -> dict[tuple[str, str], dict[int, Trial]]:
-    """(arm, twin) -> seed -> the finished trial."""
-    out: dict[tuple[str, str], dict[int, Trial]] = {}
+def twin_key(t: Trial) -> tuple[str, str]:
+    """``(arm, twin)``: how the evidence table groups trials."""
+    return t.arm, t.tags.get(TAG_TWIN, "")
+
+
+def by_seed(
+    trials: Sequence[Trial], key: Callable[[Trial], Any] = twin_key
+) -> dict[Any, dict[int, Trial]]:
+    """``key(trial)`` -> seed -> the finished evidence-stage trial (one per seed: a repeat is
+    logged and the later run kept)."""
+    out: dict[Any, dict[int, Trial]] = {}
     for t in trials:
         if t.status != Status.OK or t.stage != Stage.EVIDENCE or AUC not in t.metrics:
             continue
-        key = (t.arm, t.tags.get(TAG_TWIN, ""))
+        k = key(t)
         seed = int(float(t.params.get("seed", "0")))
-        if seed in out.setdefault(key, {}):
-            log.warning("%s seed %d ran twice: keeping run %s", key, seed, t.run_id)
-        out[key][seed] = t
+        if seed in out.setdefault(k, {}):
+            log.warning("%s seed %d ran twice: keeping run %s", k, seed, t.run_id)
+        out[k][seed] = t
     return out
 
 
-def _paired(a: dict[int, float], b: dict[int, float]) -> Interval:
+def values(runs: Mapping[Any, dict[int, Trial]], key: Any, metric: str = AUC) -> dict[int, float]:
+    """seed -> ``metric`` of the trials ``runs[key]`` (nan where a trial lacks it)."""
+    return {s: float(t.metrics.get(metric, math.nan)) for s, t in runs.get(key, {}).items()}
+
+
+def paired(a: dict[int, float], b: dict[int, float]) -> Interval:
+    """``a - b`` over the seeds both have, as an Interval."""
     seeds = sorted(set(a) & set(b))
     return Interval.of([a[s] - b[s] for s in seeds])
+
+
+def recovered(diff: float, loss: float) -> float:
+    """The share of a baseline's ``loss`` that a difference ``diff`` over it recovers (nan when
+    the baseline lost nothing)."""
+    return diff / loss if math.isfinite(loss) and loss > 0 and math.isfinite(diff) else math.nan
+
+
+def percent(x: float) -> str:
+    return "n/a" if not math.isfinite(x) else f"{x:.0%}"
 
 
 @dataclass
@@ -126,12 +152,10 @@ class EvidenceTable:
 
 def evidence_table(trials: Sequence[Trial], arms: Sequence[str]) -> EvidenceTable:
     """Compute the per-arm table (see the module docstring) from an evidence run's trials."""
-    runs = _by_seed(trials)
+    runs = by_seed(trials)
 
     def metric(arm: str, twin: str, key: str) -> dict[int, float]:
-        return {
-            s: float(t.metrics.get(key, math.nan)) for s, t in runs.get((arm, twin), {}).items()
-        }
+        return values(runs, (arm, twin), key)
 
     base_clean, base_sc = metric(BASELINE, "clean", AUC), metric(BASELINE, "shortcut", AUC)
     base_loss = Interval.of(base_clean.values()).mean - Interval.of(base_sc.values()).mean
@@ -142,8 +166,8 @@ def evidence_table(trials: Sequence[Trial], arms: Sequence[str]) -> EvidenceTabl
         cells = {
             "clean AUC": Interval.of(clean.values()),
             "shortcut AUC": Interval.of(sc.values()),
-            "AUC lost": _paired(clean, sc),
-            "vs unet (shortcut)": _paired(sc, base_sc),
+            "AUC lost": paired(clean, sc),
+            "vs unet (shortcut)": paired(sc, base_sc),
             "gen CC": Interval.of(
                 metric(arm, "shortcut", explain_metric("generator", "cc")).values()
             ),
@@ -153,7 +177,7 @@ def evidence_table(trials: Sequence[Trial], arms: Sequence[str]) -> EvidenceTabl
             "dec CC": Interval.of(
                 metric(arm, "shortcut", explain_metric("decoder", "cc")).values()
             ),
-            "gen CC vs no-seg": _paired(
+            "gen CC vs no-seg": paired(
                 metric(arm, "shortcut", explain_metric("generator", "cc")),
                 metric(MAP_BASELINE, "shortcut", explain_metric("probe", "cc", gen)),
             ),
@@ -161,17 +185,13 @@ def evidence_table(trials: Sequence[Trial], arms: Sequence[str]) -> EvidenceTabl
                 metric(arm, "clean", explain_metric("generator", "cc")).values()
             ),
         }
-        recovered = (
-            cells["vs unet (shortcut)"].mean / base_loss
-            if math.isfinite(base_loss) and base_loss > 0
-            else math.nan
-        )
+        share = recovered(cells["vs unet (shortcut)"].mean, base_loss)
         for col, iv in cells.items():
             intervals[(arm, col)] = iv
         row = {"arm": arm, "generator": gen, "seeds": min(len(clean), len(sc))}
         for col, iv in cells.items():
             row[col], row[f"{col} low"], row[f"{col} high"] = iv.mean, iv.low, iv.high
-        row["unet loss recovered"] = recovered
+        row["unet loss recovered"] = share
         rows.append(row)
         signed = {"AUC lost", "vs unet (shortcut)", "gen CC vs no-seg"}
         shown.append(
@@ -180,9 +200,7 @@ def evidence_table(trials: Sequence[Trial], arms: Sequence[str]) -> EvidenceTabl
                 "map": gen,
                 "seeds": row["seeds"],
                 **{col: iv.text(signed=col in signed) for col, iv in cells.items()},
-                "unet loss recovered": "n/a"
-                if not math.isfinite(recovered)
-                else f"{recovered:.0%}",
+                "unet loss recovered": percent(share),
             }
         )
     return EvidenceTable(pd.DataFrame(rows), pd.DataFrame(shown).set_index("arm"), intervals)
@@ -242,93 +260,6 @@ def verdict(table: EvidenceTable) -> list[str]:
     return lines
 
 
-def _errorbars(ax, frame: pd.DataFrame, cols: Sequence[str], labels: Sequence[str], xlabel: str):
-    arms = list(frame["arm"])
-    y = np.arange(len(arms))
-    offsets = np.linspace(-0.18, 0.18, len(cols))
-    for col, label, dy in zip(cols, labels, offsets, strict=True):
-        mean = frame[col].to_numpy(float)
-        err = np.vstack([mean - frame[f"{col} low"], frame[f"{col} high"] - mean])
-        ax.errorbar(mean, y + dy, xerr=np.nan_to_num(err), fmt="o", capsize=3, label=label)
-    ax.set_yticks(y, arms, fontsize=10)
-    ax.invert_yaxis()
-    ax.set_xlabel(xlabel, fontsize=10)
-    ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize=9, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(cols))
-
-
-def _figures(
-    record: Record, trials: Sequence[Trial], table: EvidenceTable, out: Path
-) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    f = table.frame
-    paths = []
-    charts = {  # file: (columns, legend labels, x label)
-        "evidence_auc.png": (["clean AUC", "shortcut AUC"], ["clean twin", "shortcut twin"],
-                             "test mean AUC (mean over seeds, 95% CI)"),
-        "evidence_maps.png": (["gen CC", "dec CC"], ["own generator map", "decoder map"],
-                              "map-vs-gaze CC on the shortcut twin's test images (95% CI)"),
-    }  # fmt: skip
-    for name, (columns, labels, xlabel) in charts.items():
-        fig, ax = plt.subplots(figsize=(7, 0.45 * len(f) + 1.6))
-        _errorbars(ax, f, columns, labels, xlabel)
-        fig.tight_layout()
-        paths.append(out / name)
-        fig.savefig(paths[-1], dpi=110)
-        plt.close(fig)
-
-    panel = _panels(record, trials, list(f["arm"]), out / "evidence_panels.png")
-    if panel:
-        paths.append(panel)
-    return paths
-
-
-def _panels(
-    record: Record, trials: Sequence[Trial], arms: Sequence[str], path: Path
-) -> Path | None:
-    """Shortcut-twin test images (rows: image + gaze, then each arm's own map), lowest seed."""
-    runs = _by_seed(trials)
-    chosen = {}
-    for arm in arms:
-        per_seed = runs.get((arm, "shortcut"), {})
-        if per_seed:
-            chosen[arm] = per_seed[min(per_seed)]
-    maps = {}
-    for arm, trial in chosen.items():
-        try:
-            maps[arm] = record.maps(trial.run_id)
-        except (KeyError, ValueError, FileNotFoundError) as err:
-            log.warning("no panels for %s (run %s): %s", arm, trial.run_id, err)
-    if not maps:
-        return None
-    first = next(iter(maps.values()))
-    k = min(3, len(first["keys"]))
-    if k == 0:
-        return None
-    fig, axes = plt.subplots(k, len(maps) + 1, figsize=(1.9 * (len(maps) + 1), 2.0 * k + 0.4),
-                             squeeze=False)  # fmt: skip
-    for i in range(k):
-        ax = axes[i, 0]
-        ax.imshow(first["image"][i], cmap="gray", vmin=0, vmax=1)
-        ax.imshow(first["gaze"][i], cmap="jet", alpha=0.4, vmin=0, vmax=1)
-        ax.set_title("image + gaze" if i == 0 else "", fontsize=10)
-        for j, (arm, arrays) in enumerate(maps.items(), start=1):
-            ax = axes[i, j]
-            ax.imshow(arrays["image"][i], cmap="gray", vmin=0, vmax=1)
-            own = arrays.get("generator", arrays["gbp"])
-            ax.imshow(own[i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
-            if i == 0:
-                ax.set_title(arm, fontsize=10)
-    for ax in axes.ravel():
-        ax.axis("off")
-    fig.suptitle("Shortcut twin, test images: each arm's own generator map (seed with lowest id)",
-                 fontsize=10)  # fmt: skip
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
-
-
 NOTE = (
     "Cells: mean over seeds [95% t-interval over seeds]. AUC lost = clean - shortcut, paired by "
     "seed. vs unet = arm - unet on the shortcut twin, paired by seed. unet loss recovered = (arm - "
@@ -340,66 +271,91 @@ NOTE = (
 )
 
 
+def goal_lines(trials: Sequence[Trial], table: EvidenceTable) -> list[str]:
+    """Issue 19's goals for the best guided arm (the highest recovered share; unet, no-seg and
+    cutout aside): its difference against cutout on the shortcut twin and its clean cost against
+    unet, both paired by seed."""
+    f = table.frame.set_index("arm")
+    guided = [a for a in f.index if a not in (BASELINE, MAP_BASELINE, CONTROL)]
+    guided = [a for a in guided if math.isfinite(f.loc[a, "unet loss recovered"])]
+    if not guided or CONTROL not in f.index or BASELINE not in f.index:
+        return []
+    best = max(guided, key=lambda a: f.loc[a, "unet loss recovered"])
+    runs = by_seed(trials)
+    vs = paired(values(runs, (best, "shortcut")), values(runs, (CONTROL, "shortcut")))
+    cost = paired(values(runs, (best, "clean")), values(runs, (BASELINE, "clean")))
+    share = percent(f.loc[best, "unet loss recovered"])
+    met = "met" if vs.excludes_zero() and vs.mean > 0 else "not met"
+    line = (
+        f"Goals: the best guided arm, {best}, recovers {share} (goal >= 50%); against cutout on "
+        f"the shortcut twin {vs.text(signed=True)} (goal: CI above 0: {met}); clean AUC against "
+        f"unet {cost.text(signed=True)} (goal: no more than 0.01 lower)."
+    )
+    return [line]
+
+
 @dataclass
 class EvidenceOutput:
+    """What a plan's report writer wrote: its markdown, its HTML page, every file, its table."""
+
     markdown: str
     report: Path
     files: list[Path]
-    table: EvidenceTable
+    table: Any
 
 
-def write_evidence_from(record: Record, study: Study, out_dir: Path) -> EvidenceOutput:
-    """Write the evidence tables, figures and HTML page of ``study`` into ``out_dir``."""
+REPORT_NAME = "report.html"  # the page a plan's conclusion logs, as a study's report is named
+# plan registry name -> "module:function" writing its report from (record, study, out_dir, data)
+WRITERS = {
+    "evidence": "analysis.evidence_page:write_evidence",
+    "scanning": "analysis.scanning:write_scanning",
+    "data-efficiency": "analysis.efficiency:write_efficiency",
+    "selection": "analysis.selection:write_selection",
+    "border": "analysis.border:write_border",
+}
+
+
+def plan_of(study: Study) -> str:
+    """The plan an evidence-kind study ran (its ``plan`` param; studies from before it: evidence,
+    or the scanning sweep when they ran several scanning shares)."""
+    plan = study.params.get(PARAM_PLAN, "evidence")
+    if plan == "evidence" and "," in study.params.get("scanning", ""):
+        return "scanning"
+    return plan
+
+
+def write_evidence_from(
+    record: Record, study: Study, out_dir: Path, data: Mapping | None = None
+) -> EvidenceOutput:
+    """Write the report of an evidence-kind ``study`` into ``out_dir``: the writer of its plan
+    (``WRITERS``). ``data`` (the plan's datasets by key) lets a writer measure the data too; a
+    reader of the record alone passes none.
+
+    Raises:
+        KeyError: the study has no evidence-stage trial, or ran a plan without a writer.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    trials = [t for t in study.trials if t.stage == Stage.EVIDENCE]
-    if not trials:
+    if not any(t.stage == Stage.EVIDENCE for t in study.trials):
         raise KeyError(f"study run {study.parent_run_id} has no evidence trials (stage=evidence)")
-    arms = list(study.arms)
-    table = evidence_table(trials, arms)
-    lines = verdict(table)
-    md = (
-        "## Evidence experiment: clean vs shortcut twin\n\n"
-        + markdown_table(table.display)
-        + "\n\n"
-        + NOTE
-        + "\n\n"
-        + "\n".join(f"- {line}" for line in lines)
-        + "\n"
-    )
-    (out_dir / "evidence.md").write_text(md)
-    table.frame.to_csv(out_dir / "evidence.csv", index=False)
-    figures = _figures(record, trials, table, out_dir)
-    report = out_dir / "evidence.html"
-    report.write_text(_html(study, table, lines, figures))
-    return EvidenceOutput(md, report, [out_dir / "evidence.md", out_dir / "evidence.csv",
-                                       *figures, report], table)  # fmt: skip
+    plan = plan_of(study)
+    if plan not in WRITERS:
+        raise KeyError(f"study run {study.parent_run_id} ran plan {plan!r}; valid: {', '.join(WRITERS)}")  # fmt: skip
+    module, _, function = WRITERS[plan].partition(":")
+    return getattr(importlib.import_module(module), function)(record, study, out_dir, data)
 
 
-def _html(study: Study, table: EvidenceTable, lines: list[str], figures: list[Path]) -> str:
-    settings = ", ".join(
-        f"{k}={v}"
-        for k, v in sorted(study.params.items())
-        if k in ("shortcut", "shortcut_fraction", "shortcut_test", "seeds", "epochs",
-                 "image_size", "images", "encoder", "lr")
-    )  # fmt: skip
-    imgs = "".join(
-        f'<img src="data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}" '
-        f'alt="{html.escape(p.stem)}">'
-        for p in figures
-    )
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    return f"""<!doctype html><html><head><meta charset="utf-8">
-<title>Evidence experiment {html.escape(study.name)}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em auto;max-width:80em;color:#222}}
-table{{border-collapse:collapse;font-size:0.85em}}th,td{{border:1px solid #bbb;padding:.25em .5em}}
-th{{background:#eee}}p.note{{font-size:.85em;color:#555}}img{{max-width:100%;margin:.5em 0}}</style>
-</head><body><h1>Evidence experiment: does gaze guidance resist a shortcut?</h1>
-<p class="note">Study {html.escape(study.name)} (run {study.parent_run_id}); {html.escape(settings)};
-written {now}.</p>
-<h2>What the numbers show</h2><ul>{"".join(f"<li>{html.escape(x)}</li>" for x in lines)}</ul>
-<h2>Per arm</h2>{table.display.reset_index().to_html(index=False, border=0)}
-<p class="note">{html.escape(NOTE)}</p><h2>Figures</h2>{imgs}</body></html>
-"""
+def write_plan_report(
+    tracking_uri: str, experiment: str, out_dir: Path, parent: str, data: Mapping | None = None
+) -> EvidenceOutput:
+    """What an evidence-kind plan's ``conclude`` does: write its report (``write_evidence_from``),
+    copy the page to ``report.html`` and log every file to the parent run under ``analysis/``."""
+    record = Record(tracking_uri)
+    study = record.study(experiment, parent)
+    out = write_evidence_from(record, study, out_dir, data)
+    path = out_dir / REPORT_NAME
+    path.write_text(out.report.read_text(encoding="utf-8"), encoding="utf-8")
+    record.log_outputs(study, [*out.files, path])
+    return dataclasses.replace(out, report=path.resolve())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """The one command line, ``gaze-study`` (also ``python -m study``, ``python study/run.py``):
 
     gaze-study [study] [flags]     the study (the default subcommand)
-    gaze-study evidence [flags]    the evidence plan (clean vs shortcut twins)
+    gaze-study evidence [flags]    the evidence plans (--plan: clean vs shortcut twins, ...)
     gaze-study predict ...         one radiograph through a trained model
     gaze-study tables|figures|doctor|report [flags]   the analysis of a study's record
     gaze-study --version
@@ -45,7 +45,7 @@ ANALYSIS = {"tables": "analysis.tables", "figures": "analysis.figures",
             "doctor": "analysis.doctor", "report": "analysis.report"}  # fmt: skip
 SUBCOMMANDS = {
     "study": "the study: every arm's Optuna search (+ seeds), report at the end (default)",
-    "evidence": "the evidence plan: arms x seeds on a clean and a shortcut twin",
+    "evidence": "the evidence plans (--plan evidence|scanning|data-efficiency|selection|border)",
     "predict": "classify one radiograph with a trained model and draw its maps",
     **{name: f"analysis of a study's record ({module})" for name, module in ANALYSIS.items()},
 }
@@ -188,8 +188,10 @@ def build_evidence_parser() -> argparse.ArgumentParser:
     from study import evidence
 
     p = _Parser(prog="gaze-study evidence", formatter_class=_HelpFormatter, description=(
-        "The evidence plan: every arm x several seeds on a clean and a shortcut synthetic twin;\n"
-        "reports whether gaze guidance resists the shortcut."))  # fmt: skip
+        "The evidence plans on the synthetic twins (--plan): evidence (every arm x seeds, clean vs\n"
+        "shortcut twin), scanning (the same over scanning readers), data-efficiency (AUC against\n"
+        "training-set size), selection (rules that pick hyperparameters without the test set),\n"
+        "border (the border shortcut on calibration seeds)."))  # fmt: skip
     _run_flags(p, "evidence")
     evidence.add_arguments(p)
     _common_flags(p)
@@ -284,11 +286,16 @@ def _study(argv: list[str], prog: str) -> int:
 
 
 def _evidence(argv: list[str], prog: str) -> int:
-    args, cfg = parse_config(build_evidence_parser(), argv, command=(prog, "evidence", *argv))
+    parser = build_evidence_parser()
+    args, cfg = parse_config(parser, argv, command=(prog, "evidence", *argv))
     from study.driver import run_plan
     from study.evidence import build_plan
 
-    return run_plan(build_plan(args, args.arms), cfg).exit_code
+    try:  # --plan and its own flags (study.evidence.add_arguments)
+        plan = build_plan(args, args.arms)
+    except ValueError as err:
+        parser.error(str(err))
+    return run_plan(plan, cfg).exit_code
 
 
 def _module_main(module: str) -> Callable[[list[str]], int]:

@@ -134,9 +134,12 @@ def run_plan(
             results.record_study_start(ctx, cfg, summary, plan.note(cfg, arms, data))
             results.record_ceiling(ctx, next(iter(data.values())))
             board = progress.ProgressBoard(arms, plan.trials_per_arm(cfg))
+            trial_ctx = StudyContext(
+                ctx, cpus_per_trial=cfg.cpus_per_trial, placement=cfg.placement,
+                search_metric=cfg.search_metric,
+            )  # fmt: skip
             launch = tuner.Launch(
-                cfg, data[None] if list(data) == [None] else data,
-                StudyContext(ctx, cpus_per_trial=cfg.cpus_per_trial, placement=cfg.placement),
+                cfg, data[None] if list(data) == [None] else data, trial_ctx,
                 (*callbacks, progress.TuneProgress(name, board)), trainable,
             )  # fmt: skip
             runner = StageRunner(launch)

@@ -4,7 +4,8 @@ A plan says which trials to run and how its results are concluded; the driver ow
 else (Ray, the parent run and its end state, the git commit, the data fingerprint, resume). A
 plan is one registry entry: ``search`` (the paper's study: every arm's Optuna search, then each
 arm's best configuration with more seeds) here, ``evidence`` (clean vs shortcut twins, arms x
-seeds) in ``study.evidence``.
+seeds) and ``scanning`` in ``study.evidence``, ``data-efficiency`` in ``study.efficiency``,
+``selection`` in ``study.selection_plan`` and ``border`` in ``study.border``.
 """
 
 from __future__ import annotations
@@ -101,10 +102,16 @@ class Plan(ABC):
 PLANS: Registry[type[Plan]] = Registry("plan")
 
 
+# The modules whose plans register themselves on import (the search plan is below).
+PLAN_MODULES = ("study.evidence", "study.efficiency", "study.selection_plan", "study.border")
+
+
 def get_plan(name: str) -> type[Plan]:
     """The plan class registered as ``name`` (KeyError listing the valid ones)."""
-    if "evidence" not in PLANS:
-        import study.evidence  # noqa: F401  (registers itself)
+    import importlib
+
+    for module in PLAN_MODULES:
+        importlib.import_module(module)
     return PLANS.get(name)
 
 

@@ -30,6 +30,7 @@ from trainables.config import (
     model_stride,
     optional,
 )
+from trainables.record.schema import SEARCH_METRIC, SEARCH_METRICS
 from trainables.registry import Registry
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -54,6 +55,9 @@ class StudyConfig:
     gpus_per_trial: float | None = None  # Ray GPUs per trial (fractions share one); None = 1 or 0
     grace_period: int = 1  # ASHA: epochs every trial runs before it may be stopped
     reduction_factor: int = 2  # ASHA: a rung keeps the best 1/reduction_factor of trials
+    # What Optuna, ASHA and Tune optimise per epoch: val/auc_mean, or a blind selection signal
+    # (trainables.record.BLIND_SIGNALS: needs trial.selection_signals, so the trials log it)
+    search_metric: str = SEARCH_METRIC
     max_failures: int = 2  # Tune restarts a failed trial (e.g. a lost node) from its checkpoint
     address: str | None = None  # Ray cluster to join ("auto" on a head); None = local Ray
     # Tune storage: s3://, gs:// or shared path; None = <project>/ray_results
@@ -87,8 +91,19 @@ class StudyConfig:
                 "grace_period": at_least(1),
                 "reduction_factor": at_least(2),
                 "max_failures": at_least(-1),  # -1: Tune retries for ever
+                "search_metric": (
+                    lambda v: v in SEARCH_METRICS,
+                    f"must be one of {SEARCH_METRICS}",
+                ),
             },
         )
+        if self.search_metric != SEARCH_METRIC and not self.trial.selection_signals:
+            raise ConfigError(
+                "StudyConfig",
+                "search_metric",
+                "is a blind selection signal the trials log only with trial.selection_signals=true",
+                self.search_metric,
+            )
         stride = model_stride(self.trial.decoder_channels)
         if self.data.image_size % stride:
             raise ConfigError(

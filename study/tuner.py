@@ -37,7 +37,7 @@ from study.resources import trial_resources
 from study.storage_guard import TUNER_FILE, StorageSigner, sign_files, verify_experiment
 from trainables.data.cached import CachedData
 from trainables.model_sets import get_arm
-from trainables.record import SEARCH_METRIC, SEARCH_MODE
+from trainables.record import SEARCH_MODE
 from trainables.trainable import StudyContext, train_trial
 
 MODE = SEARCH_MODE
@@ -295,13 +295,13 @@ def _fit(
 def _new_tuner(
     launch: Launch, name: str, fn: Any, param_space: dict[str, Any], **tune_config: Any
 ) -> tune.Tuner:
-    """A Tuner on the search metric with the study's run config; ``tune_config`` adds the
-    search algorithm, scheduler, sample count or concurrency of the experiment."""
+    """A Tuner on the study's search metric (``StudyConfig.search_metric``) with its run config;
+    ``tune_config`` adds the search algorithm, scheduler, sample count or concurrency."""
     return tune.Tuner(
         fn,
         param_space=param_space,
         tune_config=tune.TuneConfig(
-            metric=SEARCH_METRIC,
+            metric=launch.cfg.search_metric,
             mode=MODE,
             trial_dirname_creator=trial_dirname,
             reuse_actors=True,

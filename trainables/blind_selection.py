@@ -39,13 +39,10 @@ from trainables.evaluate import outside_energy_shares, predict_gaze_masked
 from trainables.masking import MaskSpec
 from trainables.metrics import per_class_auc
 from trainables.model import MultiTaskUNet
+from trainables.record.schema import BLIND_SIGNALS
 
-MASKED_AUC, GAZE_AGREEMENT, SELECTION_SCORE = (
-    "val/masked_auc_mean",
-    "val/gaze_agreement",
-    "val/selection_score",
-)
-SIGNALS: tuple[str, ...] = (MASKED_AUC, GAZE_AGREEMENT, SELECTION_SCORE)
+MASKED_AUC, GAZE_AGREEMENT, SELECTION_SCORE = BLIND_SIGNALS  # their record keys (the schema's)
+SIGNALS: tuple[str, ...] = BLIND_SIGNALS
 
 
 def selection_mask(cfg: TrialConfig) -> MaskSpec:

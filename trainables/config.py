@@ -173,6 +173,11 @@ class DataConfig:
     certainty_threshold: int = 3
     # REFLACX: split by the dataset's own (MIMIC-CXR) split column instead of a seeded one
     dataset_split: bool = False
+    # -- data efficiency (issue 19; trainables.data.subset): train on part of the training split.
+    # None = all of it. Whole patients, drawn in a seeded order that alternates the classes, so the
+    # 24 images of a seed are among its 48; validation and test are untouched.
+    train_images: int | None = None
+    train_images_seed: int = 0  # seed of that order (the data-efficiency plan: the trial's seed)
 
     def __post_init__(self) -> None:
         check_fields(
@@ -193,6 +198,8 @@ class DataConfig:
                 "synthetic_shortcut_fraction": within(0, 1),
                 "synthetic_scanning_share": within(0, 1),
                 "synthetic_thoroughness": within(0.1, 10),
+                "train_images": optional(at_least(2)),  # BatchNorm trains on two images at least
+                "train_images_seed": at_least(0),
                 "synthetic_shortcut": (
                     _known_shortcut,
                     "must be a registered shortcut kind or None",
@@ -244,6 +251,10 @@ class TrialConfig:
     # resampled alike (paired) and the report reproduces each logged interval exactly
     bootstrap_seed: int = 0
     panels: int = 4  # test images drawn as heatmap panels
+    # -- blind selection (issue 19; trainables.blind_selection): also log val/masked_auc_mean,
+    # val/gaze_agreement and val/selection_score every epoch (a study may search on one of them).
+    # Off by default: the signals cost a masked pass and an input-gradient pass over validation.
+    selection_signals: bool = False
 
     def __post_init__(self) -> None:
         check_fields(

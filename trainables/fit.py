@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainables import artifacts, checkpoint
+from trainables import artifacts, blind_selection, checkpoint
 from trainables.config import Placement, TrialConfig, model_stride
 from trainables.data.cached import CachedData
 from trainables.device_data import DeviceData, random_affine
@@ -198,6 +198,8 @@ def validate(s: TrainState) -> dict[str, float]:
     out = {metric_key("val", k): float(aucs[k]) for k in keys}
     out[VAL_AUC_UNDEFINED] = float(sum(not math.isfinite(aucs[k]) for k in keys[:-1]))
     out[VAL_LOSS] = float(loss)
+    if s.cfg.selection_signals:  # blind model-selection signals; never read test labels
+        out.update(blind_selection.validation_signals(s.model, s.dd, s.cfg))
     return out
 
 

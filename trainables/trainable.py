@@ -55,6 +55,7 @@ class StudyContext:
     stage: Stage = Stage.SEARCH
     cpus_per_trial: float = 1.0  # sets torch's CPU threads unless the placement does
     placement: Placement = field(default_factory=Placement)  # --set placement.* overrides
+    search_metric: str = SEARCH_METRIC  # what Tune optimises: every report carries it
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stage", Stage(self.stage))  # ValueError for an unknown stage
@@ -82,12 +83,12 @@ def placement_for(study: StudyContext, *, has_gpu: bool) -> Placement:
     return Placement(device=device, num_threads=threads)
 
 
-def _finite_for_tune(metrics: dict[str, Any]) -> dict[str, Any]:
+def _finite_for_tune(metrics: dict[str, Any], search_metric: str = SEARCH_METRIC) -> dict[str, Any]:
     """What Tune sees of a report: finite values, and the search metric always (Tune refuses a
     result without it). An undefined search metric stays NaN: ASHA's rung cutoffs skip NaN, and
     the study's searcher tells Optuna the trial failed."""
     out = {k: v for k, v in metrics.items() if not isinstance(v, float) or math.isfinite(v)}
-    out.setdefault(SEARCH_METRIC, float(metrics.get(SEARCH_METRIC, math.nan)))
+    out.setdefault(search_metric, float(metrics.get(search_metric, math.nan)))
     return out
 
 
@@ -134,7 +135,7 @@ def train_trial(
             # Tune lost this trial's end (driver killed) but MLflow holds its whole record: give
             # Tune that record as the final result instead of training, evaluating, logging again.
             print(f"[{arm.name} {trial_id}] already finished in MLflow run {done[0]}: not run again", flush=True)  # fmt: skip
-            tune.report({**_finite_for_tune({**done[1], EPOCH: float(cfg.epochs)}), "node_id": node_id})  # fmt: skip
+            tune.report({**_finite_for_tune({**done[1], EPOCH: float(cfg.epochs)}, study.search_metric), "node_id": node_id})  # fmt: skip
             return
         tags = {**trial_tags(arm.name, study.stage, arm.model_set, arm.generator), **tags_of_config}
         run_id = record.trial_run(study.tracking, trial_id, run_id=run_id, tags=tags, params=params)
@@ -150,7 +151,7 @@ def train_trial(
         for event in train(cfg, data, out_dir, placement=placement, resume_from=restore, log=log):
             if isinstance(event, Diverged):
                 record.set_status(study.tracking, run_id, Status.DIVERGED, event.message)
-                tune.report({EPOCH: float(event.epoch), SEARCH_METRIC: math.nan, TUNE_DIVERGED: 1.0, "node_id": node_id})  # fmt: skip
+                tune.report({EPOCH: float(event.epoch), study.search_metric: math.nan, TUNE_DIVERGED: 1.0, "node_id": node_id})  # fmt: skip
                 return
             # MLflow first: tune.report blocks until Tune asks for the next epoch, and a trial
             # that Tune stops (ASHA, or done) never returns from it.
@@ -164,7 +165,10 @@ def train_trial(
                 metrics.update(event.final)
             checkpoint.write_extra(event.checkpoint, {"mlflow_run_id": run_id})
             ckpt = tune.Checkpoint.from_directory(str(event.checkpoint))
-            tune.report({**_finite_for_tune(metrics), "node_id": node_id}, checkpoint=ckpt)
+            tune.report(
+                {**_finite_for_tune(metrics, study.search_metric), "node_id": node_id},
+                checkpoint=ckpt,
+            )
     except Exception as exc:
         if run_id is not None:
             record.set_status(study.tracking, run_id, Status.FAILED, f"{type(exc).__name__}: {exc}")

@@ -112,7 +112,10 @@ def test_one_command_line_lists_its_subcommands_and_a_version():
 @pytest.mark.parametrize(
     ("sub", "shown"),
     [
-        ("evidence", ["--shortcut SHORTCUT", "(default marker)", "--seeds N", "--quick"]),
+        (
+            "evidence",
+            ["--shortcut SHORTCUT", "(default: marker;", "--seeds N", "--quick", "--plan"],
+        ),
         ("predict", ["--out OUT", "(default: outputs/predict)", "--model MODEL"]),
         ("report", ["--experiment EXPERIMENT", "(default: gaze-unet)", "--log"]),
         ("tables", ["--parent PARENT", "--log"]),

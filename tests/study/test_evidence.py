@@ -105,3 +105,32 @@ def test_cli_builds_the_quick_and_full_plans():
     tuned_cfg, tuned = _parsed("--set", "trial.rrr_lambda=1", "--seeds", "3", "--arms", "unet,rrr")
     assert tuned_cfg.trial.rrr_lambda == 1.0 and tuned.seeds == (0, 1, 2)
     assert tuned.arms_run == ("unet", "rrr") and tuned_cfg.seeds == 0  # not the study's re-runs
+
+
+def test_cli_builds_every_plan_and_refuses_a_flag_of_another(capsys):
+    from study.cli import main
+
+    sizes = {
+        ("--plan", "scanning"): 150, ("--plan", "scanning", "--quick"): 24,
+        ("--plan", "data-efficiency"): 120, ("--plan", "data-efficiency", "--quick"): 12,
+        ("--plan", "selection"): 105, ("--plan", "selection", "--quick"): 8,
+        ("--plan", "border"): 100, ("--plan", "border", "--quick"): 20,
+        (): 140, ("--quick",): 30,
+    }  # fmt: skip
+    for argv, trials in sizes.items():
+        cfg, plan = _parsed(*argv)
+        assert len(plan.grid_trials(cfg)) == trials, argv
+        assert {"gaze-mask", "cutout"} <= set(plan.arms(cfg)) or "--quick" in argv, argv
+    cfg, scan = _parsed("--plan", "scanning", "--scanning", "0,0.3", "--arms", "unet,density-share")
+    assert scan.scanning == (0.0, 0.3) and set(scan.datasets(cfg)) == {
+        "clean", "shortcut", "clean-scan0.3", "shortcut-scan0.3"
+    }  # fmt: skip
+    assert scan.twin(cfg, "shortcut", 0.3).synthetic_scanning_share == 0.3
+    cfg, eff = _parsed("--plan", "data-efficiency", "--train-sizes", "12,48", "--seeds", "2")
+    assert eff.train_sizes == (12, 48) and eff.datasets(cfg)["n12-s1"].train_images_seed == 1
+    _, border = _parsed("--plan", "border", "--seeds", "3")
+    assert border.seeds == (10, 11, 12) and border.shortcut == "border"
+    with pytest.raises(SystemExit) as err:
+        main(["evidence", "--plan", "selection", "--train-sizes", "24"])
+    assert err.value.code == 2
+    assert "--train-sizes is a flag of the data-efficiency plan(s), not of selection" in capsys.readouterr().err  # fmt: skip

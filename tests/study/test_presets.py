@@ -45,3 +45,17 @@ def test_the_registry_refuses_twins_and_lists_names():
     with pytest.raises(KeyError, match="demo"):
         get_preset("nope")
     assert set(PRESETS.names()) == set(PRESET_NAMES) >= {"demo", "paper", "smoke", "shortcut"}
+
+
+def test_a_study_searches_on_a_known_metric_that_its_trials_log():
+    from trainables.config import ConfigError, TrialConfig
+
+    cfg = get_preset("demo")
+    assert cfg.search_metric == "val/auc_mean"
+    with pytest.raises(ConfigError, match="search_metric must be one of"):
+        dataclasses.replace(cfg, search_metric="val/loss")
+    with pytest.raises(ConfigError, match="selection_signals=true"):
+        dataclasses.replace(cfg, search_metric="val/masked_auc_mean")
+    signals = dataclasses.replace(cfg.trial, selection_signals=True)
+    blind = dataclasses.replace(cfg, search_metric="val/masked_auc_mean", trial=signals)
+    assert blind.search_metric == "val/masked_auc_mean" and not TrialConfig().selection_signals

@@ -181,3 +181,20 @@ def test_the_rule_picks_the_best_and_states_its_ties():
         choose_configuration({"d": signals["d"]})
     with pytest.raises(ValueError, match="tolerance"):
         choose_configuration(signals, tolerance=-1)
+
+
+def test_fit_logs_the_signals_every_epoch_only_when_asked_and_changes_nothing_else(tiny_data, tmp_path):  # fmt: skip
+    """``TrialConfig.selection_signals``: off (the default), a trial's record is what it was;
+    on, the three signals join each epoch's validation metrics and every other number is the same
+    to the bit (they draw from no training RNG and leave the weights alone)."""
+    cfg = tiny_config(arm="rrr-share", epochs=2)
+    off = fit(cfg, tiny_data, tmp_path / "off", placement=CPU1, log=QUIET)
+    on = fit(dataclasses.replace(cfg, selection_signals=True), tiny_data, tmp_path / "on", placement=CPU1, log=QUIET)  # fmt: skip
+    assert not cfg.selection_signals
+    for a, b in zip(off.history, on.history, strict=True):
+        assert not set(a) & {MASKED_AUC, GAZE_AGREEMENT, SELECTION_SCORE}
+        assert {MASKED_AUC, GAZE_AGREEMENT, SELECTION_SCORE} <= set(b)
+        assert all(0.0 <= b[k] <= 1.0 for k in (MASKED_AUC, GAZE_AGREEMENT, SELECTION_SCORE))
+        shared = {k: v for k, v in a.items() if not k.startswith("time/")}
+        assert shared == {k: b[k] for k in shared}
+    assert off.test == on.test

@@ -6,6 +6,7 @@ Ray's object store by the driver, and sliced on the training device by the fit l
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 
@@ -46,6 +47,17 @@ class Readers:
         points = self.points[self.point_offsets[i] : self.point_offsets[i + 1]]
         return maps, points, self.boxes[self.box_offsets[i] : self.box_offsets[i + 1]]
 
+    def take(self, rows: np.ndarray) -> Readers:
+        """The readers of images ``rows`` (in that order); ragged parts re-offset."""
+        rows = np.asarray(rows, dtype=np.int64)
+        kept = self.row[rows]
+        multi = kept >= 0
+        new_row = np.full(len(rows), -1, np.int32)
+        new_row[multi] = np.arange(int(multi.sum()), dtype=np.int32)
+        points, point_offsets = _take_ragged(self.points, self.point_offsets, rows)
+        boxes, box_offsets = _take_ragged(self.boxes, self.box_offsets, rows)
+        return Readers(self.maps[kept[multi]], new_row, points, point_offsets, boxes, box_offsets)
+
     def arrays(self) -> dict[str, np.ndarray]:
         return {f"readers_{k}": getattr(self, k) for k in self.__dataclass_fields__}
 
@@ -54,6 +66,16 @@ class Readers:
         if "readers_maps" not in arrays:
             return None
         return cls(**{k: np.asarray(arrays[f"readers_{k}"]) for k in cls.__dataclass_fields__})
+
+
+def _take_ragged(values: np.ndarray, offsets: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The parts ``values[offsets[i]:offsets[i + 1]]`` of ``rows``, concatenated, and their offsets."""
+    lengths = offsets[rows + 1] - offsets[rows]
+    new_offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    if not len(rows):
+        return values[:0], new_offsets
+    index = np.concatenate([np.arange(offsets[i], offsets[i + 1]) for i in rows]).astype(np.int64)
+    return values[index], new_offsets
 
 
 @dataclass
@@ -103,6 +125,19 @@ class CachedData:
         split_n = n if self.split is None else len(self.split)
         if len(self.keys) != n or len(self.patients) != n or split_n != n:
             raise ValueError("CachedData: keys, patients, split and labels differ in length")
+
+    def take(self, rows: np.ndarray, **changes) -> CachedData:
+        """The images ``rows`` (in that order), every per-image array and list cut alike;
+        ``changes`` replace fields of the result (e.g. ``exclusions``)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return dataclasses.replace(
+            self,
+            images=self.images[rows], gaze=self.gaze[rows], labels=self.labels[rows],
+            keys=[self.keys[i] for i in rows], patients=[self.patients[i] for i in rows],
+            split=None if self.split is None else self.split[rows],
+            readers=None if self.readers is None else self.readers.take(rows),
+            **changes,
+        )  # fmt: skip
 
     @property
     def image_size(self) -> int:

@@ -101,15 +101,20 @@ def twin_name(cfg: DataConfig) -> str:
     name = f"synthetic-{cfg.synthetic_images}-seed{cfg.synthetic_seed}"
     spec = shortcut_spec(cfg)
     if spec is not None:
-        name += f"-{spec.tag()}"
-        default = cfg.split_seed == 0 and tuple(cfg.split_fractions) == SPLIT_FRACTIONS
-        if not default:  # the default keeps the folder names of twins written before
-            shares = "-".join(f"{round(100 * f):g}" for f in cfg.split_fractions)
-            name += f"-split{cfg.split_seed}-{shares}"
+        name += f"-{spec.tag()}{split_tag(cfg)}"
     reader = reader_spec(cfg)
     if reader is not None:
         name += f"-{reader.tag()}"
     return name
+
+
+def split_tag(cfg: DataConfig) -> str:
+    """``-split<seed>-<train>-<val>-<test>`` of a shortcut twin's split; empty for the default
+    (which keeps the folder names of twins written before)."""
+    if cfg.split_seed == 0 and tuple(cfg.split_fractions) == SPLIT_FRACTIONS:
+        return ""
+    shares = "-".join(f"{round(100 * f):g}" for f in cfg.split_fractions)
+    return f"-split{cfg.split_seed}-{shares}"
 
 
 def write_twin(out: Path, cfg: DataConfig) -> None:

@@ -15,6 +15,7 @@ from trainables.data.cache import load_or_build
 from trainables.data.cached import CachedData
 from trainables.data.datasets import get_dataset
 from trainables.data.split import patient_split, read_split_file
+from trainables.data.subset import keep_train_images
 
 logger = logging.getLogger(__name__)
 
@@ -109,5 +110,7 @@ def prepare_data(cfg: DataConfig, *, progress: bool = True) -> CachedData:
     exclusions = Counter(index.exclusions)
     exclusions.update(content.exclusions)
     data = dataclasses.replace(content, split=split, exclusions=dict(exclusions))
+    if cfg.train_images is not None:  # data efficiency: part of the training split only
+        data = keep_train_images(data, cfg.train_images, cfg.train_images_seed)
     logger.info("%s", data.summary())
     return data

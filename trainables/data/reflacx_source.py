@@ -87,7 +87,10 @@ def labels(records: Any) -> np.ndarray:
 
 
 def split_file(cfg: DataConfig) -> str | None:
-    return None
+    """A shortcut twin's split is the one its shortcut follows (as EGD-CXR's twins)."""
+    from trainables.data.egd_source import split_file as twin_split_file
+
+    return twin_split_file(cfg)
 
 
 def dataset_split(index: Any, keys: list[str]) -> np.ndarray:
@@ -100,10 +103,32 @@ def dataset_split(index: Any, keys: list[str]) -> np.ndarray:
 
 
 def twin_name(cfg: DataConfig) -> str:
-    return f"reflacx-synthetic-{cfg.synthetic_images}-seed{cfg.synthetic_seed}"
+    """``reflacx-synthetic-{N}-seed{S}[-<shortcut>[-split<seed>-<train>-<val>-<test>]]``."""
+    from trainables.data.egd_source import shortcut_spec, split_tag
+
+    _refuse_reader_knobs(cfg)
+    name = f"reflacx-synthetic-{cfg.synthetic_images}-seed{cfg.synthetic_seed}"
+    spec = shortcut_spec(cfg)
+    return name if spec is None else f"{name}-{spec.tag()}{split_tag(cfg)}"
 
 
 def write_twin(out: Path, cfg: DataConfig) -> None:
+    from trainables.data.egd_source import shortcut_spec
+    from trainables.data.split import SplitSpec
     from trainables.data.synthetic.reflacx import write_reflacx_twin
 
-    write_reflacx_twin(out, cfg.synthetic_images, cfg.synthetic_seed)
+    _refuse_reader_knobs(cfg)
+    write_reflacx_twin(
+        out, cfg.synthetic_images, cfg.synthetic_seed, shortcut=shortcut_spec(cfg),
+        split=SplitSpec(cfg.split_seed, tuple(cfg.split_fractions)),
+    )  # fmt: skip
+
+
+def _refuse_reader_knobs(cfg: DataConfig) -> None:
+    """The REFLACX twin's five readers have their own habits (``reflacx_cases.PROFILES``); the
+    EGD twin's one-reader knobs would be silently ignored here."""
+    if cfg.synthetic_scanning_share != 0.0 or cfg.synthetic_thoroughness != 1.0:
+        raise ValueError(
+            "synthetic_scanning_share / synthetic_thoroughness shape the EGD-CXR twin's reader; "
+            "the REFLACX twin simulates its five readers itself (leave them at 0 / 1)"
+        )

@@ -74,6 +74,14 @@ SALIENCY_KEYS: tuple[str, ...] = ("cc", "kl", "nss", "auc_judd")
 EPOCH = "epoch"
 SEARCH_METRIC = "val/auc_mean"  # per epoch: what Optuna and ASHA optimise
 SEARCH_MODE = "max"
+# Per epoch, with ``TrialConfig.selection_signals``: validation readings that see a shortcut
+# outside the gaze without reading test labels (``trainables.blind_selection``); higher is better.
+BLIND_SIGNALS: tuple[str, ...] = (
+    "val/masked_auc_mean",
+    "val/gaze_agreement",
+    "val/selection_score",
+)
+SEARCH_METRICS: tuple[str, ...] = (SEARCH_METRIC, *BLIND_SIGNALS)  # what a study may search on
 SELECTION_METRIC = "best/val_auc_mean"  # per trial: the best epoch's validation mean AUC
 BEST_EPOCH = "best/epoch"
 TRAIN_LOSS = "train/loss"
@@ -119,6 +127,10 @@ TAG_STAGE, TAG_TRIAL_ID = "stage", "trial_id"
 TAG_STATUS, TAG_ERROR = "status", "error"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_TWIN = "twin"  # evidence plans: the dataset a trial trained on ("clean", "shortcut", ...)
+# Evidence plans beyond the first (issue 19): the twins' scanning share, the training images a
+# data-efficiency trial used, and the grid point a selection or border trial stands for.
+TAG_SCANNING, TAG_TRAIN_IMAGES, TAG_VARIANT = "scanning", "train_images", "variant"
+PARAM_PLAN = "plan"  # parent param of an evidence-kind study: its plan's registry name
 TAG_ORPHANED_FROM, TAG_ADOPTED_FROM = "orphaned_from", "adopted_from_trial"
 TAG_NOTE = "mlflow.note.content"  # a run's description (markdown) in the MLflow UI
 TAG_GIT_COMMIT = "mlflow.source.git.commit"  # the UI shows it as the run's source version

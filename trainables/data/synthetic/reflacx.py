@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import logging
 import time
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trainables.config import SPLITS
 from trainables.data.reflacx import MAIN_DATA, METADATA_COLUMNS, metadata_file
 from trainables.data.reflacx_files import (
     BOX_COLUMNS,
@@ -41,7 +43,8 @@ from trainables.data.reflacx_labels import (
     SUPPORT_DEVICES,
     graded_columns,
 )
-from trainables.data.synthetic import MANIFEST, MIMIC_LONG_SIDE
+from trainables.data.split import SplitSpec, patient_split
+from trainables.data.synthetic import MANIFEST, MIMIC_LONG_SIDE, SPLIT_FILE
 from trainables.data.synthetic.dicom_writer import dicom_relpath, write_dicom
 from trainables.data.synthetic.reflacx_cases import (
     PROFILES,
@@ -54,6 +57,7 @@ from trainables.data.synthetic.reflacx_cases import (
     render_image,
 )
 from trainables.data.synthetic.reflacx_gaze import simulate_reading, transcription
+from trainables.data.synthetic.shortcuts import ShortcutSpec, list_shortcuts, plant
 
 logger = logging.getLogger(__name__)
 
@@ -159,8 +163,32 @@ def _reading_ids(images: list[TwinImage], rng: np.random.Generator) -> list[list
     return ids
 
 
+def _shortcut_codes(
+    images: list[TwinImage], shortcut: ShortcutSpec, split: SplitSpec, seed: int
+) -> tuple[list[str], list[int | None]]:
+    """The split the shortcut follows (per image: train / val / test) and each image's shortcut
+    code. The code is the phantom's class (normal, heart failure, pneumonia), which the findings
+    follow, so the shortcut predicts them as it predicts EGD-CXR's classes."""
+    assigned = patient_split(
+        np.array([im.case.label for im in images]), [im.case.patient for im in images],
+        seed=split.seed, fractions=split.fractions,
+    )  # fmt: skip
+    splits = [SPLITS[k] for k in assigned]
+    codes = [
+        shortcut.code(im.case.label, sp, np.random.default_rng([seed, 14, i]))
+        for i, (im, sp) in enumerate(zip(images, splits, strict=True))
+    ]
+    return splits, codes
+
+
 def write_reflacx_twin(
-    out: str | Path, n_images: int = 40, seed: int = 0, *, multi_reader_images: int | None = None
+    out: str | Path,
+    n_images: int = 40,
+    seed: int = 0,
+    *,
+    multi_reader_images: int | None = None,
+    shortcut: ShortcutSpec | None = None,
+    split: SplitSpec | None = None,
 ) -> dict[str, object]:
     """Write the REFLACX twin into ``out`` (created; existing files are overwritten).
 
@@ -170,6 +198,10 @@ def write_reflacx_twin(
         seed: everything drawn follows from it; the same seed gives the same files.
         multi_reader_images: images of phases 1-2 (five readers each; default 4% of the images,
             at least 2, as REFLACX's 109 of 2,616); the rest are phase 3 (one reader).
+        shortcut: a planted class-correlated shortcut (``shortcuts.ShortcutSpec``) drawn on the
+            images of a patient split (``split``, written to ``split.csv``: the test images are
+            where it breaks); the gaze, the labels and every other pixel stay as without it.
+        split: the split the shortcut follows (default seed 0, the default fractions).
 
     Returns:
         images, readings, readings per phase, multi_reader_images, discarded, fixation_rows,
@@ -193,9 +225,17 @@ def write_reflacx_twin(
     discarded = {multi[k] for k in chosen}
     metadata: dict[int, list[list]] = {1: [], 2: [], 3: []}
     fixation_rows = 0
+    splits, codes = (
+        _shortcut_codes(images, shortcut, split or SplitSpec(), seed)
+        if shortcut is not None
+        else ([], [None] * n_images)
+    )
     for i, (image, group) in enumerate(zip(images, ids, strict=True)):
         pixels = np.random.default_rng([seed, 12, i])
-        write_dicom(image.case, out, pixels, image=render_image(image, pixels))
+        drawn = render_image(image, pixels)
+        if codes[i] is not None:
+            drawn = plant(drawn, shortcut.kind, codes[i], np.random.default_rng([seed, 15, i]))
+        write_dicom(image.case, out, pixels, image=drawn)
         for r, rid in enumerate(group):
             rng = np.random.default_rng([seed, 13, i, r])
             profile = r if image.phase < 3 else int(rng.integers(len(PROFILES)))
@@ -221,6 +261,18 @@ def write_reflacx_twin(
             np.mean([max(im.case.height, im.case.width) for im in images]) / MIMIC_LONG_SIDE
         ),
     }
+    if shortcut is not None:
+        _write_csv(out / SPLIT_FILE, ("dicom_id", "split"), [[im.case.key, sp] for im, sp in zip(images, splits, strict=True)])  # fmt: skip
+        manifest |= {
+            "shortcut": dataclasses.asdict(shortcut),
+            "split_file": SPLIT_FILE,
+            "split_seed": (split or SplitSpec()).seed,
+            "split_fractions": list((split or SplitSpec()).fractions),
+            "shortcut_images": {
+                s: sum(c is not None for c, sp in zip(codes, splits, strict=True) if sp == s)
+                for s in SPLITS
+            },
+        }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
     stats = {
         "images": n_images,
@@ -228,6 +280,7 @@ def write_reflacx_twin(
         "readings_per_phase": per_phase,
         "multi_reader_images": n_multi,
         "discarded": len(discarded),
+        "shortcut_images": sum(c is not None for c in codes),
         "fixation_rows": fixation_rows,
         "seconds": time.perf_counter() - t0,
     }
@@ -244,11 +297,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--multi-reader-images", type=int, default=None, help="phase 1-2 images (5 readers each)"
     )
+    parser.add_argument("--shortcut", choices=list_shortcuts(), default=None, help="plant a class-correlated shortcut")  # fmt: skip
+    parser.add_argument("--shortcut-fraction", type=float, default=0.9, help="train/val images carrying it")  # fmt: skip
+    parser.add_argument("--shortcut-test", choices=("absent", "shuffled"), default="absent", help="test images: none, or a random class's")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     stats = write_reflacx_twin(
-        args.out, args.images, args.seed, multi_reader_images=args.multi_reader_images
-    )
+        args.out, args.images, args.seed, multi_reader_images=args.multi_reader_images,
+        shortcut=ShortcutSpec(args.shortcut, args.shortcut_fraction, args.shortcut_test) if args.shortcut else None,
+    )  # fmt: skip
     print(
         f"wrote {stats['images']} images, {stats['readings']} readings "
         f"({stats['discarded']} with gaze discarded) to {args.out} in {stats['seconds']:.1f} s"
