@@ -218,3 +218,52 @@ def test_reflacx_human_ceiling_and_a_model_scored_on_its_terms(tmp_path):
     assert by.loc["generator"].loc[multi, "cc"].mean() > 0.3
     assert by.loc["decoder"].loc[multi, "cc"].isna().all()  # a constant map has no correlation
     assert set(frame.columns) >= {"pointing", "energy", "area", "sauc"}
+
+
+def test_reflacx_shortcut_twin_changes_only_planted_pixels_and_follows_its_split(tmp_path):
+    """The evidence plans on --dataset reflacx: a shortcut twin is the clean twin plus a planted
+    class signal, on the split it was written with (the test images are where it breaks)."""
+    base = DataConfig(dataset="reflacx", data_dir=str(tmp_path), synthetic_images=40, image_size=32, split_fractions=(0.5, 0.1, 0.4))  # fmt: skip
+    clean = prepare_data(base, progress=False)
+    cut = dataclasses.replace(base, synthetic_shortcut="marker", synthetic_shortcut_fraction=1.0, synthetic_shortcut_test="absent")  # fmt: skip
+    planted = prepare_data(cut, progress=False)
+    assert planted.keys == clean.keys
+    np.testing.assert_array_equal(planted.labels, clean.labels)
+    np.testing.assert_array_equal(planted.gaze, clean.gaze)  # the readers never look at it
+    np.testing.assert_array_equal(planted.readers.maps, clean.readers.maps)
+    from trainables.data.split import read_split_file
+    from trainables.data.synthetic import read_manifest
+
+    root = tmp_path / "reflacx-synthetic-40-seed0-marker-p1-absent-split0-50-10-40"
+    manifest = read_manifest(root)
+    assert manifest["shortcut"]["kind"] == "marker" and manifest["shortcut_images"]["test"] == 0
+    np.testing.assert_array_equal(planted.split, read_split_file(root / manifest["split_file"], planted.keys))  # fmt: skip
+    changed = (planted.images != clean.images).reshape(len(clean.keys), -1).any(1)
+    test = planted.split == 2
+    assert changed[~test].all() and not changed[test].any()  # fraction 1: every train/val image
+    # the marker is a small tag: elsewhere at most a grey level of rounding changes
+    step = np.abs(planted.images.astype(int) - clean.images.astype(int))
+    assert (step > 2).reshape(len(clean.keys), -1).mean(1).max() < 0.05
+
+
+def test_reflacx_twin_refuses_the_egd_twins_reader_knobs(tmp_path):
+    cfg = DataConfig(dataset="reflacx", data_dir=str(tmp_path), synthetic_images=20, synthetic_scanning_share=0.3)  # fmt: skip
+    with pytest.raises(ValueError, match="five readers"):
+        prepare_data(cfg, progress=False)
+
+
+def test_part_of_the_training_split_keeps_each_images_readers(tmp_path):
+    from trainables.data.subset import keep_train_images
+
+    data = prepare_data(DataConfig(dataset="reflacx", data_dir=str(tmp_path), synthetic_images=60, image_size=32), progress=False)  # fmt: skip
+    small = keep_train_images(data, 10, seed=3)
+    kept = [data.keys.index(k) for k in small.keys]
+    for new, old in enumerate(kept):
+        a, b = small.readers.of(new), data.readers.of(old)
+        assert (a[0] is None) == (b[0] is None)
+        if a[0] is not None:
+            np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+        np.testing.assert_array_equal(a[2], b[2])
+    np.testing.assert_array_equal(small.gaze, data.gaze[kept])
+    assert small.exclusions["train_images_left_out"] == len(data.keys) - len(small.keys)
