@@ -171,8 +171,9 @@ class SearchPlan(Plan):
         from study.results import record_study_end
 
         arms = self.arms(cfg)
-        views = record_study_end(ctx, cfg, trials, arms, self.note(cfg, arms, data))
-        out = Conclusion(views=views, lines=["", console.per_arm_table(trials, arms)])
+        end = record_study_end(ctx, cfg, trials, arms, self.note(cfg, arms, data))
+        table = console.per_arm_table(trials, arms)
+        out = Conclusion(views=end.views, lines=["", table, f"Verdict: {end.verdict}"])
         if cfg.report:
             from analysis.report import write_report
 

@@ -87,7 +87,8 @@ def finalize(state: TrainState, out_dir: Path) -> dict[str, float]:
     panel_keys = choose_panel_keys(keys, labels, cfg.panels)
     rows, arrays = explain(state.model, dd, "test", state.arm, cfg.eval_batch_size, panel_keys, fast_conv=cfg.fast_conv)  # fmt: skip
     res.update(_map_means(write_explain(out_dir, rows)))
-    write_panels(arrays, state.arm.display_generator, write_maps(out_dir, arrays).parent)
+    own = state.arm.generator != "none"  # GBP stands in for arms that train with no generator
+    write_panels(arrays, state.arm.display_generator, write_maps(out_dir, arrays).parent, own)
     model_path = out_dir / MODEL
     model_path.parent.mkdir(parents=True, exist_ok=True)
     # the image size is the data's: predict letterboxes a new image to it
