@@ -38,7 +38,8 @@ def test_holm_matches_statsmodels():
 
 
 def _probs(rng, strength: float, noise: float = 1.0) -> np.ndarray:
-    logits = strength * np.eye(len(CLASSES))[LABELS] + noise * rng.normal(size=(len(LABELS), 3))
+    k = len(CLASSES)
+    logits = strength * np.eye(k)[LABELS] + noise * rng.normal(size=(len(LABELS), k))
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
 
