@@ -109,6 +109,11 @@ def preformatted(text: str) -> str:
     return f"<pre>{html.escape(text)}</pre>"
 
 
+def details(summary: str, inner: str) -> str:
+    """A collapsed block (long raw material: the page stays short); printed open."""
+    return f"<details><summary>{html.escape(summary)}</summary>{inner}</details>"
+
+
 def links_note(paths: Iterable[Path]) -> str:
     """``Files: results.csv, tables.csv ...`` as relative links (they sit beside report.html)."""
     items = ", ".join(f'<a href="{html.escape(p.name)}">{html.escape(p.name)}</a>' for p in paths)
@@ -166,5 +171,7 @@ a.run { font-family: ui-monospace, monospace; }
   h2, h3 { break-after: avoid; }
   a { color: inherit; text-decoration: none; }
   img { max-height: 180mm; width: auto; }
+  details::details-content { content-visibility: visible; display: contents; }
+  summary { list-style: none; font-weight: bold; }
 }
 """

@@ -239,13 +239,19 @@ def _what_ran_table(config: dict[str, Any] | None, study: Study) -> pd.DataFrame
         "seeds stage (more seeds per arm)": p.get("seeds", "not recorded"),
         "epochs": p.get("epochs", "not recorded"),
         "image size (px)": p.get("image_size", "not recorded"),
-        "encoder": f"{p.get('encoder', '?')} ({p.get('encoder_weights', '?')} weights)",
+        "encoder": f"{p.get('encoder', '?')} ({_weights(p.get('encoder_weights'))})",
         "search space": p.get("search_space", "not recorded"),
         "data": f"{p.get('data', 'not recorded')} ({p.get('data/images', '?')} images)",
         "test bootstrap": f"{boot.resamples} resamples, seed {boot.seed}",
     }
     frame = pd.DataFrame(list(rows.items()), columns=["setting", "value"])
     return frame.set_index("setting")
+
+
+def _weights(value: str | None) -> str:
+    if value is None:
+        return "weights not recorded"
+    return "random initialisation" if value in ("None", "none") else f"{value} weights"
 
 
 def config(ctx: ReportContext) -> list[str]:
@@ -260,9 +266,10 @@ def config(ctx: ReportContext) -> list[str]:
     if cfg is None:
         return parts + [h.note("The study run has no study/config.json.")]
     shown, varied = what_ran(cfg, study)
+    text = json.dumps(shown, indent=2, sort_keys=True)
     parts += [
         h.heading(3, "study/config.json"),
-        h.preformatted(json.dumps(shown, indent=2, sort_keys=True)),
+        h.details(f"the whole file ({text.count(chr(10)) + 1} lines)", h.preformatted(text)),
     ]
     notes = []
     if not cfg.get("arms") and shown.get("arms"):

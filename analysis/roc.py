@@ -30,7 +30,7 @@ ROC_NOTE = (
     "set; the numbers are the two AUCs, the same whole-test-set AUCs as the tables and "
     "results.csv (scikit-learn's roc_auc_score, ties counted one half)."
 )
-_ROC_SIDE_IN, _ROC_GAP_IN, _ROC_LEFT_IN = 1.42, 0.16, 0.95
+_ROC_SIDE_IN, _ROC_GAP_IN, _ROC_LEFT_IN = 1.38, 0.15, 0.85
 _ROC_COLUMNS = 7  # arms per row of panels (at most MAX_WIDTH_PX wide)
 
 
@@ -79,7 +79,7 @@ def draw_roc(
     n_cls, n_cols = len(CLASSES), min(len(arms), _ROC_COLUMNS)
     blocks = -(-len(arms) // _ROC_COLUMNS)
     block_h = n_cls * (_ROC_SIDE_IN + _ROC_GAP_IN) + 0.35  # + the arm names over the block
-    width = _ROC_LEFT_IN + n_cols * (_ROC_SIDE_IN + _ROC_GAP_IN) + 0.2
+    width = _ROC_LEFT_IN + n_cols * (_ROC_SIDE_IN + _ROC_GAP_IN) + 0.15
     height = 0.45 + blocks * block_h + 0.45  # legend, panels, x label
     fig = Figure(figsize=(width, height), dpi=DPI)
     for i, arm in enumerate(arms):

@@ -167,7 +167,7 @@ def verdict_sentence(v: Verdict) -> str:
         for d in diffs
         if math.isfinite(d.interval[PRIMARY].high - d.interval[PRIMARY].low)
     ]
-    closest = min(diffs, key=lambda d: _nan_last(d.p_adjusted[PRIMARY]))
+    closest = min(diffs, key=lambda d: (_nan_last(d.p_adjusted[PRIMARY]), _nan_last(d.p[PRIMARY])))
     size = f"{v.n_test} test images" + (f", {v.seeds_note}" if v.seeds_note else "")
     resolve = (
         f"the 95% intervals of the differences reach about ±{float(np.median(widths)):.2f}, so "
