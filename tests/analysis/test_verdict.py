@@ -224,3 +224,32 @@ def test_no_baseline_no_comparison():
     assert v.sentence == "No arm can be compared with unet: the study has no unet arm."
     assert v.selection == "No arm has a finished trial: nothing is selected."
     assert math.isnan(holm([np.nan])[0])
+
+
+def test_a_seeds_stage_pairs_the_arms_runs_by_seed(tmp_path):
+    """The seeds stage re-runs each arm's best configuration with more seeds: the verdict pairs
+    unet's and the arm's runs by seed and says so."""
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.create_experiment("seeds", artifact_location=(tmp_path / "art").as_uri())
+    parent = client.create_run(exp, tags={"role": "study"}).info.run_id
+    rng = np.random.default_rng(4)
+    probs = {(arm, s): _probs(rng, strength) for arm, strength in (("unet", 1.0), ("set3-gbp", 1.4))
+             for s in (0, 1)}  # fmt: skip
+    for i, ((arm, s), p) in enumerate(probs.items()):
+        stage = "search" if s == 0 else "seeds"
+        _trial(client, exp, parent, tmp_path, arm, start=10 + i, val=0.8, probs=p, seed=s, stage=stage)  # fmt: skip
+    record = Record(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    v = V.study_verdict(record, record.study("seeds"))
+    (d,) = v.differences
+    assert d.arm == "set3-gbp" and d.seeds == 2
+    per_seed = [
+        _mean_auc(LABELS, probs[("set3-gbp", s)]) - _mean_auc(LABELS, probs[("unet", s)])
+        for s in (0, 1)
+    ]
+    assert d.point["auc_mean"] == pytest.approx(np.mean(per_seed), abs=1e-12)
+    assert v.seeds_note == "2 seeds per arm, paired with unet's"
+    assert v.sentence.startswith(
+        "No arm differs from unet at this test size (60 test images, 2 seeds per arm, paired "
+        "with unet's: the 95% intervals"
+    )
+    assert V.differences_display(v).columns[0] == "Seeds"
