@@ -179,9 +179,10 @@ def prepare_image(dicom: Path, size: int):
 class Prediction:
     """One image through one model."""
 
-    probs: Any  # (3,) float64, CLASSES order
+    probs: Any  # (classes,) float64, CLASSES order
     generator: str  # the map drawn besides the decoder's
     maps: dict[str, Any]  # "decoder" (None when the arm trains no decoder) and the generator
+    doctor: dict[str, Any] | None = None  # study.confidence.doctor_flag, once a threshold is known
 
 
 def predict_image(model, cfg, image, device: str = "cpu") -> Prediction:
@@ -240,13 +241,14 @@ def get_arm(name: str):
 
 
 def write_outputs(
-    pred: Prediction, image, cfg, dicom: Path, model_spec: str, out_dir: Path, flag: dict[str, Any]
+    pred: Prediction, image, cfg, dicom: Path, model_spec: str, out_dir: Path
 ) -> dict[str, Any]:
     """Write ``<name>.json`` and ``<name>.png`` to ``out_dir``; returns the JSON's content.
 
-    ``flag`` is the DOCTOR block (``study.confidence.doctor_flag``): a low-confidence
+    ``pred.doctor`` is the DOCTOR block (``study.confidence.doctor_flag``): a low-confidence
     prediction says so in the JSON (``doctor``, ``warnings``) and on the PNG's row.
     """
+    flag = pred.doctor or {"low_confidence": None}
     from study.confidence import flag_text
     from trainables.config import CLASSES
     from trainables.data.dicom import chest_radiograph_notes
@@ -266,7 +268,7 @@ def write_outputs(
         "image_size": int(image.shape[-1]),
         "predicted": CLASSES[int(pred.probs.argmax())],
         "probabilities": {c: float(p) for c, p in zip(CLASSES, pred.probs, strict=True)},
-        "doctor": flag,
+        "doctor": pred.doctor,
         "maps": {"decoder": pred.maps["decoder"] is not None, "generator": pred.generator},
         "png": str(png),
         "source": _source_id(dicom),
@@ -297,8 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         pred = predict_image(model, cfg, image, device)
         is_run = not Path(args.model).exists()  # _model_path took it as a run id
         threshold = study_threshold(args.model, args.tracking_uri, is_run)
-        flag = doctor_flag(pred.probs, threshold)
-        result = write_outputs(pred, image, cfg, args.dicom, args.model, args.out, flag)
+        pred = dataclasses.replace(pred, doctor=doctor_flag(pred.probs, threshold))
+        result = write_outputs(pred, image, cfg, args.dicom, args.model, args.out)
     except PredictError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

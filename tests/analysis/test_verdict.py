@@ -5,6 +5,7 @@ better) read back from a real MLflow store."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +108,20 @@ def test_with_several_seeds_the_difference_is_taken_over_seeds_too():
 
 
 # -- planted studies in a real store -------------------------------------------------------------
-def _trial(client, exp, parent, root: Path, arm: str, *, start: int, val: float, probs, seed=0, stage="search"):  # fmt: skip
+@dataclass(frozen=True)
+class Where:
+    """A study's experiment, parent run and staging folder."""
+
+    client: MlflowClient
+    exp: str
+    parent: str
+    root: Path
+
+
+def _trial(where: Where, arm: str, start: int, val: float, probs, seed: int = 0) -> None:
+    """One ok trial run (seed 0: the search stage's; another: the seeds stage's)."""
+    client, exp, parent, root = where.client, where.exp, where.parent, where.root
+    stage = "search" if seed == 0 else "seeds"
     tags = {"mlflow.parentRunId": parent, "role": "trial", "arm": arm, "stage": stage,
             "trial_id": f"{arm}-{seed}-{stage}", "status": "ok"}  # fmt: skip
     rid = client.create_run(exp, start_time=start, tags=tags, run_name=f"{arm}-{seed}").info.run_id
@@ -131,8 +145,9 @@ def _study(client, root: Path, name: str, arms: dict[str, tuple[float, np.ndarra
     exp = client.create_experiment(name, artifact_location=(root / name).as_uri())
     parent = client.create_run(exp, tags={"role": "study", "study_name": name}).info.run_id
     client.log_param(parent, "arms", ",".join(arms))
+    where = Where(client, exp, parent, root / name)
     for i, (arm, (val, probs)) in enumerate(arms.items()):
-        _trial(client, exp, parent, root / name, arm, start=1000 + i, val=val, probs=probs)
+        _trial(where, arm, 1000 + i, val, probs)
     return name
 
 
@@ -235,9 +250,9 @@ def test_a_seeds_stage_pairs_the_arms_runs_by_seed(tmp_path):
     rng = np.random.default_rng(4)
     probs = {(arm, s): _probs(rng, strength) for arm, strength in (("unet", 1.0), ("set3-gbp", 1.4))
              for s in (0, 1)}  # fmt: skip
+    where = Where(client, exp, parent, tmp_path)
     for i, ((arm, s), p) in enumerate(probs.items()):
-        stage = "search" if s == 0 else "seeds"
-        _trial(client, exp, parent, tmp_path, arm, start=10 + i, val=0.8, probs=p, seed=s, stage=stage)  # fmt: skip
+        _trial(where, arm, 10 + i, 0.8, p, seed=s)
     record = Record(f"sqlite:///{tmp_path / 'mlflow.db'}")
     v = V.study_verdict(record, record.study("seeds"))
     (d,) = v.differences
