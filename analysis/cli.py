@@ -1,5 +1,5 @@
-"""The flags and error handling every analysis command shares (``gaze-study tables|figures|
-doctor|report``, also ``python -m analysis.<name>``)."""
+"""The flags and error handling every analysis command shares (``gaze-study verdict|tables|
+figures|doctor|report``, also ``python -m analysis.<name>``)."""
 
 from __future__ import annotations
 

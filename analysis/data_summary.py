@@ -21,7 +21,9 @@ from trainables.record import (
     DATA_EXCLUSIONS,
     DATA_IMAGES,
     DATA_SPLITS,
+    IMAGES,
     STUDY_DATA,
+    exclusion_unit,
 )
 from trainables.record.reader import Record, Study
 from trainables.record.trial import Trial
@@ -60,10 +62,17 @@ def _splits_frame(rows: Mapping[str, list[str]]) -> pd.DataFrame:
 
 
 def _exclusions_frame(exclusions: Mapping[str, Any]) -> pd.DataFrame:
-    rows = {str(k): [_count(v)] for k, v in sorted(exclusions.items())}
-    total = sum(int(v) for v in exclusions.values() if isinstance(v, int | float))
-    rows["total"] = [str(total)]
-    frame = pd.DataFrame.from_dict(rows, orient="index", columns=["Images or rows left out"])
+    """One row per reason with its count and unit, then a total per unit (counts of different
+    units, e.g. images and gaze-file rows, are never added together)."""
+    rows = {str(k): [_count(v), exclusion_unit(str(k))] for k, v in sorted(exclusions.items())}
+    totals: dict[str, int] = {}
+    for reason, v in exclusions.items():
+        if isinstance(v, int | float):
+            unit = exclusion_unit(str(reason))
+            totals[unit] = totals.get(unit, 0) + int(v)
+    for unit in sorted(totals, key=lambda u: (u != IMAGES, u)):
+        rows[f"total ({unit})"] = [str(totals[unit]), unit]
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=["Left out", "Unit"])
     frame.index.name = "Reason"
     return frame
 

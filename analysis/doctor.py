@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from analysis.cli import run_cli, write_and_log
 from analysis.formats import format_auc, markdown_table
@@ -123,6 +124,28 @@ def risk_coverage(scores: np.ndarray, errors: np.ndarray) -> RiskCoverage:
     )
 
 
+THRESHOLD_DETECTOR = "d_alpha"  # the detector whose threshold predict applies
+THRESHOLD_COVERAGE = 0.8  # the threshold keeps (at least) this share of the test predictions
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """The rejection threshold DOCTOR's analysis chose for one arm: a prediction whose score is
+    above ``gamma`` is flagged as low confidence."""
+
+    gamma: float
+    coverage: float  # share of the test predictions it accepts
+    risk: float  # error rate of the accepted ones
+
+
+def choose_threshold(curve: RiskCoverage, coverage: float = THRESHOLD_COVERAGE) -> Threshold:
+    """The smallest threshold that accepts at least ``coverage`` of the predictions (the test
+    set's, the only predictions the record holds: the accepted risk is measured on the images
+    the threshold was chosen on)."""
+    k = int(np.flatnonzero(curve.coverage >= coverage - 1e-12)[0])
+    return Threshold(float(curve.thresholds[k]), float(curve.coverage[k]), float(curve.risk[k]))
+
+
 def detection_auroc(scores: np.ndarray, errors: np.ndarray) -> float:
     """AUROC of telling wrong (positive) from right predictions by ``scores`` (ties count one
     half); nan when every prediction is right or every one is wrong."""
@@ -161,12 +184,17 @@ def arm_doctor(arm: str, trial: Trial, frame: pd.DataFrame) -> ArmDoctor:
 
 
 def doctor_frame(results: Sequence[ArmDoctor], *, resamples: int, seed: int) -> pd.DataFrame:
-    """One row per arm: ``arm, run_id, n, errors, error_rate`` and per detector ``<d>_auroc``,
-    ``<d>_auroc_low``, ``<d>_auroc_high``, ``<d>_aurc``, ``<d>_skipped`` (resamples left out)."""
+    """One row per arm: ``arm, run_id, n, errors, error_rate``, the chosen threshold
+    (``threshold`` on ``THRESHOLD_DETECTOR``, its ``threshold_coverage`` and ``threshold_risk``)
+    and per detector ``<d>_auroc``, ``<d>_auroc_low``, ``<d>_auroc_high``, ``<d>_aurc``,
+    ``<d>_skipped`` (resamples left out)."""
     rows = []
     for r in results:
         row = {"arm": r.arm, "run_id": r.run_id, "n": int(r.errors.size)}
         row |= {"errors": int(r.errors.sum()), "error_rate": float(r.errors.mean())}
+        chosen = choose_threshold(r.curves[THRESHOLD_DETECTOR])
+        row |= {"threshold_detector": THRESHOLD_DETECTOR, "threshold": chosen.gamma,
+                "threshold_coverage": chosen.coverage, "threshold_risk": chosen.risk}  # fmt: skip
         for name, scores in r.scores.items():
             low, high, skipped = bootstrap_auroc(scores, r.errors, resamples=resamples, seed=seed)
             row |= {
@@ -177,7 +205,8 @@ def doctor_frame(results: Sequence[ArmDoctor], *, resamples: int, seed: int) -> 
                 f"{name}_skipped": skipped,
             }
         rows.append(row)
-    columns = ["arm", "run_id", "n", "errors", "error_rate"]
+    columns = ["arm", "run_id", "n", "errors", "error_rate", "threshold_detector", "threshold",
+               "threshold_coverage", "threshold_risk"]  # fmt: skip
     columns += [f"{d}_{c}" for d in DETECTORS for c in ("auroc", "auroc_low", "auroc_high",
                                                          "aurc", "skipped")]  # fmt: skip
     return pd.DataFrame.from_records(rows, columns=columns)
@@ -197,10 +226,13 @@ def doctor_display(frame: pd.DataFrame) -> pd.DataFrame:
                 f"{format_auc(r[f'{d}_auroc_high'])})"
             )
         cells += [format_auc(r[f"{d}_aurc"]) for d in DETECTORS]
+        kept = f"keeps {r['threshold_coverage']:.0%}, {r['threshold_risk']:.1%} wrong"
+        cells.append(f"{r['threshold']:.3f} ({kept})")
         data[ARM_LABELS.get(r["arm"], r["arm"])] = cells
     columns = ["Test images", "Wrong (rate)"]
     columns += [f"{DETECTOR_LABELS[d]} AUROC" for d in DETECTORS]
     columns += [f"{DETECTOR_LABELS[d]} AURC ↓" for d in DETECTORS]
+    columns += [f"Threshold γ on {DETECTOR_LABELS[THRESHOLD_DETECTOR]}"]
     out = pd.DataFrame.from_dict(data, orient="index", columns=columns)
     out.index.name = "Arm"
     return out
@@ -217,42 +249,56 @@ def doctor_note(frame: pd.DataFrame, resamples: int, seed: int) -> str:
         f"of the test images (seed {seed}; up to {skipped} resamples without both a wrong and a "
         "right prediction left out). AURC: area under the risk-coverage curve (error rate of the "
         "accepted predictions vs the fraction accepted, over all γ); lower is better, and at "
-        "full coverage the risk is the error rate."
+        "full coverage the risk is the error rate. Threshold γ: the smallest γ on "
+        f"{DETECTOR_LABELS[THRESHOLD_DETECTOR]} that keeps at least {THRESHOLD_COVERAGE:.0%} of "
+        "the test predictions, chosen on the test predictions themselves (the record holds no "
+        "others), so the error rate it keeps is optimistic; `gaze-study predict` flags a new "
+        "prediction above it as low confidence."
     )
 
 
+_DOC_W, _DOC_H, _DOC_COLUMNS = 2.3, 1.75, 4
+
+
 def doctor_figure(results: Sequence[ArmDoctor], out_dir: Path) -> Path | None:
-    """``doctor.png``: risk-coverage curves, one panel per detector, one curve per arm."""
+    """``doctor.png``: risk-coverage curves as small multiples, one panel per arm with its two
+    detectors, its error rate (the risk at full coverage) and the chosen threshold."""
     if not results:
         return None
-    side_w, side_h = 4.2, 3.2
-    legend_rows = -(-len(results) // 2)
-    bottom = 0.7 + 0.24 * legend_rows + 0.2
-    width = 0.8 + len(DETECTORS) * side_w + (len(DETECTORS) - 1) * 0.7 + 0.2
-    height = 0.45 + side_h + bottom
+    n_rows = -(-len(results) // _DOC_COLUMNS)
+    n_cols = min(len(results), _DOC_COLUMNS)
+    width = 0.8 + n_cols * (_DOC_W + 0.35) + 0.1
+    height = 0.6 + n_rows * (_DOC_H + 0.75) + 0.1
     fig = Figure(figsize=(width, height), dpi=DPI)
-    lines = []
-    for j, d in enumerate(DETECTORS):
-        left = 0.8 + j * (side_w + 0.7)
-        ax = fig.add_axes((left / width, bottom / height, side_w / width, side_h / height))
-        for i, r in enumerate(results):
+    ymax = max(float(c.risk.max()) for r in results for c in r.curves.values())
+    styles = {d: {"color": f"C{j}", "ls": ("-", "--")[j % 2], "lw": 1.4} for j, d in enumerate(DETECTORS)}  # fmt: skip
+    for i, r in enumerate(results):
+        row, col = divmod(i, _DOC_COLUMNS)
+        left = 0.8 + col * (_DOC_W + 0.35)
+        bottom = height - 0.6 - (row + 1) * (_DOC_H + 0.75) + 0.55
+        ax = fig.add_axes((left / width, bottom / height, _DOC_W / width, _DOC_H / height))
+        for d in DETECTORS:
             c = r.curves[d]
-            style = {"color": f"C{i % 10}", "ls": ("-", "--", ":", "-.")[i % 4], "lw": 1.3}
             # Steps: the risk holds from the previous coverage up to each point (the AURC's area).
-            (line,) = ax.plot(
-                np.r_[0.0, c.coverage], np.r_[c.risk[0], c.risk], drawstyle="steps-pre", **style
-            )
-            ax.plot(c.coverage, c.risk, ls="", marker=".", ms=5, color=style["color"])
-            if j == 0:
-                lines.append((line, ARM_LABELS.get(r.arm, r.arm)))
-        ax.set_title(f"Rejecting by {DETECTOR_LABELS[d]} (dots: thresholds)", fontsize=FONT_PT + 1)
-        ax.set_xlabel("coverage (fraction of predictions accepted)", fontsize=FONT_PT)
-        ax.set_ylabel("risk (error rate of the accepted)", fontsize=FONT_PT)
-        ax.tick_params(labelsize=FONT_PT)
+            ax.plot(np.r_[0.0, c.coverage], np.r_[c.risk[0], c.risk], drawstyle="steps-pre", **styles[d])  # fmt: skip
+        ax.axhline(float(r.errors.mean()), color="0.6", lw=0.8, ls=":")
+        t = choose_threshold(r.curves[THRESHOLD_DETECTOR])
+        ax.plot([t.coverage], [t.risk], marker="o", ms=5, color="k", ls="")
+        ax.set_title(ARM_LABELS.get(r.arm, r.arm), fontsize=FONT_PT, loc="left")
         ax.set_xlim(0, 1.02)
-        ax.set_ylim(bottom=-0.02)
-    fig.legend([h for h, _ in lines], [t for _, t in lines], loc="lower center", ncol=2,
-               fontsize=FONT_PT, frameon=False, bbox_to_anchor=(0.5, 0.1 / height))  # fmt: skip
+        ax.set_ylim(-0.02, max(0.1, ymax * 1.08))
+        ax.tick_params(labelsize=FONT_PT)
+        if row == n_rows - 1 or i + _DOC_COLUMNS >= len(results):
+            ax.set_xlabel("coverage (share accepted)", fontsize=FONT_PT)
+        if col == 0:
+            ax.set_ylabel("risk (error rate)", fontsize=FONT_PT)
+    handles = [Line2D([], [], **styles[d]) for d in DETECTORS]
+    handles += [Line2D([], [], color="0.6", lw=0.8, ls=":"),
+                Line2D([], [], marker="o", ms=5, color="k", ls="")]  # fmt: skip
+    labels = [f"rejecting by {DETECTOR_LABELS[d]}" for d in DETECTORS]
+    labels += ["error rate (all accepted)", f"threshold γ ({THRESHOLD_COVERAGE:.0%} kept)"]
+    fig.legend(handles, labels, loc="upper center", ncol=4, fontsize=FONT_PT, frameon=False,
+               bbox_to_anchor=(0.5, 1 - 0.05 / height))  # fmt: skip
     return save(fig, out_dir / "doctor.png")
 
 

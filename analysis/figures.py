@@ -4,9 +4,11 @@
 
 Reads each arm's best run (chosen on validation, as for the tables): ``explain/test.csv`` for the
 agreement table (``explain.md`` / ``explain.csv``), ``heatmaps/maps.npz`` for the panels (like the
-paper's Figures 9-11: rows = arms; input, GBP, deconvNet, gaze and decoder maps; drawn by
-``trainables.panels``, the renderer the trials use), and ``predictions/test.csv`` for the ROC
-curves. PNGs via matplotlib's object API (no pyplot state), sized to be shown 1:1.
+paper's Figures 9-11: one figure per test image, at most ``PANEL_IMAGES``; rows = the arms that
+train a map; input, gaze, GBP, deconvNet and decoder maps in the one panel order; drawn by
+``trainables.panels``, the renderer the trials use; ``panel_caption`` says how to read them), and
+``predictions/test.csv`` for the ROC curves (small multiples: each arm against the baseline, per
+class). PNGs via matplotlib's object API (no pyplot state), sized to be shown 1:1.
 """
 
 from __future__ import annotations
@@ -18,19 +20,24 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from sklearn.metrics import roc_curve
 
 from analysis.cli import run_cli, write_and_log
 from analysis.formats import format_auc, markdown_table
 from analysis.paper import ARM_LABELS, table_arms
-from trainables.config import CLASSES
+from analysis.roc import ROC_NOTE, draw_roc, roc_figure  # noqa: F401  (the figures command draws it)
 from trainables.data.keys import UnsafeName, safe_child
-from trainables.generators import paper_generators
-from trainables.metrics import SALIENCY_KEYS, bootstrap_indices, per_class_auc, percentile_summary
-from trainables.panels import DPI, FONT_PT, PanelRow, panel_figure, save, title_for
-from trainables.record import AUC_KEYS, EXPLAIN, MAPS, PROB_COLUMNS
+from trainables.generators import generator_title, paper_generators
+from trainables.metrics import SALIENCY_KEYS, bootstrap_indices, percentile_summary
+from trainables.model_sets import get_arm
+from trainables.panels import (
+    PanelRow,
+    PanelStyle,
+    ordered_columns,
+    panel_figure,
+    save,
+    title_for,
+)
+from trainables.record import EXPLAIN, MAPS
 from trainables.record.reader import Record, Study
 from trainables.record.trial import Trial
 
@@ -39,10 +46,55 @@ log = logging.getLogger(__name__)
 MAP_KINDS: tuple[str, ...] = ("generator", "decoder")
 
 
+PANEL_IMAGES = 4  # test images drawn in the report's heatmap panels
+PANEL_CELL_IN = 1.3  # side of one image there (the trials' own panels: 1.75)
+
+
 def panel_columns() -> tuple[str, ...]:
-    """The report's panel columns, as the paper's Figures 9-11: the input, the paper's generators'
-    maps (GBP, deconvNet), gaze, decoder."""
-    return ("image", *paper_generators(), "gaze", "decoder")
+    """The report's panel columns, in the one panel order (``trainables.panels.ordered_columns``):
+    the input, gaze, the paper's generators' maps (GBP, deconvNet) as in its Figures 9-11, and
+    the decoder."""
+    return ordered_columns(("image", "gaze", *paper_generators(), "decoder"))
+
+
+def trains_a_map(arm: str) -> bool:
+    """Whether the arm's loss trains a map (its decoder or a generator's); True for an arm the
+    registry does not know."""
+    try:
+        a = get_arm(arm)
+    except KeyError:
+        return True
+    return a.uses_decoder or a.needs_map != "none"
+
+
+def own_generator(arm: str) -> str | None:
+    """The generator in the arm's loss, None when it trains with none (or is unknown)."""
+    try:
+        gen = get_arm(arm).generator
+    except KeyError:
+        return None
+    return None if gen == "none" else gen
+
+
+def panel_caption(arms: Sequence[str], n_images: int) -> str:
+    """What a reader needs to read the panels: which class, which scale, which images, whose
+    map."""
+    gens = " and ".join(generator_title(g) for g in paper_generators())
+    shown = ", ".join(arms)
+    return (
+        f"Rows: the arms that train a map ({shown}), each its best run; no-seg trains none. "
+        f"Which class: the {gens} are computed for the class each model predicted (named left "
+        f"of its row with every class probability and whether it is right); the gaze and "
+        f"decoder maps do not depend on a class. Scale: gaze is the fixation density divided by "
+        f"its maximum; each {gens.replace(' and ', ' or ')} is the map's magnitude divided by its "
+        f"own maximum (per image and model), so 1 is that map's peak, not a shared level; the "
+        f"decoder map is the decoder's sigmoid output stretched to its own minimum-maximum per "
+        f"image (the range printed in the cell), so its pattern shows whatever its level. "
+        f"Images: {n_images} test images, the first by key of each class in turn (fixed before "
+        f"training, the same in every trial: not chosen by result). Own map: the framed cell is "
+        f"the map of the generator in the arm's loss (its row says 'own map'; unet's loss has "
+        f"none); n/a: the arm trains no decoder."
+    )
 
 
 METRIC_NAMES = {"cc": "CC ↑", "kl": "KL ↓", "nss": "NSS ↑", "auc_judd": "AUC-Judd ↑"}
@@ -138,21 +190,32 @@ def _panel_arms(record: Record, best: Mapping[str, Trial | None]) -> dict[str, d
     return out
 
 
-def panel_figures(record: Record, best: Mapping[str, Trial | None], out_dir: Path) -> list[Path]:
-    """One PNG per panel image (keys shared by every arm): rows = arms, columns = PANEL_COLUMNS,
-    drawn by the trials' own renderer (``trainables.panels``)."""
-    maps = _panel_arms(record, best)
+def panel_figures(
+    record: Record, best: Mapping[str, Trial | None], out_dir: Path, images: int = PANEL_IMAGES
+) -> tuple[list[Path], list[str]]:
+    """One PNG per panel image (at most ``images``, keys every arm drew, in the trials' order):
+    rows = the arms that train a map, columns = ``panel_columns``, drawn by the trials' own
+    renderer (``trainables.panels``).
+
+    Returns:
+        The PNGs and the arms drawn (rows, top to bottom).
+    """
+    maps = {arm: m for arm, m in _panel_arms(record, best).items() if trains_a_map(arm)}
     if not maps:
-        return []
-    keys = sorted(set.intersection(*(set(m["keys"]) for m in maps.values())))
+        return [], []
+    common = set.intersection(*(set(map(str, m["keys"])) for m in maps.values()))
+    first = next(iter(maps.values()))
+    keys = [str(k) for k in first["keys"] if str(k) in common][:images]
     if not keys:
         log.warning("the arms' heatmap panels share no image key: no panel figures")
     paths, columns = [], panel_columns()
+    style = PanelStyle(cell_in=PANEL_CELL_IN)
     for key in keys:
         rows, label = [], None
         for arm, arrays in maps.items():
             k = int(np.flatnonzero(arrays["keys"] == key)[0])
             label = int(arrays["labels"][k])
+            gen = own_generator(arm)
             rows.append(
                 PanelRow(
                     label=ARM_LABELS.get(arm, arm),
@@ -160,6 +223,7 @@ def panel_figures(record: Record, best: Mapping[str, Trial | None], out_dir: Pat
                     maps={name: arrays[name][k] for name in columns[1:] if name in arrays},
                     probs=arrays["probs"][k],
                     true_label=label,
+                    own=gen if gen in columns else None,
                 )
             )
         try:  # keys come from the runs' maps.npz: never a path out of out_dir
@@ -167,82 +231,9 @@ def panel_figures(record: Record, best: Mapping[str, Trial | None], out_dir: Pat
         except UnsafeName as err:
             log.warning("heatmap panel skipped: %s", err)
             continue
-        paths.append(save(panel_figure(rows, columns, title_for(key, label)), path))
-    return paths
-
-
-ROC_NOTE = (
-    "One-vs-rest ROC curves of each arm's best run on the whole test set. The AUC in the legend is "
-    "the area under the drawn curve: the same whole-test-set AUC as the tables and results.csv "
-    "(scikit-learn's roc_auc_score, ties counted one half)."
-)
-_LINESTYLES = ("-", "--", ":", "-.")  # arms with identical predictions stay visible
-
-
-def roc_figure(
-    record: Record, best: Mapping[str, Trial | None], out_dir: Path
-) -> tuple[Path | None, dict[str, dict[str, float]]]:
-    """``roc.png`` of each arm's best run (see :func:`draw_roc`).
-
-    Returns:
-        The path (None without any finished arm) and ``arm -> AUC key -> AUC`` as shown.
-    """
-    present = {arm: record.predictions(t.run_id) for arm, t in best.items() if t is not None}
-    if not present:
-        return None, {}
-    fig, shown = draw_roc(present)
-    return save(fig, out_dir / "roc.png"), shown
-
-
-def draw_roc(predictions: Mapping[str, pd.DataFrame]) -> tuple[Figure, dict[str, dict[str, float]]]:
-    """One panel per class, one curve per arm, one legend below the panels (never over a curve).
-
-    Args:
-        predictions: arm -> its ``predictions/test.csv`` frame.
-
-    Returns:
-        The figure and ``arm -> AUC key -> AUC`` (``per_class_auc``, as the tables) it shows.
-    """
-    present = predictions
-    n_cls, side = len(CLASSES), 3.3
-    legend_rows = -(-len(present) // 2)
-    bottom_in = 0.75 + 0.24 * legend_rows + 0.25  # axis labels, legend, padding
-    width, height = 0.75 + n_cls * side + (n_cls - 1) * 0.55 + 0.2, 0.45 + side + bottom_in
-    fig = Figure(figsize=(width, height), dpi=DPI)
-    lefts = [0.75 + c * (side + 0.55) for c in range(n_cls)]
-    axes = [
-        fig.add_axes((x / width, bottom_in / height, side / width, side / height)) for x in lefts
-    ]
-    shown: dict[str, dict[str, float]] = {}
-    handles = []
-    for i, (arm, frame) in enumerate(present.items()):
-        labels = frame["label"].to_numpy()
-        probs = frame[list(PROB_COLUMNS)].to_numpy(dtype=np.float64)
-        shown[arm] = per_class_auc(labels, probs)
-        style = {"lw": 1.4, "ls": _LINESTYLES[i % len(_LINESTYLES)], "color": f"C{i % 10}"}
-        for c, ax in enumerate(axes):
-            positive = labels == c
-            if positive.all() or not positive.any():
-                continue
-            fpr, tpr, _ = roc_curve(positive, probs[:, c])
-            ax.plot(fpr, tpr, **style)
-        aucs = ", ".join(
-            f"{CLASSES[c]} {format_auc(shown[arm][k])}" for c, k in enumerate(AUC_KEYS[:-1])
-        )
-        handles.append((Line2D([], [], **style), f"{ARM_LABELS.get(arm, arm)}: {aucs}"))
-    for c, ax in enumerate(axes):
-        ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=0.8)
-        ax.set_title(f"{CLASSES[c]} vs rest", fontsize=FONT_PT + 1)
-        ax.set_xlabel("False positive rate", fontsize=FONT_PT)
-        ax.set_ylabel("True positive rate" if c == 0 else "", fontsize=FONT_PT)
-        ax.tick_params(labelsize=FONT_PT)
-        ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), aspect="equal")
-    fig.legend(
-        [h for h, _ in handles], [t for _, t in handles], loc="lower center", ncol=2,
-        fontsize=FONT_PT, frameon=False, bbox_to_anchor=(0.5, 0.1 / height),
-        title="Arm: whole-test-set AUC per class", title_fontsize=FONT_PT,
-    )  # fmt: skip
-    return fig, shown
+        fig = panel_figure(rows, columns, title_for(key, label), style=style)
+        paths.append(save(fig, path))
+    return paths, list(maps)
 
 
 @dataclass(frozen=True)
@@ -252,6 +243,7 @@ class FiguresOutput:
     explain: pd.DataFrame
     explain_markdown: str
     panels: list[Path]
+    panel_caption: str  # what the panels show, and how (report)
     roc: Path | None
     roc_aucs: dict[str, dict[str, float]]  # arm -> AUC key -> the AUC the ROC legend shows
     files: list[Path]
@@ -266,10 +258,11 @@ def write_figures_from(record: Record, study: Study, out_dir: Path) -> FiguresOu
     markdown = explain_markdown(summary)
     (out_dir / "explain.md").write_text(markdown)
     summary.to_csv(out_dir / "explain.csv", index=False)
-    panels = panel_figures(record, best, out_dir)
+    panels, panel_arms = panel_figures(record, best, out_dir)
     roc, roc_aucs = roc_figure(record, best, out_dir)
     files = [out_dir / "explain.md", out_dir / "explain.csv", *panels, *([roc] if roc else [])]
-    return FiguresOutput(summary, markdown, panels, roc, roc_aucs, files)
+    caption = panel_caption(panel_arms, len(panels))
+    return FiguresOutput(summary, markdown, panels, caption, roc, roc_aucs, files)
 
 
 def write_figures(

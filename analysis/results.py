@@ -3,7 +3,9 @@
 ``results.csv`` (beside the report) has one row per arm: its best trial by validation (run id,
 hyperparameters, best epoch, validation mean AUC), the whole-test-set AUCs with the 2.5th-97.5th
 percentile bootstrap interval (the same resamples and numbers as Tables 1-4), and the arm's trial
-counts by status and wall time. The report shows the same numbers.
+counts by status and wall time. A hyperparameter the arm's loss never reads
+(``trainables.model_sets.unused_hyperparams``: no-seg's gamma and seg_ratio, ...) is blank. The
+report shows the same numbers.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ import pandas as pd
 from analysis.formats import format_auc
 from analysis.paper import ARM_LABELS, METRIC_LABELS, METRICS
 from analysis.tables import Cell, Table
+from search_spaces import SEARCHABLE
 from trainables.config import CLASSES
+from trainables.model_sets import uses_hyperparam
 from trainables.record import BEST_EPOCH, Status
-
-TRIAL_STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
 from trainables.record.reader import Study
 from trainables.record.trial import Trial
 
-HYPERPARAMS: tuple[str, ...] = ("lr", "gamma", "seg_ratio")
+TRIAL_STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
+HYPERPARAMS: tuple[str, ...] = SEARCHABLE  # blank for an arm whose loss never reads one
 STATUS_LABELS = {"ok": "finished", "stopped": "stopped early", "diverged": "diverged",
                  "failed": "failed", "running": "running"}  # fmt: skip
 SPACE_PARAM = "space/{arm}"  # parent-run param: the arm's search space, "lr:1e-05-0.01 log,..."
@@ -121,7 +124,11 @@ def results_frame(summaries: Sequence[ArmSummary], tables: Sequence[Table]) -> p
             "stage": b.stage if b else None,
             "searched": ",".join(s.searched) if s.searched is not None else None,
         }
-        row |= {h: _float(b.params.get(h)) if b else math.nan for h in HYPERPARAMS}
+        # blank (nan) where the arm's loss never reads it: a value there would read as used
+        row |= {
+            h: _float(b.params.get(h)) if b and uses_hyperparam(s.arm, h) else math.nan
+            for h in HYPERPARAMS
+        }
         row["seed"] = b.params.get("seed") if b else None
         row["best_epoch"] = b.metrics.get(BEST_EPOCH, math.nan) if b else math.nan
         row["val_auc_mean"] = b.val_auc if b else math.nan
@@ -142,7 +149,8 @@ def results_frame(summaries: Sequence[ArmSummary], tables: Sequence[Table]) -> p
 
 
 def format_param(value: float) -> str:
-    return "—" if not math.isfinite(value) else f"{value:.3g}"
+    """``3e-04``-style; blank for a hyperparameter the arm does not use (or did not record)."""
+    return "" if not math.isfinite(value) else f"{value:.3g}"
 
 
 def format_duration(seconds: float) -> str:
@@ -164,7 +172,7 @@ def best_display(results: pd.DataFrame) -> pd.DataFrame:
             data[label] = ["no finished trial"] + ["—"] * (6 + len(METRICS))
             continue
         searched = r["searched"] if isinstance(r["searched"], str) else NOT_RECORDED
-        cells = [r["run_id"], searched or "none"]
+        cells = [r["run_id"], searched.replace(",", ", ") or "none"]
         cells += [format_param(r[h]) for h in HYPERPARAMS]
         cells += [f"{int(r['best_epoch'])}" if math.isfinite(r["best_epoch"]) else "—"]
         cells += [format_auc(r["val_auc_mean"])]

@@ -9,7 +9,7 @@ compared with DeLong's test for correlated ROC curves.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -220,3 +220,74 @@ def delong_per_class(
         else:
             out[key] = delong_test(positive, probs_arm[:, c], probs_baseline[:, c])
     return out
+
+
+def holm(p_values: Sequence[float]) -> np.ndarray:
+    """Holm's step-down adjustment (Holm 1979) of a family of p-values, in input order.
+
+    The k-th smallest of m p-values becomes ``max_{j <= k} min(1, (m - j + 1) p_(j))``; it
+    controls the family-wise error rate at no assumption about how the tests depend on each
+    other. A nan (a test that could not be made) stays nan and is not counted in m.
+    """
+    p = np.asarray(p_values, dtype=np.float64)
+    out = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(np.isfinite(p))
+    running = 0.0
+    for rank, i in enumerate(finite[np.argsort(p[finite], kind="stable")]):
+        running = max(running, min(1.0, (finite.size - rank) * float(p[i])))
+        out[i] = running
+    return out
+
+
+def seed_draws(n_seeds: int, *, resamples: int, seed: int) -> np.ndarray:
+    """(resamples, n_seeds) seed indices drawn with replacement, from a stream of its own (the
+    image resamples of ``bootstrap_indices`` stay the same); all zeros for one seed."""
+    if n_seeds == 1:
+        return np.zeros((resamples, 1), dtype=np.int64)
+    rng = np.random.default_rng([seed, _SEED_STREAM])
+    return rng.integers(0, n_seeds, size=(resamples, n_seeds))
+
+
+_SEED_STREAM = 1  # a second stream of the study's bootstrap seed: the seeds' draws
+
+
+def seeded_difference(
+    labels: np.ndarray,
+    pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+    indices: np.ndarray,
+    draws: np.ndarray,
+    alpha: float = 0.05,
+) -> tuple[dict[str, float], dict[str, Difference]]:
+    """Arm minus baseline per AUC key, over test images and seeds.
+
+    Args:
+        labels: (N,) test labels.
+        pairs: per seed, ``(arm probs, baseline probs)`` of the runs with that seed.
+        indices: (B, N) image resamples (``bootstrap_indices``), the same for every seed.
+        draws: (B, S) seed indices per resample (``seed_draws``).
+
+    Returns:
+        ``(point, difference)``: the whole-test-set difference averaged over the seeds, and per
+        key the percentile interval and two-sided p of the resampled difference (each resample:
+        its images, and the mean over its drawn seeds). One seed gives exactly
+        :func:`paired_difference` over the same ``indices``.
+    """
+    per_seed, points = [], []
+    for arm, base in pairs:
+        a, _ = resampled_aucs(labels, arm, indices)
+        b, _ = resampled_aucs(labels, base, indices)
+        per_seed.append(a - b)
+        full_a, full_b = per_class_auc(labels, arm), per_class_auc(labels, base)
+        points.append([full_a[k] - full_b[k] for k in AUC_KEYS])
+    diffs = np.stack(per_seed)  # (S, B, K)
+    rows = np.arange(indices.shape[0])[:, None]
+    resampled = diffs[draws, rows, :].mean(axis=1)  # (B, K)
+    point = dict(zip(AUC_KEYS, np.mean(points, axis=0).tolist(), strict=True))
+    out = {
+        k: Difference(
+            Estimate(*percentile_summary(resampled[:, j], alpha)),
+            bootstrap_p_value(resampled[:, j]),
+        )
+        for j, k in enumerate(AUC_KEYS)
+    }
+    return point, out

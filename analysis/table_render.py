@@ -6,48 +6,104 @@ report, the Markdown file and the LaTeX file show the same strings.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 from analysis.formats import format_auc, format_p, markdown_table
-from analysis.paper import ARM_LABELS, METRIC_LABELS, METRICS
+from analysis.paper import ARM_LABELS, METRIC_LABELS, METRICS, PAPER_SETTING, PUBLISHED
 from analysis.tables import NO_TRIAL, Cell, SeedRow, Table
 
 
-def format_cell(cell: Cell, latex: bool = False) -> str:
-    """``AUC (2.5th, 97.5th); p`` (no p on the baseline row): the whole-test-set AUC, as the ROC
-    figure and results.csv give it, with the bootstrap percentile interval."""
+def format_cell(cell: Cell) -> str:
+    """``AUC (2.5th, 97.5th)``: the whole-test-set AUC, as the ROC figure and results.csv give
+    it, with the bootstrap percentile interval (the p-value has its own column)."""
     e = cell.estimate
-    text = f"{format_auc(cell.point)} ({format_auc(e.low)}, {format_auc(e.high)})"
-    return text if cell.p_value is None else f"{text}; {format_p(cell.p_value, latex)}"
+    return f"{format_auc(cell.point)} ({format_auc(e.low)}, {format_auc(e.high)})"
 
 
-def format_vs_paper(cell: Cell) -> str:
-    """Our bootstrap median against the paper's (the statistic it published), with the
-    difference."""
-    if cell.paper is None:
-        return "not in paper"
-    diff = cell.estimate.median - cell.paper.median
-    return f"{format_auc(cell.estimate.median)} vs {cell.paper.median:.3f} ({diff:+.3f})"
+def auc_column(metric: str) -> str:
+    return f"{METRIC_LABELS[metric]} (95% CI)"
 
 
-def display_frame(table: Table, *, latex: bool = False, vs_paper: bool = False) -> pd.DataFrame:
-    """The table as display strings: one row per arm, one column per metric."""
+def p_column(metric: str) -> str:
+    return f"{METRIC_LABELS[metric]}: p"
+
+
+BASELINE_P = "reference"  # the p cell of the baseline row
+
+
+def display_frame(table: Table, *, latex: bool = False) -> pd.DataFrame:
+    """The table as display strings, in the paper's format: one row per arm; per metric the AUC
+    with its interval, then its p-value against the baseline in a column of its own."""
+    columns = [c for m in METRICS for c in (auc_column(m), p_column(m))]
     data = {}
     for row in table.rows:
         label = ARM_LABELS.get(row.arm, row.arm)
         if not row.cells:
-            data[label] = [NO_TRIAL] + ["—"] * (len(METRICS) - 1)
-        else:
-            fmt = format_vs_paper if vs_paper else (lambda c: format_cell(c, latex))
-            data[label] = [fmt(row.cells[m]) for m in METRICS]
-    frame = pd.DataFrame.from_dict(
-        data, orient="index", columns=[METRIC_LABELS[m] for m in METRICS]
-    )
+            data[label] = [NO_TRIAL] + ["—"] * (len(columns) - 1)
+            continue
+        cells = []
+        for m in METRICS:
+            c = row.cells[m]
+            cells += [
+                format_cell(c),
+                BASELINE_P if c.p_value is None else format_p(c.p_value, latex),
+            ]
+        data[label] = cells
+    frame = pd.DataFrame.from_dict(data, orient="index", columns=columns)
     frame.index.name = "Arm"
     return frame
+
+
+def paper_frame(tables: Sequence[Table]) -> pd.DataFrame:
+    """Ours beside the paper's published numbers, one row per arm (the baseline once): per metric
+    our bootstrap median (the statistic the paper published), the paper's, and the paper's p."""
+    columns = [f"{METRIC_LABELS[m]}: {w}" for m in METRICS for w in ("ours", "paper", "paper p")]
+    data = {}
+    for t in tables:
+        for row in t.rows:
+            label = ARM_LABELS.get(row.arm, row.arm)
+            if label in data:
+                continue
+            cells = []
+            for m in METRICS:
+                c, paper = row.cells.get(m), PUBLISHED.get(row.arm, {}).get(m)
+                ours = format_auc(c.estimate.median) if c else NO_TRIAL
+                cells += [ours, f"{paper.median:.3f}" if paper else "not in paper"]
+                cells += [
+                    BASELINE_P if paper and paper.p is None else format_p(paper.p) if paper else "—"
+                ]
+            data[label] = cells
+    frame = pd.DataFrame.from_dict(data, orient="index", columns=columns)
+    frame.index.name = "Arm"
+    return frame
+
+
+def study_setting(params: Mapping[str, str], n_test: int, resamples: int) -> str:
+    """What our numbers come from, in the words of the paper comparison's caption."""
+    data = {"egd-cxr": "EGD-CXR"}.get(params.get("data", ""), params.get("data") or "unknown data")
+    if data == "synthetic":
+        data = "the synthetic twin of EGD-CXR"
+    images = params.get("data/images")
+    weights = params.get("encoder_weights")
+    weights = "random initialisation" if weights in (None, "None", "none") else f"{weights} weights"
+    return (
+        f"{data}, {images + ' images' if images else 'image count not recorded'}, "
+        f"{n_test} test images; {params.get('image_size', '?')} px, "
+        f"{params.get('epochs', '?')} epochs, {params.get('encoder', '?')} with {weights}; "
+        f"medians of {resamples} paired bootstrap resamples of the whole test set"
+    )
+
+
+def paper_caption(setting: str) -> str:
+    """The caption that puts the two sets of numbers in context."""
+    return (
+        f"Ours and the paper's numbers come from different settings: ours: {setting}. The "
+        f"paper's: {PAPER_SETTING}. Only large differences can say anything about the method; "
+        "the paper's p-values test its arms against its own U-Net, ours are in Tables 1-4."
+    )
 
 
 def method_note(table: Table) -> str:
@@ -58,15 +114,14 @@ def method_note(table: Table) -> str:
         if r.trial is not None
     )
     note = (
-        f"Cells: one-vs-rest AUC on the whole test set ({table.n_test} images; the AUC of the ROC "
-        f"figure and results.csv) with the 2.5th-97.5th percentile of the AUC over "
+        f"AUC (95% CI): one-vs-rest AUC on the whole test set ({table.n_test} images; the AUC of "
+        f"the ROC figure and results.csv) with the 2.5th-97.5th percentile of the AUC over "
         f"{table.resamples} bootstrap resamples of the test images, the same resamples for every "
-        f"arm (paired; seed {table.seed}; {table.skipped} resamples lacking a class skipped). The "
-        f"comparison with the paper uses the bootstrap median, the statistic the paper published "
-        f"(tables.csv has both). p (two-sided, vs "
-        f"the U-Net baseline): per-class AUCs by DeLong's test for paired AUCs (fast DeLong, Sun & "
-        f"Xu 2014); mean AUC by the paired bootstrap of the difference. Each arm is its best "
-        f"finished trial by validation mean AUC (test never used for selection). "
+        f"arm (paired; seed {table.seed}; {table.skipped} resamples lacking a class skipped). "
+        f"p: two-sided, against the U-Net baseline, unadjusted (the difference table above "
+        f"adjusts for the arms compared): per-class AUCs by DeLong's test for paired AUCs (fast "
+        f"DeLong, Sun & Xu 2014); mean AUC by the paired bootstrap of the difference. Each arm is "
+        f"its best finished trial by validation mean AUC (test never used for selection). "
         f"Runs: {runs or 'none'}."
     )
     if table.rows[0].trial is None:
@@ -90,22 +145,38 @@ def seeds_display(rows: Sequence[SeedRow]) -> pd.DataFrame:
     return frame
 
 
+def one_seed(rows: Sequence[SeedRow]) -> bool:
+    """Every arm's best configuration ran with one seed: no spread to show."""
+    return all(len(r.run_ids) == 1 for r in rows)
+
+
 def seeds_note(rows: Sequence[SeedRow]) -> str:
-    note = (
+    if not rows:
+        return "No arm has a finished trial: no seeds to summarise."
+    if one_seed(rows):
+        seeds = sorted({s for r in rows for s in r.seeds})
+        return (
+            f"One seed per arm (seed {', '.join(seeds)}): no spread over seeds to show; each "
+            "arm's numbers are those of its best trial above. Run the study with --seeds N to "
+            "re-train each arm's best configuration with N more seeds."
+        )
+    return (
         "Whole-test-set AUC per run: mean ± sd [min, max] over the seeds of the arm's best config."
     )
-    if rows and all(len(r.run_ids) == 1 for r in rows):
-        note += " Every arm has one seed: run the study's seeds stage for a spread."
-    return note
 
 
-def render_markdown(tables: Sequence[Table], seeds: Sequence[SeedRow]) -> str:
+def render_markdown(tables: Sequence[Table], seeds: Sequence[SeedRow], setting: str) -> str:
     parts = []
     for t in tables:
         parts += [f"## Table {t.spec.number}. {t.spec.title}", markdown_table(display_frame(t))]
-        parts += [method_note(t), f"### Table {t.spec.number}, our median vs the paper's"]
-        parts += [markdown_table(display_frame(t, vs_paper=True))]
-    parts += ["## Seeds", markdown_table(seeds_display(seeds)), seeds_note(seeds)]
+        parts += [method_note(t)]
+    parts += ["## Ours vs the paper", markdown_table(paper_frame(tables)), paper_caption(setting)]
+    parts += ["## Seeds"]
+    parts += (
+        [seeds_note(seeds)]
+        if one_seed(seeds)
+        else [markdown_table(seeds_display(seeds)), seeds_note(seeds)]
+    )
     return "\n\n".join(parts) + "\n"
 
 

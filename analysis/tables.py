@@ -6,9 +6,10 @@ shown as is :mod:`analysis.table_render`).
 Each arm is represented by its best trial (``trainables.record.selection.best_of_arm``, chosen
 on validation); its logged test predictions are bootstrapped together with the baseline's over the
 same resamples, the study's own (``Study.bootstrap``: the trials' resamples and seed), so each
-cell's interval is the one the trial logged. Writes ``tables.md`` (also printed), ``tables.csv``
-(long form, with the paper's numbers beside ours), ``tables.tex`` and ``seeds.csv`` to ``--out``
-(and to the parent run with ``--log``).
+cell's interval is the one the trial logged. Writes ``tables.md`` (also printed: Tables 1-4 with a
+p column, ours vs the paper with a caption naming both settings, seeds), ``tables.csv`` (long form,
+with the paper's numbers beside ours), ``tables.tex`` and ``seeds.csv`` to ``--out`` (and to the
+parent run with ``--log``).
 """
 
 from __future__ import annotations
@@ -240,9 +241,10 @@ def write_tables_from(record: Record, study: Study, out_dir: Path) -> TablesOutp
         log.warning("%d bootstrap resamples: use >= 1000 for reported numbers", study.bootstrap.resamples)  # fmt: skip
     tables, best = build_tables(record, study)
     seeds = seed_rows(record, study, best)
-    from analysis.table_render import render_latex, render_markdown  # formats what this computes
+    from analysis.table_render import render_latex, render_markdown, study_setting  # formats
 
-    markdown = render_markdown(tables, seeds)
+    setting = study_setting(study.params, tables[0].n_test, study.bootstrap.resamples)
+    markdown = render_markdown(tables, seeds, setting)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = [out_dir / n for n in ("tables.md", "tables.csv", "tables.tex", "seeds.csv")]
     files[0].write_text(markdown)

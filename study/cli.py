@@ -3,7 +3,7 @@
     gaze-study [study] [flags]     the study (the default subcommand)
     gaze-study evidence [flags]    the evidence plans (--plan: clean vs shortcut twins, ...)
     gaze-study predict ...         one radiograph through a trained model
-    gaze-study tables|figures|doctor|report [flags]   the analysis of a study's record
+    gaze-study verdict|tables|figures|doctor|report [flags]   the analysis of a study's record
     gaze-study --version
 
 Parsing imports nothing heavy (no torch, Ray, MLflow): ``--help`` and flag errors come back at
@@ -41,8 +41,9 @@ STUDY_FLAGS = ("study_name", "arms", "trials_per_arm", "search_space", "max_conc
                "experiment", "optuna_storage")  # fmt: skip
 SWITCHES = ("resume", "storage_is_shared", "sequential_arms", "verbose")  # only a True overrides
 SINGLE_TRIAL_FLAGS = ("arm", "lr", "seg_ratio", "gamma", "out")  # one configuration, no search
-ANALYSIS = {"tables": "analysis.tables", "figures": "analysis.figures",
-            "doctor": "analysis.doctor", "report": "analysis.report"}  # fmt: skip
+ANALYSIS = {"verdict": "analysis.verdict", "tables": "analysis.tables",
+            "figures": "analysis.figures", "doctor": "analysis.doctor",
+            "report": "analysis.report"}  # fmt: skip
 SUBCOMMANDS = {
     "study": "the study: every arm's Optuna search (+ seeds), report at the end (default)",
     "evidence": "the evidence plans (--plan evidence|scanning|data-efficiency|selection|border)",

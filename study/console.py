@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from search_spaces import SEARCHABLE
+from trainables.model_sets import uses_hyperparam
 from trainables.record import (
     FAILED_STATUSES,
     SELECTION_METRIC,
@@ -182,7 +184,8 @@ def shown_auc_columns(task: Task) -> tuple[str, ...]:
 
 
 def per_arm_table(records: Sequence[Trial], arms: Sequence[str], task: Task) -> str:
-    """Best search trial per arm (by best validation mean AUC): test AUCs with 95% CI."""
+    """Best search trial per arm (by best validation mean AUC): test AUCs with 95% CI, and the
+    searchable hyperparameters (blank where the arm's loss never reads one)."""
     classes = dict(zip(task.auc_keys, task.classes, strict=False))
     header = [
         "arm",
@@ -190,9 +193,7 @@ def per_arm_table(records: Sequence[Trial], arms: Sequence[str], task: Task) -> 
         "best val AUC",
         "test mean AUC [95% CI]",
         *[f"{classes[k]} AUC" for k in shown_auc_columns(task)[1:]],
-        "lr",
-        "gamma",
-        "seg_ratio",
+        *SEARCHABLE,
     ]
     rows = [header]
     for arm, result in summarize_arms(records, arms).items():
@@ -206,7 +207,7 @@ def per_arm_table(records: Sequence[Trial], arms: Sequence[str], task: Task) -> 
                 result.counts,
                 f"{best.metrics[SELECTION_METRIC]:.3f}",
                 *[format_ci(best.metrics, k) for k in shown_auc_columns(task)],
-                *[f"{float(best.params.get(k, 'nan')):.3g}" for k in ("lr", "gamma", "seg_ratio")],
+                *[_param(best, k) for k in SEARCHABLE],
             ]
         )
     seeds = [r for r in records if r.stage == Stage.SEEDS and r.status == Status.OK]
@@ -225,6 +226,16 @@ def per_arm_table(records: Sequence[Trial], arms: Sequence[str], task: Task) -> 
                 srows.append([arm, str(len(vals)), f"{statistics.mean(vals):.3f} +- {sd:.3f}"])
         lines += format_rows(srows)
     return "\n".join(lines)
+
+
+def _param(trial: Trial, name: str) -> str:
+    """A hyperparameter of the trial as logged; blank when its arm never reads it."""
+    if not uses_hyperparam(trial.arm, name) or name not in trial.params:
+        return ""
+    try:
+        return f"{float(trial.params[name]):.3g}"
+    except ValueError:
+        return trial.params[name]
 
 
 def format_rows(rows: list[list[str]]) -> list[str]:

@@ -179,8 +179,9 @@ class SearchPlan(Plan):
 
         arms = self.arms(cfg)
         task = next(iter(data.values())).task
-        views = record_study_end(ctx, cfg, trials, arms, self.note(cfg, arms, data), task)
-        out = Conclusion(views=views, lines=["", console.per_arm_table(trials, arms, task)])
+        end = record_study_end(ctx, cfg, trials, arms, self.note(cfg, arms, data), task)
+        table = console.per_arm_table(trials, arms, task)
+        out = Conclusion(views=end.views, lines=["", table, f"Verdict: {end.verdict}"])
         if cfg.report:
             from analysis.report import write_report
 

@@ -10,8 +10,12 @@ with ``torch.load(weights_only=True)``: tensors and plain containers only, never
 The image goes through training's preprocessing: ``read_dicom`` (rescale, VOI LUT / window,
 MONOCHROME1 inversion), ``letterbox`` to the model's size, and the cache's 8-bit quantisation.
 Outputs: the class probabilities as JSON (printed, and ``DIR/<name>.json``) and ``DIR/<name>.png``
-with the decoder map and the arm's own generator map (GBP for arms without one) overlaid, both for
-the predicted class as in the trials' evaluation. A file that cannot be used (a bad DICOM, an
+with the arm's own generator map (GBP for arms without one) and the decoder map overlaid (the one
+panel column order), both for the predicted class as in the trials' evaluation. The JSON's
+``doctor`` block gives DOCTOR's D_alpha score of the prediction and, for a model named by the run
+id of an arm's best trial, the threshold the study's DOCTOR analysis chose; a prediction above it
+is flagged low confidence (``doctor.low_confidence``, a ``warnings`` entry and the PNG's row;
+``study.confidence``). A file that cannot be used (a bad DICOM, an
 unknown run, a damaged model file, a model file out of range: ``study.model_file``) is one
 ``error:`` line naming it and exit code 2, before anything large is built.
 
@@ -181,6 +185,7 @@ class Prediction:
     generator: str  # the map drawn besides the decoder's
     maps: dict[str, Any]  # "decoder" (None when the arm trains no decoder) and the generator
     classes: tuple[str, ...]  # the task's, ``probs``' order
+    doctor: dict[str, Any] | None = None  # study.confidence.doctor_flag, once a threshold is known
 
 
 def predict_image(model, cfg, image, device: str = "cpu") -> Prediction:
@@ -232,21 +237,32 @@ def _output_paths(dicom: Path, out_dir: Path) -> tuple[Path, Path]:
     return json_path, png_path
 
 
+def get_arm(name: str):
+    from trainables.model_sets import get_arm as lookup
+
+    return lookup(name)
+
+
 def write_outputs(
     pred: Prediction, image, cfg, dicom: Path, model_spec: str, out_dir: Path
 ) -> dict[str, Any]:
-    """Write ``<name>.json`` and ``<name>.png`` to ``out_dir``; returns the JSON's content."""
+    """Write ``<name>.json`` and ``<name>.png`` to ``out_dir``; returns the JSON's content.
+
+    ``pred.doctor`` is the DOCTOR block (``study.confidence.doctor_flag``): a low-confidence
+    prediction says so in the JSON (``doctor``, ``warnings``) and on the PNG's row.
+    """
+    flag = pred.doctor or {"low_confidence": None}
+    from study.confidence import flag_text
     from trainables.data.dicom import chest_radiograph_notes
-    from trainables.panels import PanelRow, panel_figure, save
+    from trainables.panels import PanelRow, ordered_columns, panel_figure, save
 
     json_path, png_path = _output_paths(dicom, out_dir)
-    row = PanelRow(
-        label=f"arm {cfg.arm}", image=image, maps=pred.maps, probs=pred.probs, classes=pred.classes
-    )
-    fig = panel_figure(
-        [row], ("image", "decoder", pred.generator), f"{dicom.name} (model: {cfg.arm})"
-    )
-    png = save(fig, png_path)
+    low = flag_text(flag)
+    label = f"arm {cfg.arm}" + (f"; LOW CONFIDENCE (D_alpha {flag['score']:.2f} > {flag['threshold']:.2f})" if low else "")  # fmt: skip
+    own = pred.generator if get_arm(cfg.arm).generator != "none" else None
+    row = PanelRow(label=label, image=image, maps=pred.maps, probs=pred.probs, classes=pred.classes, own=own)  # fmt: skip
+    columns = ordered_columns(("image", pred.generator, "decoder"))
+    png = save(panel_figure([row], columns, f"{dicom.name} (model: {cfg.arm})"), png_path)
     result = {
         "dicom": dicom.name,
         "model": model_spec,
@@ -254,10 +270,11 @@ def write_outputs(
         "image_size": int(image.shape[-1]),
         "predicted": pred.classes[int(pred.probs.argmax())],
         "probabilities": {c: float(p) for c, p in zip(pred.classes, pred.probs, strict=True)},
+        "doctor": pred.doctor,
         "maps": {"decoder": pred.maps["decoder"] is not None, "generator": pred.generator},
         "png": str(png),
         "source": _source_id(dicom),
-        "warnings": chest_radiograph_notes(dicom, dicom.name),
+        "warnings": [*chest_radiograph_notes(dicom, dicom.name), *([low] if low else [])],
     }
     json_path.write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -266,6 +283,8 @@ def write_outputs(
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``gaze-study predict``; returns the exit code (2: a file cannot be used)."""
     args = build_parser().parse_args(argv)
+    from study.confidence import doctor_flag, study_threshold
+
     device = args.device
     try:
         if args.out.exists() and not args.out.is_dir():  # before the model loads: it takes seconds
@@ -280,6 +299,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         image = prepare_image(args.dicom, size)
         pred = predict_image(model, cfg, image, device)
+        is_run = not Path(args.model).exists()  # _model_path took it as a run id
+        threshold = study_threshold(args.model, args.tracking_uri, is_run)
+        pred = dataclasses.replace(pred, doctor=doctor_flag(pred.probs, threshold))
         result = write_outputs(pred, image, cfg, args.dicom, args.model, args.out)
     except PredictError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -2,10 +2,12 @@
 
 At the start (``record_study_start``): the data summary (``study/data.json`` and ``data/*`` params),
 the git commit, the data fingerprint and a description on the parent run, and the experiment's kind
-("model training"). At the end (``record_study_end``): each arm's best trial (``select_best``) tagged
-``best_of_arm=true``, the per-arm comparison metrics on the parent (``<arm>/best_val_auc_mean``,
-``<arm>/test_auc_mean`` with CI ..., names from ``trainables.record.arm_metric``), a description on
-every run, and two saved runs-table views (the best trial of each arm; all trials) that the printed
+("model training"). At the end (``record_study_end``): each arm's best trial
+(``selection.best_of_arm``) tagged ``best_of_arm=true``, the per-arm comparison metrics on the
+parent (``<arm>/best_val_auc_mean``, ``<arm>/test_auc_mean`` with CI ..., names from
+``trainables.record.arm_metric``), a description on every run (the parent's opens with the verdict
+of ``analysis.verdict``, in the report's words; a trial's names only the hyperparameters its arm
+reads), and two saved runs-table views (the best trial of each arm; all trials) that the printed
 links open.
 """
 
@@ -15,14 +17,18 @@ import json
 import math
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from search_spaces import SEARCHABLE
 from study.console import ArmResult, format_ci, shown_auc_columns, summarize_arms
 from study.presets import StudyConfig
+from trainables.model_sets import loss_hyperparams, uses_hyperparam
 from trainables.record import (
     CEILING,
     DATA_PARAM_PREFIX,
     EXPERIMENT_KIND,
+    SEARCH_METRIC,
     SELECTION_METRIC,
     SELECTION_SUMMARY,
     SHARED_VIEW_PREFIX,
@@ -35,8 +41,10 @@ from trainables.record import (
     TAG_NOTE,
     TAG_PARENT,
     TAG_STATUS,
+    VAL_LOSS,
     Status,
     arm_metric,
+    excluded_images,
     metric_key,
 )
 from trainables.record import writer as record
@@ -81,7 +89,7 @@ def data_params(summary: dict[str, Any]) -> dict[str, Any]:
     params = {f"{DATA_PARAM_PREFIX}images": summary["images"]}
     for split, info in summary["splits"].items():
         params[f"{DATA_PARAM_PREFIX}{split}"] = info["images"]
-    params[f"{DATA_PARAM_PREFIX}excluded"] = sum(summary["exclusions"].values())
+    params[f"{DATA_PARAM_PREFIX}excluded"] = excluded_images(summary["exclusions"])  # images only
     params[f"{DATA_PARAM_PREFIX}fingerprint"] = summary["fingerprint"]
     return params
 
@@ -159,8 +167,23 @@ def arm_metrics(results: dict[str, ArmResult], task: Task) -> dict[str, float]:
 
 
 def _hp(trial: Trial) -> str:
-    names = ("lr", "gamma", "seg_ratio")
-    return ", ".join(f"{k} {float(trial.params[k]):.3g}" for k in names if k in trial.params)
+    """The hyperparameters the trial's arm reads, as the run logged them (none it never reads)."""
+    names = [h for h in loss_hyperparams() if h in trial.params and uses_hyperparam(trial.arm, h)]
+    return ", ".join(f"{k} {_num(trial.params[k])}" for k in names)
+
+
+def _num(text: str) -> str:
+    try:
+        return f"{float(text):.3g}"
+    except ValueError:
+        return text
+
+
+def _last_val(trial: Trial) -> str:
+    """``last validation AUC 0.611, loss 1.02`` from the run's latest per-epoch values."""
+    m = trial.metrics
+    parts = [f"{name} {m[key]:.3f}" for name, key in (("AUC", SEARCH_METRIC), ("loss", VAL_LOSS)) if key in m]  # fmt: skip
+    return f"last validation {', '.join(parts)}" if parts else "no validation recorded"
 
 
 def trial_description(trial: Trial, best: bool) -> str:
@@ -175,41 +198,84 @@ def trial_description(trial: Trial, best: bool) -> str:
             else "Finished."
         )
     elif trial.status == Status.STOPPED:
-        body = "Stopped early by ASHA (its validation AUC trailed the others): not a failure."
+        body = (
+            f"Stopped early by ASHA (its validation AUC trailed the others): not a failure; "
+            f"{_last_val(trial)}."
+        )
     else:
         body = f"{trial.status}: {trial.error or 'no error recorded'}"
     tail = "\n\n**Best trial of its arm** (highest validation AUC)." if best else ""
     return f"{head}\n\n{body}{tail}"
 
 
+def searched(cfg: StudyConfig, arms: Sequence[str]) -> list[str]:
+    """The hyperparameters any of ``arms`` searches (``search_spaces``), in search order."""
+    from search_spaces import get_space
+    from trainables.model_sets import get_arm
+
+    space = get_space(cfg.search_space)
+    return list(dict.fromkeys(k for arm in arms for k in space(get_arm(arm)).params))
+
+
 def comparison_views(
-    parent_run_id: str, arms: Sequence[str], study_name: str, task: Task
+    parent_run_id: str,
+    arms: Sequence[str],
+    study_name: str,
+    task: Task,
+    params: Sequence[str] = SEARCHABLE,
 ) -> dict[str, dict[str, Any]]:
     """Saved runs-table views (MLflow's shared view state): share key -> view.
 
-    ``<study>``: the best trial of each arm; ``<study>-all``: every trial of the study. Both show
-    the arm, status, validation and test AUCs (with CI) and the searched hyperparameters.
+    ``<study>``: the best trial of each arm, sorted by validation; it opens with the run name
+    (``<arm>-<trial>``), the test AUCs (mean and per class) and the hyperparameters ``params``
+    the arms searched (MLflow draws metrics, then params, then tags, each group sorted by
+    name). ``<study>-all``: every trial of the study, with the validation AUC and loss of its
+    last epoch besides its final ones, so an ASHA-stopped trial shows where it stopped.
     """
-    columns = [f"tags.`{TAG_ARM}`", f"tags.`{TAG_STATUS}`", f"metrics.`{SELECTION_METRIC}`"]
-    for key in shown_auc_columns(task):
-        columns.append(f"metrics.`{metric_key('test', key)}`")
-        if key == "auc_mean":
-            columns += [f"metrics.`{metric_key('test', key, b)}`" for b in ("low", "high")]
-    columns += ["params.`lr`", "params.`gamma`", "params.`seg_ratio`", "params.`epochs`"]
-    columns.append("attributes.`Duration`")
+    tests = [f"metrics.`{metric_key('test', key)}`" for key in shown_auc_columns(task)]
+    hyper = [f"params.`{p}`" for p in params]
+    tags = [f"tags.`{TAG_ARM}`", f"tags.`{TAG_STATUS}`"]
     of_study = f"tags.`{TAG_PARENT}` = '{parent_run_id}'"
     base = {
         "orderByKey": f"metrics.`{SELECTION_METRIC}`",
         "orderByAsc": False,
         "startTime": "ALL",
         "lifecycleFilter": "Active",
-        "selectedColumns": columns,
         "runsHiddenMode": "SHOW_ALL",
     }
+    last = [f"metrics.`{SEARCH_METRIC}`", f"metrics.`{VAL_LOSS}`"]
+    every = [f"metrics.`{SELECTION_METRIC}`", tests[0], *last, *hyper, *tags]
     return {
-        study_name: {**base, "searchFilter": f"tags.{TAG_BEST_OF_ARM} = 'true' and {of_study}"},
-        f"{study_name}-all": {**base, "searchFilter": of_study},
+        study_name: {
+            **base,
+            "selectedColumns": [*tests, *hyper, *tags],
+            "searchFilter": f"tags.{TAG_BEST_OF_ARM} = 'true' and {of_study}",
+        },
+        f"{study_name}-all": {**base, "selectedColumns": every, "searchFilter": of_study},
     }
+
+
+@dataclass(frozen=True)
+class StudyEnd:
+    """What ``record_study_end`` recorded that the console prints too."""
+
+    views: dict[str, str]  # label -> saved view key
+    verdict: str  # the verdict's words (selection and sentence), as in the description
+
+
+def study_verdict_text(ctx: TrackingContext, cfg: StudyConfig) -> tuple[str, str]:
+    """(the verdict's words, its Markdown for the description), read back from the record by
+    ``analysis.verdict``; a record it cannot read says why instead."""
+    from analysis.verdict import study_verdict
+    from trainables.record.reader import Record
+
+    try:
+        reader = Record(ctx.tracking_uri)
+        v = study_verdict(reader, reader.study(cfg.experiment, ctx.parent_run_id))
+    except (KeyError, ValueError, FileNotFoundError) as err:
+        text = f"Verdict not computed: {err}"
+        return text, f"**{text}**"
+    return f"{v.selection} {v.sentence}", v.markdown()
 
 
 def record_study_end(
@@ -219,12 +285,13 @@ def record_study_end(
     arms: Sequence[str],
     note: str,
     task: Task,
-) -> dict[str, str]:
-    """Tag the best trials, log the comparison, describe every run, save the views; ``note``
-    (the study's description) closes the parent's description; ``task``: the study's classes.
+) -> StudyEnd:
+    """Tag the best trials, log the comparison, describe every run (the parent: the verdict
+    first), save the views; ``note`` (the study's description) closes the parent's description;
+    ``task``: the study's classes.
 
     Returns:
-        label -> saved view key, for ``study.console.results_block``.
+        The saved views (label -> key, for ``study.console.results_block``) and the verdict.
     """
     results = summarize_arms(trials, arms)
     best_ids = {r.best.run_id for r in results.values() if r.best is not None}
@@ -234,28 +301,31 @@ def record_study_end(
         if trial.run_id in search_ids:
             tags[TAG_BEST_OF_ARM] = str(trial.run_id in best_ids).lower()
         record.set_run_tags(ctx, tags, trial.run_id)
+    verdict, verdict_md = study_verdict_text(ctx, cfg)
     ranked = [r for r in results.values() if r.best is not None]
     ranked.sort(key=lambda r: -r.best.metrics.get(SELECTION_METRIC, -math.inf))
-    if ranked:
-        top = ranked[0]
-        record.set_run_tags(ctx, {TAG_NOTE: f"**Best arm by validation: `{top.arm}`** (val AUC "
-            f"{top.best.metrics[SELECTION_METRIC]:.3f}; test AUC "
-            f"{format_ci(top.best.metrics, 'auc_mean')}).\n\n"
-            + "\n".join(
-                f"- `{r.arm}`: val {r.best.metrics[SELECTION_METRIC]:.3f}, test "
-                f"{format_ci(r.best.metrics, 'auc_mean')}, trials {r.counts}"
-                for r in ranked
-            )
-            + "\n\nEach arm's best trial is tagged `best_of_arm=true`; this run's metrics "
-            f"`<arm>/{SELECTION_SUMMARY}`, `<arm>/test_auc_mean` ... compare the arms.\n\n"
-            + note})  # fmt: skip
+    lines = [
+        f"- `{r.arm}`: val {r.best.metrics[SELECTION_METRIC]:.3f}, test "
+        f"{format_ci(r.best.metrics, 'auc_mean')}, trials {r.counts}"
+        for r in ranked
+    ]
+    compare = (
+        "Each arm's best trial is tagged `best_of_arm=true`; this run's metrics "
+        f"`<arm>/{SELECTION_SUMMARY}`, `<arm>/test_auc_mean` ... compare the arms."
+    )
+    best_lines = "Each arm's best trial (by validation):\n" + "\n".join(lines) if lines else ""
+    parts = [verdict_md, best_lines, compare, note]
+    record.set_run_tags(ctx, {TAG_NOTE: "\n\n".join(p for p in parts if p)})
     ended = sum(1 for t in trials if t.status != Status.RUNNING)
     record.log_study_results(ctx, arm_metrics(results, task), ended)
-    views = comparison_views(ctx.parent_run_id, arms, str(cfg.study_name), task)
+    views = comparison_views(
+        ctx.parent_run_id, arms, str(cfg.study_name), task, searched(cfg, arms)
+    )
     record.set_experiment_tags(
         ctx.tracking_uri,
         ctx.experiment_id,
         {SHARED_VIEW_PREFIX + key: json.dumps(view) for key, view in views.items()},
     )
     name = str(cfg.study_name)
-    return {"best trial of each arm": name, "all trials of this study": f"{name}-all"}
+    labels = {"best trial of each arm": name, "all trials of this study": f"{name}-all"}
+    return StudyEnd(labels, verdict)

@@ -97,9 +97,8 @@ def finalize(state: TrainState, out_dir: Path) -> dict[str, float]:
     res.update(_map_means(write_explain(out_dir, rows)))
     if own:  # a dataset with readers and ellipses: the maps judged by them (reader_eval)
         res.update(_readers_means(write_readers(out_dir, model_frame(dd.host, dd.indices("test").cpu().numpy(), own))))  # fmt: skip
-    write_panels(
-        arrays, state.arm.display_generator, write_maps(out_dir, arrays).parent, dd.task.classes
-    )
+    trains_own = state.arm.generator != "none"  # GBP stands in for arms that train with none
+    write_panels(arrays, state.arm.display_generator, write_maps(out_dir, arrays).parent, dd.task.classes, trains_own)  # fmt: skip
     model_path = out_dir / MODEL
     model_path.parent.mkdir(parents=True, exist_ok=True)
     # the image size is the data's: predict letterboxes a new image to it

@@ -304,3 +304,29 @@ def get_arm(name: str) -> Arm:
     if name not in arms:
         raise KeyError(f"unknown arm '{name}'; valid arms: {', '.join(arms)}")
     return arms[name]
+
+
+def loss_hyperparams() -> tuple[str, ...]:
+    """Every TrialConfig field that some model set's loss reads (``ModelSet.hyperparams``), in
+    registration order."""
+    return tuple(dict.fromkeys(h for entry in MODEL_SETS for h in entry.obj.hyperparams))
+
+
+def unused_hyperparams(name: str) -> tuple[str, ...]:
+    """The loss hyperparameters an arm never reads (no-seg: gamma, seg_ratio, ...): left out of
+    its run's params and shown blank wherever its hyperparameters are listed.
+
+    Raises:
+        KeyError: unknown arm.
+    """
+    used = get_arm(name).hyperparams
+    return tuple(h for h in loss_hyperparams() if h not in used)
+
+
+def uses_hyperparam(arm: str, name: str) -> bool:
+    """Whether ``arm``'s loss reads ``name``; True for an arm this registry does not know (an
+    older record's arm: nothing to say it is unused)."""
+    try:
+        return name not in unused_hyperparams(arm)
+    except KeyError:
+        return True

@@ -29,7 +29,7 @@ from ray import tune
 from trainables import checkpoint
 from trainables.config import Placement, TrialConfig
 from trainables.data.cached import CachedData
-from trainables.model_sets import get_arm
+from trainables.model_sets import get_arm, unused_hyperparams
 from trainables.record import EPOCH, SEARCH_METRIC, Stage, Status, trial_tags
 from trainables.record import writer as record
 from trainables.record.store import TrackingContext
@@ -74,6 +74,14 @@ def trial_config(config: Mapping[str, Any]) -> TrialConfig:
             f"{sorted(_TRIAL_FIELDS)}"
         )
     return TrialConfig(**{k: v for k, v in config.items() if k in _TRIAL_FIELDS})
+
+
+def run_params(cfg: TrialConfig, image_size: int) -> dict[str, Any]:
+    """The trial's MLflow params: its resolved config at its data's image size, less the loss
+    hyperparameters its arm never reads (no-seg has no gamma: a value there would read as used).
+    The checkpoint and ``model.pt`` keep the whole config."""
+    unused = set(unused_hyperparams(cfg.arm))
+    return {**{k: v for k, v in cfg.to_dict().items() if k not in unused}, "image_size": image_size}
 
 
 def placement_for(study: StudyContext, *, has_gpu: bool) -> Placement:
@@ -127,8 +135,7 @@ def train_trial(
     arm = get_arm(cfg.arm)
     node_id = ray.get_runtime_context().get_node_id()
     restore, run_id = _restore()
-    # The trial trains at its data's image size: logged with its settings (the record's params).
-    params = {**cfg.to_dict(), "image_size": data.image_size}
+    params = run_params(cfg, data.image_size)
     try:
         done = record.finished_trial(study.tracking, trial_id, run_id=run_id, stage=study.stage, arm=arm.name, params=params)  # fmt: skip
         if done is not None:

@@ -15,8 +15,8 @@ Imported by name (not via conftest) so tests can use its helpers; conftest re-ex
 
 Best runs (by validation): unet -> rotated, no-seg -> perfect, set1-gbp -> pneumonia_half,
 set2-gbp -> pneumonia_half, set3-gbp -> perfect: no-seg and set3-gbp predict identically, and so
-do set1-gbp and set2-gbp. Every run logs ``train/loss`` = 1/epoch and ``val/auc_mean`` =
-val - 0.1/epoch for epochs 1, 2 and lasts ``seconds`` (60 unless given). The parent run holds
+do set1-gbp and set2-gbp. Every run logs ``train/loss`` = 1/epoch, ``val/loss`` = 1.2/epoch and
+``val/auc_mean`` = val - 0.1/epoch for epochs 1, 2 and lasts ``seconds`` (60 unless given). The parent run holds
 ``study/config.json`` (a trial template with arm unet, lr 0.001, seed 0, epochs 3) and
 ``study/data.json`` (``DATA``).
 """
@@ -105,7 +105,7 @@ SPACE = "lr:1e-05-0.01 log,gamma:0.1-0.9"
 DATA = data_summary(
     labels=[0] * 30 + [1] * 28 + [2] * 26 + list(LABELS),
     split_ids=[0] * 40 + [1] * 44 + [2] * 12,
-    exclusions={"calibration_screen": 5, "no_fixation_on_image": 2},
+    exclusions={"calibration_screen": 5, "no_fixation_on_image": 2, "calibration_rows": 40},
     image_size=16,
 )
 
@@ -155,6 +155,7 @@ def add_trial(
     params = [Param(k, v) for k, v in (PARAMS | {"arm": arm, "lr": lr, "seed": str(seed)}).items()]
     metrics = [Metric("val/auc_mean", val - 0.1 / e, start + e, e) for e in (1, 2)]
     metrics += [Metric("train/loss", 1.0 / e, start + e, e) for e in (1, 2)]
+    metrics += [Metric("val/loss", 1.2 / e, start + e, e) for e in (1, 2)]
     metrics += [Metric("best/val_auc_mean", val, start + 3, 0)]
     if probs is not None:
         metrics += [Metric("test/auc_mean", 0.0, start + 3, 0)]  # must never drive selection

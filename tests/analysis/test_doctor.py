@@ -54,6 +54,17 @@ def test_risk_coverage_by_hand():
         doctor.risk_coverage(scores, errors[:3])
 
 
+def test_threshold_keeps_the_chosen_share_of_predictions():
+    scores = np.array([0.5, 0.2, 0.9, 0.1, 0.2])
+    errors = np.array([0, 1, 1, 0, 0], dtype=bool)
+    rc = doctor.risk_coverage(scores, errors)
+    # Coverage 0.2, 0.6, 0.8, 1.0: the first to keep >= 80% accepts D <= 0.5, one wrong of four.
+    t = doctor.choose_threshold(rc, 0.8)
+    assert (t.gamma, t.coverage, t.risk) == (0.5, 0.8, 0.25)
+    assert doctor.choose_threshold(rc, 0.5).gamma == 0.2
+    assert doctor.choose_threshold(rc, 1.0).gamma == 0.9
+
+
 @pytest.fixture(scope="module")
 def written(hand_made_record, tmp_path_factory):
     out = tmp_path_factory.mktemp("doctor")
@@ -76,6 +87,12 @@ def test_doctor_table_from_the_hand_made_record(written, hand_made_record):
     assert frame.loc["no-seg", "errors"] == 0 and np.isnan(frame.loc["no-seg", "d_alpha_auroc"])
     assert "n/a (no wrong or no right prediction)" in result.markdown
     assert "set1-deconv" not in frame.index  # no finished trial
+    # set1-gbp: ten confident right (D_alpha 0.515), two unsure wrong (D_alpha 1.410): keeping
+    # >= 80% accepts the ten (83%), none wrong; predict flags a new prediction above 0.515.
+    assert frame.loc["set1-gbp", "threshold"] == pytest.approx(0.34 / 0.66)
+    assert frame.loc[
+        "set1-gbp", ["threshold_coverage", "threshold_risk"]
+    ].tolist() == pytest.approx([10 / 12, 0.0])
     png = Image.open(result.figure)
     assert float(png.text["min_font_px"]) >= 10 and png.text["layout_problems"] == ""
 

@@ -7,10 +7,13 @@ import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from mlflow import MlflowClient
+from PIL import Image
 
 from analysis import figures
 from analysis.paper import table_arms
+from analysis.roc import draw_roc
 from tests.analysis.hand_made_record import PANEL_KEYS
+from trainables.panels import MAX_WIDTH_PX
 from trainables.record.reader import Record
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -49,11 +52,33 @@ def test_panels_and_roc_are_pngs(written):
     for path in [*result.panels, result.roc]:
         pixels = matplotlib.image.imread(path)
         assert pixels.ndim == 3 and pixels.shape[0] > 100 and pixels.std() > 0.05
-    # Three arms with maps -> three panel rows: taller than wide per column of 5.
+        png = Image.open(path)
+        assert png.size[0] <= MAX_WIDTH_PX and png.text["layout_problems"] == ""
+    # Two arms that train a map (unet's decoder, set 1's GBP; no-seg trains none) -> two rows.
     height, width = matplotlib.image.imread(result.panels[0]).shape[:2]
-    assert height > 0.5 * width
+    assert 0.3 * width < height < 0.5 * width
+    # Small multiples: a column per arm against the baseline (4), a row per class (3).
     roc_h, roc_w = matplotlib.image.imread(result.roc).shape[:2]
-    assert roc_w > 2 * roc_h  # one panel per class, side by side
+    assert roc_w > roc_h
+
+
+def test_panel_caption_answers_the_four_questions(written):
+    caption = written[0].panel_caption
+    assert "Rows: the arms that train a map (unet, set1-gbp)" in caption
+    assert "for the class each model predicted" in caption  # which class
+    assert "divided by its own maximum" in caption and "stretched" in caption  # which scale
+    assert "the first by key of each class in turn" in caption  # which images
+    assert "framed cell is the map of the generator in the arm's loss" in caption  # whose map
+
+
+def test_panel_rows_frame_the_arms_own_generator(hand_made_record, tmp_path):
+    record = Record(hand_made_record.tracking_uri)
+    best = record.study("gaze-unet").best_of(table_arms())
+    _paths, arms = figures.panel_figures(record, best, tmp_path, images=1)
+    assert arms == ["unet", "set1-gbp"] and len(_paths) == 1
+    assert figures.own_generator("set1-gbp") == "gbp" and figures.own_generator("unet") is None
+    assert figures.panel_columns() == ("image", "gaze", "gbp", "deconv", "decoder")
+    assert not figures.trains_a_map("no-seg") and figures.trains_a_map("set2-deconv")
 
 
 def test_figures_logged_to_parent(written, hand_made_record):
@@ -66,17 +91,22 @@ def test_figures_logged_to_parent(written, hand_made_record):
     } <= logged
 
 
-def test_roc_has_one_legend_below_the_curves(hand_made_record):
+def test_roc_small_multiples_each_arm_against_the_baseline(hand_made_record):
     record = Record(hand_made_record.tracking_uri)
     best = record.study("gaze-unet").best_of(table_arms())
-    fig, shown = figures.draw_roc(
+    fig, shown = draw_roc(
         {arm: record.predictions(t.run_id) for arm, t in best.items() if t is not None}
     )
-    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in fig.axes)
+    arms = ["no-seg", "set1-gbp", "set2-gbp", "set3-gbp"]  # the baseline is in every panel
+    assert len(fig.axes) == len(arms) * 3 and len(fig.legends) == 1
+    assert [ax.get_title() for ax in fig.axes[::3]] == arms
+    for ax in fig.axes:
+        assert len(ax.lines) == 3  # chance diagonal, the baseline's curve, the arm's curve
+    # Each panel prints the arm's AUC over the baseline's: the tables' whole-test-set AUCs.
+    pneumonia_set1 = fig.axes[arms.index("set1-gbp") * 3 + 2]
+    assert [t.get_text() for t in pneumonia_set1.texts] == ["0.750\n0.625"]
+    assert shown["set1-gbp"]["auc_pneumonia"] == pytest.approx(0.75)
     renderer = FigureCanvasAgg(fig).get_renderer()
     fig.draw_without_rendering()
     legend = fig.legends[0].get_window_extent(renderer)
-    assert all(legend.y1 < ax.get_window_extent(renderer).y0 for ax in fig.axes)
-    texts = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert texts[0] == "U-Net (baseline): Normal 0.625, CHF 0.625, pneumonia 0.625"
-    assert shown["set1-gbp"]["auc_pneumonia"] == pytest.approx(0.75)
+    assert all(legend.y0 > ax.get_window_extent(renderer).y1 for ax in fig.axes)  # above

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import html as html_module
 import io
 import re
 import shutil
 import subprocess
+import unicodedata
 from html.parser import HTMLParser
 
 import numpy as np
@@ -29,9 +31,11 @@ from trainables.record.reader import Record
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-N_TABLES = 1 + 1 + 3 + 4 * 2 + 1 + 1 + 1 + 1  # best, trials, data (3), 1-4 + paper, seeds,
-# DOCTOR, explain, params
-N_IMAGES = 1 + 1 + 1 + 3  # ROC, learning curves, DOCTOR, three panels
+N_TABLES = 1 + 1 + 1 + 3 + 4 + 1 + 1 + 1 + 1 + 2  # differences, best, trials, data (3), 1-4,
+# ours vs the paper, seeds (unet has two seeds), DOCTOR, explain, what ran + params
+N_IMAGES = 1 + 1 + 1 + 3  # ROC, learning curves, DOCTOR, three panels (the arms that train a map)
+ANCHORS = ("verdict", "best", "trials", "data", "tables", "paper", "seeds", "roc", "curves",
+           "doctor", "explain", "panels", "config")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +99,8 @@ def test_report_is_self_contained(report):
     assert text.count('src="data:image/png;base64,') == N_IMAGES
     assert not re.search(r'src="(?!data:)', text)  # no external resources
     assert "no finished trial" in text
-    for anchor in ("best", "trials", "data", "tables", "roc", "curves", "doctor", "explain"):
-        assert f'id="{anchor}"' in text
+    for anchor in ANCHORS:
+        assert f'id="{anchor}"' in text and f'<a href="#{anchor}">' in text  # the contents link it
 
 
 def test_best_trial_hyperparameters_and_test_aucs(built, hand_made_record):
@@ -114,9 +118,16 @@ def test_best_trial_hyperparameters_and_test_aucs(built, hand_made_record):
     cell = long[(long["table"] == 2) & (long["arm"] == "set1-gbp") & (long["metric"] == "auc_mean")]
     assert results.loc["set1-gbp", ["test_auc_mean", "test_auc_mean_low", "test_auc_mean_high"]
                        ].tolist() == pytest.approx(cell[["auc", "low", "high"]].iloc[0].tolist())  # fmt: skip
-    html_row = row(tables_of(report.read_text()), "best", "Set 2, guided backpropagation")
-    assert html_row[1:6] == [runs["set2_early"], "lr,gamma", "0.002", "0.417", "0.5"]
+    # The hyperparameters an arm's loss never reads are blank: seg_ratio outside set 3, gamma and
+    # seg_ratio for no-seg (its run logged 0.41731 and 0.5: they would read as used).
+    assert results.loc["set2-gbp", ["lr", "gamma"]].tolist() == [0.002, 0.41731]
+    assert results.loc[["set2-gbp", "no-seg"], "seg_ratio"].isna().all()
+    assert pd.isna(results.loc["no-seg", "gamma"]) and results.loc["set3-gbp", "seg_ratio"] == 0.5
+    html = tables_of(report.read_text())
+    html_row = row(html, "best", "Set 2, guided backpropagation")
+    assert html_row[1:6] == [runs["set2_early"][:8], "lr, gamma", "0.002", "0.417", ""]
     assert html_row[7] == "0.700"  # validation mean AUC
+    assert row(html, "best", "Without segmentation component")[3:6] == ["0.001", "", ""]
 
 
 def test_trials_and_wall_time_per_arm(built):
@@ -170,8 +181,12 @@ def test_data_section_from_the_recorded_summary(report):
     assert row(tables, "splits", "train") == ["train", "40", "30", "10", "0"]
     assert row(tables, "splits", "val") == ["val", "44", "0", "18", "26"]
     assert row(tables, "splits", "test") == ["test", "12", "4", "4", "4"]
-    assert row(tables, "exclusions", "calibration_screen") == ["calibration_screen", "5"]
-    assert row(tables, "exclusions", "total") == ["total", "7"]
+    # Counts in one unit add up; images and gaze-file rows never do.
+    assert row(tables, "exclusions", "calibration_screen") == ["calibration_screen", "5", "images"]
+    assert row(tables, "exclusions", "calibration_rows") == ["calibration_rows", "40", "rows"]
+    assert row(tables, "exclusions", "total (images)") == ["total (images)", "7", "images"]
+    assert row(tables, "exclusions", "total (rows)") == ["total (rows)", "40", "rows"]
+    assert not [r for r in tables["exclusions"] if r[0] == "total"]
     assert row(tables, "data-other", "image_size") == ["image_size", "16"]
     assert "From the study run&#x27;s study/data.json." in report.read_text()
 
@@ -209,21 +224,78 @@ def test_configuration_shows_what_ran(built, report):
     assert shown["trial"]["epochs"] == 3 and shown["trial"]["lr"] == PER_TRIAL
     text = report.read_text()
     assert "&quot;epochs&quot;: 3" in text and "&quot;arm&quot;: &quot;per trial" in text
-    assert row(tables_of(text), "config", "space/set1-gbp")[1] == "lr:1e-05-0.01 log,gamma:0.1-0.9"
+    tables = tables_of(text)
+    assert row(tables, "config", "space/set1-gbp")[1] == "lr:1e-05-0.01 log,gamma:0.1-0.9"
+    assert row(tables, "what-ran", "test bootstrap")[1] == "1000 resamples, seed 0"
 
 
-def test_run_ids_link_to_an_http_tracking_server(built, hand_made_record):
+def test_an_empty_arms_list_shows_the_arms_that_ran(built):
+    """study/config.json keeps ``arms`` as given ([] = the default) and the resolved list in its
+    settings block: the report shows the resolved one."""
+    ctx, _ = built
+    config = {"arms": [], "settings": {"arms": ["unet", "no-seg"], "trial": {"lr": 0.001}},
+              "trial": {"lr": 0.001}}  # fmt: skip
+    shown, varied = what_ran(config, ctx.study)
+    assert shown["arms"] == ["unet", "no-seg"] and varied == ["lr"]
+    assert shown["settings"]["trial"]["lr"] == PER_TRIAL
+
+
+def test_run_ids_are_short_and_link_to_the_mlflow_ui(built, hand_made_record):
     ctx, _ = built
     exp = ctx.study.experiment_id
-    assert run_url("sqlite:///x.db", exp, "a" * 32) is None
     served = dataclasses.replace(
         ctx, link=Linker("http://mlflow.example:5000/", exp, ctx.link.run_ids)
     )
     text = render_html(served)
     for run in (hand_made_record.runs["set1_best"], hand_made_record.parent):
         url = f"http://mlflow.example:5000/#/experiments/{exp}/runs/{run}"
-        assert f'<a href="{url}">{run}</a>' in text
-    assert '<a href="http' not in render_html(ctx)  # a sqlite store has no UI address
+        assert f'<a class="run" href="{url}" title="run {run}">{run[:8]}</a>' in text
+        assert f">{run}<" not in text  # never the 32 characters as a cell's text
+    # A local store links to where `mlflow ui` serves it, and says how to start it.
+    local = render_html(ctx)
+    assert run_url("sqlite:///x.db", exp, "a" * 32) == f"http://127.0.0.1:5000/#/experiments/{exp}/runs/{'a' * 32}"  # fmt: skip
+    assert "mlflow ui --backend-store-uri sqlite:" in local
+    assert f'title="run {hand_made_record.runs["set1_best"]}"' in local
+
+
+def test_the_verdict_opens_the_report(built, report):
+    """The verdict comes first (before the contents), in the words of verdict.md, with the
+    difference table."""
+    ctx, _ = built
+    text = report.read_text()
+    v = ctx.verdict.verdict
+    assert text.index('id="verdict"') < text.index('class="toc"') < text.index('id="best"')
+    paragraph = re.search(r'<p class="verdict">(.*?)</p>', text, re.DOTALL).group(1)
+    plain = html_module.unescape(re.sub(r"<[^>]+>", "", paragraph))
+    assert plain == f"{v.selection} {v.sentence}"
+    assert plain in (report.parent / "verdict.md").read_text()
+    assert v.selected.arm == "set1-gbp"  # highest validation among the arms' best trials
+    diffs = tables_of(text)["differences"]
+    assert [r[0] for r in diffs[1:]] == [
+        "Without segmentation component", "Set 1, guided backpropagation",
+        "Set 2, guided backpropagation", "Set 3, guided backpropagation",
+    ]  # fmt: skip
+    assert diffs[0][1:3] == ["Mean AUC − unet [95% CI]", "Mean AUC: p (Holm)"]
+
+
+def test_tables_have_a_p_column_and_the_paper_once_with_its_caption(report):
+    text = report.read_text()
+    tables = tables_of(text)
+    header = tables["auc"][0]
+    assert header[1:3] == ["Mean AUC (95% CI)", "Mean AUC: p"] and len(header) == 9
+    unet = row(tables, "auc", "U-Net (baseline)")
+    assert unet[1].startswith("0.625 (") and unet[2] == "reference"
+    noseg = row(tables, "auc", "Without segmentation component")
+    assert ";" not in noseg[1] and noseg[2] not in ("", "reference")
+    paper = tables["paper"]
+    assert [r[0] for r in paper].count("U-Net (baseline)") == 1  # once, not once per table
+    assert row(tables, "paper", "Without segmentation component")[1:4] == [
+        "1.000",
+        "0.873",
+        "0.128",
+    ]
+    caption = re.search(r'id="paper".*?<p class="caption">(.*?)</p>', text, re.DOTALL).group(1)
+    assert "12 test images" in caption and "EGD-CXR, 1,017" in caption and "224 px" in caption
 
 
 def test_write_report_logs_every_output(hand_made_record, tmp_path, capsys):
@@ -254,11 +326,15 @@ window.addEventListener("load", () => {
 </script></body>"""
 
 
+def _chromium(tmp_path) -> list[str]:
+    return [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)")
 def test_report_renders_in_headless_chromium(report, tmp_path):
     shot = tmp_path / "shot.png"
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,900"]  # fmt: skip
+    cmd = [*_chromium(tmp_path), "--window-size=1280,900"]
     text = report.read_text(encoding="utf-8")
     measured = tmp_path / "measured.html"
     measured.write_text(text.replace("</body>", _MEASURE), encoding="utf-8")
@@ -268,9 +344,10 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     ).stdout  # fmt: skip
     assert dom.count("<table") == N_TABLES
     assert dom.count("data:image/png;base64,") == N_IMAGES
-    for heading in ("Best trial of each arm", "Trials and wall time per arm", "Data",
-                    "Learning curves", "Which predictions to trust: DOCTOR",
-                    "Table 4. Experiment set 3", "Study configuration (what ran)"):  # fmt: skip
+    for heading in ("Verdict", "Contents", "Best trial of each arm", "Trials and wall time per arm",
+                    "Data", "Learning curves", "Which predictions to trust: DOCTOR",
+                    "Table 4. Experiment set 3", "Ours vs the paper", "Heatmap panels",
+                    "Study configuration (what ran)"):  # fmt: skip
         assert heading in dom
     # Every figure is shown at its own pixel size in a 1280-px window, and its smallest text
     # (recorded when it was drawn, with any text cut off) is readable at that size.
@@ -284,3 +361,84 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         [*cmd, f"--screenshot={shot}", report.as_uri()], capture_output=True, timeout=60, check=True
     )
     assert shot.stat().st_size > 10_000
+
+
+_OVERFLOW = """<script>
+window.addEventListener("load", () => {
+  const wraps = [...document.querySelectorAll(".table-wrap")].map(
+    (w) => w.firstElementChild.className + " " + w.scrollWidth + " " + w.clientWidth);
+  const doc = document.documentElement;
+  const pre = document.createElement("pre");
+  pre.id = "overflow";
+  pre.textContent = [doc.scrollWidth + " " + window.innerWidth, ...wraps].join(";");
+  document.body.appendChild(pre);
+});
+</script></body>"""
+
+
+def _overflowing(cmd: list[str], page, tmp_path) -> tuple[list[str], int]:
+    """The tables that would scroll sideways in a 1280-px window, and how many were measured
+    (the page itself counts as one, named "page")."""
+    measured = tmp_path / f"overflow-{page.stem}.html"
+    measured.write_text(page.read_text(encoding="utf-8").replace("</body>", _OVERFLOW))
+    dom = subprocess.run(
+        [*cmd, "--window-size=1280,900", "--virtual-time-budget=5000", "--dump-dom",
+         measured.as_uri()], capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    page_w, *tables = re.search(r'<pre id="overflow">([^<]*)</pre>', dom).group(1).split(";")
+    wide = ["page"] if int(page_w.split()[0]) > int(page_w.split()[1]) else []
+    for t in tables:
+        name, scroll, client = t.rsplit(" ", 2)
+        wide += [name] if int(scroll) > int(client) else []
+    return wide, 1 + len(tables)
+
+
+def _pdf_text_runs(pdf) -> tuple[list[tuple[str, float]], float]:
+    """Every text run of the printed pages with its x position, and the page width."""
+    from pypdf import PdfReader
+
+    reader = PdfReader(pdf)
+    runs: list[tuple[str, float]] = []
+
+    def visit(text, cm, tm, _font, _size):
+        if text.strip():
+            runs.append(
+                (unicodedata.normalize("NFKC", text), cm[0] * tm[4] + cm[2] * tm[5] + cm[4])
+            )
+
+    for page in reader.pages:
+        page.extract_text(visitor_text=visit)
+    return runs, float(reader.pages[0].mediabox.width)
+
+
+def _squeezed(text: str) -> str:
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", html_module.unescape(text)))
+
+
+def _printed_columns_missing(cmd: list[str], page, tmp_path) -> list[str]:
+    """Column headers of the page's tables that the print PDF lacks or prints off the page."""
+    pdf = tmp_path / f"{page.stem}.pdf"
+    subprocess.run([*cmd, "--no-pdf-header-footer", f"--print-to-pdf={pdf}", page.as_uri()],
+                   capture_output=True, timeout=120, check=True)  # fmt: skip
+    runs, width = _pdf_text_runs(pdf)
+    printed = _squeezed("".join(t for t, x in runs if 0 <= x < width))
+    headers = [h for t in tables_of(page.read_text(encoding="utf-8")).values() for h in t[0]]
+    return [h for h in headers if _squeezed(h) not in printed]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium binary (apt-get install chromium)")
+def test_no_table_scrolls_at_1280_px_and_print_keeps_every_column(report, tmp_path):
+    """At 1,280 px no table (nor the page) needs a horizontal scroll bar, and the print PDF
+    (A4 landscape, the report's print style) has every column header of every table on the
+    page. A page whose table cannot fit fails both checks (the checks can fail)."""
+    cmd = _chromium(tmp_path)
+    wide, measured = _overflowing(cmd, report, tmp_path)
+    assert wide == [] and measured == N_TABLES + 1
+    assert _printed_columns_missing(cmd, report, tmp_path) == []
+    # The control: a table of 16 unbreakable 40-character cells, without the report's style.
+    cells = "".join(f"<th>{'W' * 39}{i:x}</th>" for i in range(16))
+    bad = tmp_path / "too-wide.html"
+    bad.write_text(f'<html><body><div class="table-wrap" style="overflow-x:auto">'
+                   f'<table class="wide"><tr>{cells}</tr></table></div></body></html>')  # fmt: skip
+    assert _overflowing(cmd, bad, tmp_path)[0] == ["wide"]
+    assert f"{'W' * 39}f" in _printed_columns_missing(cmd, bad, tmp_path)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
 from analysis import tables
 from analysis.formats import format_p
+from analysis.paper import METRICS
+from analysis.table_render import one_seed, seeds_note
 from tests.analysis.hand_made_record import add_trial, perfect, predictions_frame
 from trainables.record.reader import Record
 
@@ -74,15 +77,29 @@ def test_markdown_missing_arms_and_paper_comparison(written):
     md = result.markdown
     assert md == (out / "tables.md").read_text()
     for n in (1, 2, 3, 4):
-        assert f"## Table {n}." in md and f"### Table {n}, our median vs the paper's" in md
+        assert f"## Table {n}." in md
+    # The paper's format with a labelled p column: AUC (CI) | p per metric.
+    assert "| Arm | Mean AUC (95% CI) | Mean AUC: p | Normal AUC (95% CI) | Normal AUC: p |" in md
     line = next(x for x in md.splitlines() if x.startswith("| Set 1, deconvNet |"))
     assert "no finished trial" in line  # only a failed run
     assert "| Set 2, deconvNet | no finished trial |" in md
-    assert "| Set 3, guided backpropagation | 1.000 vs 0.913 (+0.087) |" in md
+    assert "| U-Net (baseline) | 0.625 (" in md and "| reference |" in md
     assert "DeLong" in md and "paired" in md
-    assert "1.000 (1.000, 1.000); " in md
+    assert "| 1.000 (1.000, 1.000) | " in md and "1.000 (1.000, 1.000); " not in md
+    # Ours vs the paper: one table, the baseline once, the paper's p, and a caption naming both.
+    paper = md.split("## Ours vs the paper")[1].split("## Seeds")[0]
+    assert paper.count("| U-Net (baseline) |") == 1
+    assert "| Set 3, guided backpropagation | 1.000 | 0.913 | 1.281×10⁻⁶ |" in paper
+    assert "12 test images" in paper and "The paper's: EGD-CXR, 1,017" in paper
     tex = (out / "tables.tex").read_text()
     assert tex.count(r"\begin{tabular}") == 4 and "no finished trial" in tex
+
+
+def test_one_seed_per_arm_is_a_note_not_a_table():
+    rows = [tables.SeedRow("unet", ("r1",), ("0",), {m: np.array([0.7]) for m in METRICS})]
+    assert one_seed(rows)
+    note = seeds_note(rows)
+    assert note.startswith("One seed per arm (seed 0)") and "--seeds N" in note
 
 
 def test_seeds_table(written, hand_made_record):

@@ -103,7 +103,7 @@ def test_one_command_line_lists_its_subcommands_and_a_version():
     from study.cli import SUBCOMMANDS
 
     out = _run_cli("--help").stdout
-    for sub in ("study", "evidence", "predict", "tables", "figures", "doctor", "report"):
+    for sub in ("study", "evidence", "predict", "verdict", "tables", "figures", "doctor", "report"):
         assert sub in SUBCOMMANDS and re.search(rf"^  {sub}\s+\S", out, re.MULTILINE), sub
     version = _run_cli("--version")
     assert version.returncode == 0 and re.fullmatch(r"gaze-study \S+\n", version.stdout)
@@ -119,6 +119,7 @@ def test_one_command_line_lists_its_subcommands_and_a_version():
         ("predict", ["--out OUT", "(default: outputs/predict)", "--model MODEL"]),
         ("report", ["--experiment EXPERIMENT", "(default: gaze-unet)", "--log"]),
         ("tables", ["--parent PARENT", "--log"]),
+        ("verdict", ["--parent PARENT", "--log", "differs from the baseline"]),
     ],
 )
 def test_each_subcommands_help_shows_its_flags_and_defaults(sub, shown):
@@ -216,6 +217,7 @@ def test_single_trial_runs_in_process_without_ray(data_config, tiny_data, tmp_pa
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "RAY_IMPORTED False" in run.stdout  # a debugger sees plain PyTorch
+    assert "[single-trial] training on cpu" in run.stdout  # the device it trains on
     assert "epoch 1/1" in run.stdout
     for row in ("mean", "Normal", "CHF", "pneumonia"):
         assert re.search(rf"^{row}\s+\d\.\d{{3}} \[", run.stdout, re.MULTILINE), row

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from mlflow import MlflowClient
@@ -63,6 +64,7 @@ def test_predict_from_model_file_matches_the_training_pipeline(
     np.testing.assert_allclose(probs, _model_probs(trained, cached), atol=1e-5)
     assert probs.sum() == pytest.approx(1.0) and saved["predicted"] == CLASSES[int(probs.argmax())]
     assert saved["arm"] == "set3-gbp" and saved["maps"] == {"decoder": True, "generator": "gbp"}
+    assert list(saved)[:7] == ["dicom", "model", "arm", "image_size", "predicted", "probabilities", "doctor"]  # fmt: skip
     png = Image.open(out / f"{dicom.stem}.png")
     assert float(png.text["min_font_px"]) >= 10 and png.size[0] <= 1200
     assert png.text["layout_problems"] == ""
@@ -141,3 +143,54 @@ def test_real_cli_bad_dicom_and_help_without_torch(trained, tmp_path):
     done = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_DIR, capture_output=True,
                           text=True, timeout=120, check=True)  # fmt: skip
     assert "--dicom" in done.stdout and done.stdout.strip().endswith("[]")
+
+
+def _d_alpha(probs: dict[str, float]) -> float:
+    g = sum(p * p for p in probs.values())
+    return (1 - g) / g
+
+
+def test_a_model_file_gets_the_doctor_score_and_says_why_there_is_no_threshold(
+    trained, test_image, tmp_path, capsys
+):
+    dicom, _ = test_image
+    assert predict.main(["--model", str(trained), "--dicom", str(dicom), "--out", str(tmp_path)]) == 0  # fmt: skip
+    doctor = json.loads(capsys.readouterr().out)["doctor"]
+    saved = json.loads((tmp_path / f"{dicom.stem}.json").read_text())
+    assert doctor == saved["doctor"] and doctor["detector"] == "d_alpha"
+    assert doctor["score"] == pytest.approx(_d_alpha(saved["probabilities"]))
+    assert doctor["threshold"] is None and doctor["low_confidence"] is None
+    assert "given as a file" in doctor["threshold_source"]
+
+
+def test_a_best_run_is_flagged_by_its_studys_doctor_threshold(
+    trained, test_image, tmp_path, capsys
+):
+    """The run of an arm's best trial finds the threshold the study's DOCTOR analysis chose
+    (doctor.csv on the parent run); a prediction above it is flagged low confidence."""
+    dicom, _ = test_image
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("p", artifact_location=(tmp_path / "art").as_uri())
+    parent = client.create_run(exp, tags={"role": "study"}).info.run_id
+    run = client.create_run(exp, tags={"mlflow.parentRunId": parent}).info.run_id
+    client.log_artifact(run, str(trained), "model")
+    argv = ["--model", run, "--tracking-uri", uri, "--dicom", str(dicom), "--out"]
+    assert predict.main([*argv, str(tmp_path / "a")]) == 0
+    first = json.loads(capsys.readouterr().out)["doctor"]
+    assert first["threshold"] is None and "no analysis/doctor.csv" in first["threshold_source"]
+    score = first["score"]
+    for gamma, flagged in ((score - 0.01, True), (score + 0.01, False)):
+        csv = tmp_path / "doctor.csv"
+        pd.DataFrame([{"arm": "set3-gbp", "run_id": run, "threshold": gamma,
+                       "threshold_coverage": 0.8}]).to_csv(csv, index=False)  # fmt: skip
+        client.log_artifact(parent, str(csv), "analysis")
+        out = tmp_path / f"out-{flagged}"
+        assert predict.main([*argv, str(out)]) == 0
+        captured = capsys.readouterr()
+        result = json.loads(captured.out)
+        doctor = result["doctor"]
+        assert doctor["threshold"] == pytest.approx(gamma) and doctor["low_confidence"] is flagged
+        assert f"study run {parent}" in doctor["threshold_source"]
+        assert any("low confidence" in w for w in result["warnings"]) is flagged
+        assert ("warning:" in captured.err and "low confidence" in captured.err) is flagged

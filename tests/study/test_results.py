@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
+from analysis.verdict import study_verdict
 from study.console import runs_view_url
 from study.plans import SearchPlan
 from study.presets import get_preset
@@ -30,6 +31,7 @@ from trainables.data.toy import make_toy_cached
 from trainables.record import arm_metric
 from trainables.record import writer as record
 from trainables.record.files import write_predictions
+from trainables.record.reader import Record
 from trainables.record.store import store
 
 ARMS = ["unet", "set3-gbp", "no-seg"]
@@ -80,15 +82,15 @@ def study(tmp_path_factory):
             tags={"arm": arm, "stage": "search"},
             params={"lr": 1e-3, "gamma": 0.4, "seg_ratio": 0.5, "epochs": 2},
         )
-        record.log_epoch(ctx, run_id, {"val/auc_mean": val or 0.5}, step=1)
+        record.log_epoch(ctx, run_id, {"val/auc_mean": val or 0.5, "val/loss": 1.1}, step=1)
         if val is not None:
             out = tmp / trial_id
             write_predictions(out, test_keys, labels, np.full((len(labels), 3), 1 / 3), data.task)
             record.log_final(ctx, run_id, _final_metrics(val, test), out)
         record.set_status(ctx, run_id, status, "ValueError: boom" if status == "failed" else None)
     trials = store(ctx.tracking_uri).trials(ctx)  # what the driver reads at the end
-    views = record_study_end(ctx, cfg, trials, ARMS, note)
-    return ctx, cfg, data, views, MlflowClient(ctx.tracking_uri)
+    end = record_study_end(ctx, cfg, trials, ARMS, note)
+    return ctx, cfg, data, end, MlflowClient(ctx.tracking_uri)
 
 
 def _runs(ctx, client):
@@ -139,9 +141,22 @@ def test_the_parent_compares_the_arms(study):
     assert m[arm_metric("no-seg", "trials_failed")] == 1
     assert arm_metric("no-seg", "best_val_auc_mean") not in m  # no finished trial: nothing
     note = client.get_run(ctx.parent_run_id).data.tags["mlflow.note.content"]
-    assert note.startswith("**Best arm by validation: `set3-gbp`**")
     assert "`unet`: val 0.800" in note and "trials 2/2 (1 stopped early)" in note
     assert "Command: `gaze-study --smoke-test --study-name ui-study`" in note
+
+
+def test_the_parent_description_opens_with_the_reports_verdict(study):
+    """The same words as the report's verdict (``analysis.verdict`` on the same record)."""
+    ctx, cfg, _data, end, client = study
+    note = client.get_run(ctx.parent_run_id).data.tags["mlflow.note.content"]
+    reader = Record(ctx.tracking_uri)
+    v = study_verdict(reader, reader.study(cfg.experiment, ctx.parent_run_id))
+    assert note.startswith(f"**Verdict.** {v.selection} {v.sentence}")
+    assert end.verdict == f"{v.selection} {v.sentence}"
+    assert v.selected.arm == "set3-gbp"  # s2: 0.90 on validation (s1's better test AUC: unused)
+    # Constant predictions in every arm: no difference at all, and the sentence says so.
+    assert v.sentence.startswith("No arm differs from unet at this test size (6 test images")
+    assert "| `set3-gbp` | +0.000 [+0.000, +0.000] | 1.000 |" in note
 
 
 def test_best_trials_are_tagged_and_every_run_is_described(study):
@@ -152,7 +167,8 @@ def test_best_trials_are_tagged_and_every_run_is_described(study):
         assert run.data.tags["best_of_arm"] == str(BEST.get(arm) == trial_id).lower()
         assert run.data.tags["mlflow.note.content"].startswith(f"Arm `{arm}`, search stage")
     assert "Best trial of its arm" in runs["s2"].data.tags["mlflow.note.content"]
-    assert "Stopped early by ASHA" in runs["u2"].data.tags["mlflow.note.content"]
+    stopped = runs["u2"].data.tags["mlflow.note.content"]
+    assert "Stopped early by ASHA" in stopped and "last validation AUC 0.500, loss 1.100" in stopped
     assert "failed: ValueError: boom" in runs["n1"].data.tags["mlflow.note.content"]
     # An early stop is a normal end: FINISHED (the UI draws KILLED with the failure icon).
     assert runs["u2"].info.status == "FINISHED" and runs["n1"].info.status == "FAILED"
@@ -169,8 +185,8 @@ def test_recording_the_end_again_logs_nothing_twice(study):
 
 
 def test_saved_views_select_the_study_and_the_columns(study):
-    ctx, _cfg, _data, views, client = study
-    assert views == {
+    ctx, _cfg, _data, end, client = study
+    assert end.views == {
         "best trial of each arm": "ui-study",
         "all trials of this study": "ui-study-all",
     }
@@ -180,9 +196,24 @@ def test_saved_views_select_the_study_and_the_columns(study):
     assert ctx.parent_run_id in best["searchFilter"]
     found = client.search_runs([ctx.experiment_id], best["searchFilter"])  # MLflow accepts it
     assert sorted(r.data.tags["trial_id"] for r in found) == sorted(BEST.values())
-    assert "metrics.`test/auc_mean`" in best["selectedColumns"]
+    # The AUCs, then the hyperparameters the arms searched (smoke: the demo space), then tags.
+    assert best["selectedColumns"] == [
+        "metrics.`test/auc_mean`", "metrics.`test/auc_normal`", "metrics.`test/auc_chf`",
+        "metrics.`test/auc_pneumonia`", "params.`lr`", "params.`gamma`", "params.`seg_ratio`",
+        "tags.`arm`", "tags.`status`",
+    ]  # fmt: skip
     everything = json.loads(tags["mlflow.sharedViewState.ui-study-all"])
     assert len(client.search_runs([ctx.experiment_id], everything["searchFilter"])) == len(TRIALS)
+    # A stopped trial has no final metrics: its last epoch's validation AUC and loss show.
+    assert {"metrics.`val/auc_mean`", "metrics.`val/loss`"} <= set(everything["selectedColumns"])
+
+
+def test_no_run_carries_an_empty_tag(study):
+    ctx, _cfg, _data, _end, client = study
+    runs = [client.get_run(ctx.parent_run_id), *_runs(ctx, client).values()]
+    for run in runs:
+        assert all(str(v).strip() for v in run.data.tags.values()), run.data.tags
+    assert "error" not in _runs(ctx, client)["u1"].data.tags  # ok: no error tag at all
 
 
 # -- the UI itself ------------------------------------------------------------------------------
@@ -264,17 +295,25 @@ def _dom_text(url: str) -> str:
 
 @pytest.mark.slow
 def test_the_printed_links_open_the_comparison_in_the_ui(study, ui):
-    ctx, _cfg, _data, views, client = study
+    ctx, _cfg, _data, end, client = study
+    views = end.views
     names = {t: r.info.run_name for t, r in _runs(ctx, client).items()}
     text = _dom_text(runs_view_url(ui, ctx.experiment_id, views["best trial of each arm"]))
     assert "Model training" in text and "shared view" in text, text[-3000:]
     table = text[text.index("Run Name") :]
-    for column in ("best/val_auc_mean", "test/auc_mean", "test/auc_mean_ci_low", "lr", "arm"):
+    # A row's cells, in the order drawn: MLflow's duration, the test AUCs (mean and per class),
+    # the searched hyperparameters (gamma, lr, seg_ratio), the tags; the arm opens the run name.
+    assert re.search(
+        r"\| \d+ms \| (0\.85 \| ){4}0\.4 \| 0\.001 \| 0\.5 \| ok \| set3-gbp \|", table
+    )
+    for column in ("test/auc_mean", "test/auc_pneumonia", "gamma", "lr", "seg_ratio", "arm"):
         assert f"| {column} |" in table, column
     for trial_id, name in names.items():
         assert (name in table) == (trial_id in BEST.values()), name  # only the best of each arm
-    assert "| 0.85 |" in table and "| 0.9 |" in table  # s2's test and validation AUC
+        assert name.startswith(TRIALS[trial_id][0])  # the run name opens with the arm
     text = _dom_text(runs_view_url(ui, ctx.experiment_id, views["all trials of this study"]))
     table = text[text.index("Run Name") :]
     assert all(name in table for name in names.values())
     assert "| status |" in table and "| stopped |" in table
+    # The stopped trial shows where it stopped: its last validation AUC and loss.
+    assert "| val/auc_mean |" in table and "| val/loss |" in table and "| 1.1 |" in table

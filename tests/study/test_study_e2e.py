@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -16,7 +17,7 @@ from study.driver import run_study
 from tests.study.conftest import tiny_study, trials_of
 from trainables.checkpoint import read_extra as read_checkpoint_extra
 from trainables.config import TrialConfig
-from trainables.model_sets import get_arm
+from trainables.model_sets import get_arm, unused_hyperparams
 from trainables.record import arm_metric
 
 pytestmark = pytest.mark.slow
@@ -85,7 +86,9 @@ def test_one_child_run_per_trial_with_the_documented_tags_and_params(study):
         assert tags["role"] == "trial" and tags["stage"] == "search"
         assert (tags["model_set"], tags["generator"]) == (arm.model_set, arm.generator)
         assert tags["status"] in ("ok", "stopped")
-        assert set(TrialConfig().to_dict()) <= set(params)
+        # Every config field, less the loss hyperparameters the arm never reads.
+        unused = set(unused_hyperparams(arm.name))
+        assert set(TrialConfig().to_dict()) - unused <= set(params) and not unused & set(params)
         assert params["epochs"] == "2" and params["image_size"] == "32"
         assert "device" not in params and "num_threads" not in params  # placement: not a param
     for arm in ARMS:
@@ -93,7 +96,10 @@ def test_one_child_run_per_trial_with_the_documented_tags_and_params(study):
         # The baseline point is enqueued first; Optuna then samples inside the demo ranges.
         baseline = [r for r in mine if float(r.data.params["lr"]) == 1e-3]
         assert baseline, f"{arm}: no trial ran the baseline point"
-        assert float(baseline[0].data.params["gamma"]) == 0.41731
+        if arm == "set3-gbp":
+            assert float(baseline[0].data.params["gamma"]) == 0.41731
+        else:  # no-seg has no segmentation loss: no gamma (nor seg_ratio) to show
+            assert "gamma" not in baseline[0].data.params
         assert any(r.data.tags["status"] == "ok" for r in mine)
 
 
@@ -121,14 +127,14 @@ def test_seeds_stage_reruns_each_arms_best_config_with_another_seed(study):
         top = max(r.data.metrics["best/val_auc_mean"] for r in finished)
         names = ("lr", "gamma", "seg_ratio", "epochs", "encoder")
         best = [
-            {k: r.data.params[k] for k in names}
+            {k: r.data.params.get(k) for k in names}
             for r in finished
             if r.data.metrics["best/val_auc_mean"] == top
         ]  # ties: any of them
         (seeded,) = [r for r in _children(summary, client, "seeds") if r.data.tags["arm"] == arm]
         assert seeded.data.tags["status"] == "ok" and "test/auc_mean" in seeded.data.metrics
         assert seeded.data.params["seed"] == str(cfg.seed + 1)
-        assert {k: seeded.data.params[k] for k in names} in best
+        assert {k: seeded.data.params.get(k) for k in names} in best
     assert "seeds" in per_arm_table(summary.records, ARMS)
 
 
@@ -240,7 +246,43 @@ def test_the_driver_records_what_the_ui_shows(study, tiny_data):
         )
     for run in [*search, *_children(summary, client, "seeds")]:
         assert run.data.tags["mlflow.note.content"].startswith(f"Arm `{run.data.tags['arm']}`")
-    assert parent.data.tags["mlflow.note.content"].startswith("**Best arm by validation")
+        assert all(str(v).strip() for v in run.data.tags.values())  # no empty tag (error: none)
+        assert run.data.tags["status"] != "ok" or "error" not in run.data.tags
+    assert parent.data.tags["mlflow.note.content"].startswith("**Verdict.** Selected by validation")
+
+
+def test_the_report_and_the_parent_run_give_the_same_verdict(study):
+    """The verdict opens the report and the parent's description, in the same words."""
+    _cfg, summary, client = study
+    page = Path(summary.report_path).read_text()
+    paragraph = re.search(r'<p class="verdict">(.*?)</p>', page, re.DOTALL).group(1)
+    words = html.unescape(re.sub(r"<[^>]+>", "", paragraph))
+    assert words.startswith("Selected by validation: ")
+    # This study has no unet arm: nothing to compare with, and the verdict says so.
+    assert words.endswith("No arm can be compared with unet: the study has no unet arm.")
+    note = client.get_run(summary.tracking.parent_run_id).data.tags["mlflow.note.content"]
+    assert note.startswith(f"**Verdict.** {words}")
+    assert page.index('class="verdict"') < page.index('class="toc"')
+
+
+def test_predict_finds_the_doctor_threshold_of_the_studys_report(study, tiny_data, data_config, tmp_path, capsys):  # fmt: skip
+    """The report the study wrote logged doctor.csv to the parent run: a best trial's run id
+    gives predict the threshold the study's DOCTOR analysis chose for that arm."""
+    from study import predict
+    from trainables.data.prepare import synthetic_root
+
+    _cfg, summary, _client = study
+    results = pd.read_csv(Path(summary.report_path).parent / "results.csv").set_index("arm")
+    doctor = pd.read_csv(Path(summary.report_path).parent / "doctor.csv").set_index("arm")
+    run_id = results.loc["set3-gbp", "run_id"]
+    key = tiny_data.keys[int(tiny_data.indices("test")[0])]
+    (dicom,) = synthetic_root(data_config).rglob(f"{key}.dcm")
+    argv = ["--model", run_id, "--tracking-uri", summary.tracking.tracking_uri, "--dicom",
+            str(dicom), "--out", str(tmp_path)]  # fmt: skip
+    assert predict.main(argv) == 0
+    flag = json.loads(capsys.readouterr().out)["doctor"]
+    assert flag["threshold"] == pytest.approx(doctor.loc["set3-gbp", "threshold"])
+    assert flag["low_confidence"] == (flag["score"] > flag["threshold"])
 
 
 def test_one_number_one_interval_wherever_it_is_shown(study):

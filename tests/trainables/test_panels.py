@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 from PIL import Image
@@ -16,7 +17,9 @@ from trainables.panels import (
     MAX_WIDTH_PX,
     MIN_FONT_PX,
     PanelRow,
+    PanelStyle,
     layout_problems,
+    ordered_columns,
     panel_figure,
     prediction_lines,
     save,
@@ -56,7 +59,7 @@ def test_panel_has_headings_predictions_na_and_one_colour_bar():
     columns = ("image", "gbp", "deconv", "gaze", "decoder")
     fig = panel_figure(_rows(3), columns, "Test image k, true class CHF")
     texts = _texts(fig)
-    for heading in ("Input", "GBP map", "deconvNet map", "Gaze map", "Decoder map"):
+    for heading in ("Input", "GBP map", "deconvNet map", "Gaze map", "Decoder (stretched)"):
         assert texts.count(heading) == 1  # once, over the first row
     labels = [t for t in texts if t.startswith("arm ")]
     assert labels[0].splitlines()[:3] == ["arm 0", "predicted: CHF", "correct"]
@@ -65,6 +68,39 @@ def test_panel_has_headings_predictions_na_and_one_colour_bar():
     assert len(fig.axes) == 3 * len(columns) + 1  # the grid and one colour bar
     assert "map value (0 low, 1 high)" in texts
     assert layout_problems(fig) == []
+
+
+def test_one_column_order_for_every_panel():
+    """Trial panels, the report and predict draw their columns in one order."""
+    assert ordered_columns(("decoder", "gbp", "image", "gaze")) == (
+        "image",
+        "gaze",
+        "gbp",
+        "decoder",
+    )
+    assert ordered_columns(("image", "decoder", "deconv", "gbp", "gaze")) == (
+        "image", "gaze", "gbp", "deconv", "decoder",
+    )  # fmt: skip
+    assert ordered_columns(("image", "decoder", "gradcam")) == ("image", "gradcam", "decoder")
+
+
+def test_the_decoder_is_stretched_to_its_own_range_and_the_own_map_framed():
+    """A decoder map spanning 0.48-0.52 would be a flat wash on the 0-1 scale: it is drawn
+    stretched, with its range printed; the row's own generator map has a coloured frame."""
+    rng = np.random.default_rng(0)
+    flat = 0.48 + 0.04 * rng.random((16, 16))
+    row = PanelRow("set1-gbp", rng.random((16, 16)), {"gbp": rng.random((16, 16)), "decoder": flat},
+                   (0.2, 0.5, 0.3), own="gbp")  # fmt: skip
+    fig = panel_figure([row], ("image", "gbp", "decoder"), "t")
+    texts = _texts(fig)
+    assert f"{flat.min():.2f}–{flat.max():.2f}" in texts
+    assert any("own map: GBP map" in t for t in texts)
+    image, gbp, decoder = fig.axes[:3]
+    shown = decoder.get_images()[1].get_array()
+    assert float(shown.min()) == pytest.approx(0.0) and float(shown.max()) == pytest.approx(1.0)
+    assert gbp.spines["left"].get_linewidth() == 3 and image.spines["left"].get_linewidth() < 3
+    plain = panel_figure([row], ("image", "decoder"), "t", style=PanelStyle(stretch=frozenset()))
+    assert float(plain.axes[1].get_images()[1].get_array().max()) < 0.53  # unstretched
 
 
 def test_save_records_small_cut_off_or_too_wide_text(tmp_path, caplog):

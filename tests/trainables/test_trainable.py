@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from trainables.config import Placement
+from trainables.config import Placement, TrialConfig
 from trainables.record.store import TrackingContext
 from trainables.trainable import (
     DATASET_KEY,
@@ -17,6 +17,7 @@ from trainables.trainable import (
     _finite_for_tune,
     extra_tags,
     placement_for,
+    run_params,
     trial_config,
 )
 
@@ -49,3 +50,18 @@ def test_tune_sees_finite_values_and_an_undefined_search_metric_as_nan():
     # OptunaSearch records the trial as failed.
     assert set(out) == {"val/auc_mean", "train/loss", "epoch"} and math.isnan(out["val/auc_mean"])
     assert out["train/loss"] == 0.3 and out["epoch"] == 2.0
+
+
+def test_a_run_logs_only_the_loss_hyperparameters_its_arm_reads():
+    """no-seg has no segmentation loss: gamma and seg_ratio would read as used in MLflow."""
+    no_seg = run_params(TrialConfig(arm="no-seg"), 64)
+    assert "gamma" not in no_seg and "seg_ratio" not in no_seg and "rrr_lambda" not in no_seg
+    assert no_seg["lr"] == 1e-3 and no_seg["image_size"] == 64 and no_seg["epochs"]
+    unet = run_params(TrialConfig(arm="unet"), 64)
+    assert unet["gamma"] == 0.41731 and "seg_ratio" not in unet
+    assert run_params(TrialConfig(arm="set3-gbp"), 64)["seg_ratio"] == 0.5
+    assert run_params(TrialConfig(arm="rrr"), 64)["rrr_lambda"] == TrialConfig().rrr_lambda
+    # Whatever it leaves out, the config read back from the params is the one that trained.
+    cfg = TrialConfig(arm="no-seg", lr=3e-4)
+    back = TrialConfig.from_params({k: str(v) for k, v in run_params(cfg, 64).items()})
+    assert back.lr == 3e-4 and back.arm == "no-seg"

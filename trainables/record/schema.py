@@ -200,6 +200,34 @@ DATA_IMAGES, DATA_SPLITS, DATA_EXCLUSIONS = "images", "splits", "exclusions"
 DATA_CLASSES = "classes"
 
 
+# What an exclusion count counts, read off the reason's words: rows of a table
+# (``calibration_rows``), ids (``calibration_ids``, ``listed_id_not_found``), readings, files,
+# fixations (``off_image_fixations``); any other reason counts images (``no_fixations``: images
+# without a fixation). Counts of different units are never added up.
+IMAGES = "images"
+_UNIT_WORDS: tuple[tuple[frozenset[str], str], ...] = (
+    (frozenset({"rows", "row"}), "rows"), (frozenset({"ids", "id"}), "ids"),
+    (frozenset({"readings", "reading"}), "readings"), (frozenset({"files"}), "files"),
+)  # fmt: skip
+
+
+def exclusion_unit(reason: str) -> str:
+    """What the count of an exclusion reason counts: ``images``, or ``rows`` / ``ids`` /
+    ``readings`` / ``files`` / ``fixations`` of the dataset's tables."""
+    words = set(reason.split("_"))
+    for names, unit in _UNIT_WORDS:
+        if words & names:
+            return unit
+    if reason.endswith("fixations") and not reason.startswith("no_"):
+        return "fixations"
+    return IMAGES
+
+
+def excluded_images(exclusions: Mapping[str, int]) -> int:
+    """How many images the exclusions left out (the counts in other units are not images)."""
+    return sum(int(n) for r, n in exclusions.items() if exclusion_unit(r) == IMAGES)
+
+
 def data_summary(
     labels: Any,
     split_ids: Any,

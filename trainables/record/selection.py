@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from trainables.record.trial import Trial
 
@@ -29,7 +29,8 @@ def is_candidate(trial: Trial) -> bool:
 
 def best_of_arm(trials: Iterable[Trial], arm: str) -> Trial | None:
     """The arm's best trial: the highest validation mean AUC of its best epoch among the
-    candidates (``is_candidate``); ties go to the earliest start, then the smaller run id.
+    candidates (``is_candidate``); ties go to the earliest start, then the smaller run id
+    (``TIE_RULE``).
 
     Returns:
         The best trial, or None when the arm has no candidate.
@@ -52,6 +53,30 @@ def _rank(t: Trial) -> tuple:
 def best_of_arms(trials: Sequence[Trial], arms: Iterable[str]) -> dict[str, Trial | None]:
     """``arm -> best_of_arm`` for each of ``arms``."""
     return {arm: best_of_arm(trials, arm) for arm in arms}
+
+
+def best_of_bests(best: Mapping[str, Trial | None]) -> Trial | None:
+    """The selected arm's trial: the same rule applied across the arms' best trials (highest
+    validation mean AUC; ties to the earliest start, then the smaller run id). None when no arm
+    has a best trial."""
+    chosen = [t for t in best.values() if t is not None]
+    return min(chosen, key=_rank) if chosen else None
+
+
+def tied_arms(best: Mapping[str, Trial | None], chosen: Trial) -> list[Trial]:
+    """The other arms' best trials with exactly ``chosen``'s selection score (the tie the rule
+    broke), in rank order."""
+    return sorted(
+        (
+            t
+            for t in best.values()
+            if t is not None and t.run_id != chosen.run_id and t.val_auc == chosen.val_auc
+        ),
+        key=_rank,
+    )
+
+
+TIE_RULE = "ties go to the trial that started first, then to the smaller run id"
 
 
 def ties(trials: Sequence[Trial], best: Trial) -> list[Trial]:

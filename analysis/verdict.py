@@ -1,0 +1,394 @@
+"""The verdict: which arm the selection rule picks, and whether any arm differs from the baseline.
+
+Read at the top of every report and, in the same words, in the study parent run's description
+(``study.results``). From the record only:
+
+- the selected arm: the one selection rule (``trainables.record.selection``) applied across the
+  arms' best trials, with any validation tie named and the rule that broke it;
+- for every other arm, the paired difference in test AUC against ``unet`` (mean and per class),
+  whole test set, with the 2.5th-97.5th percentile of the difference over the study's own
+  bootstrap resamples (``Study.bootstrap``) and a two-sided bootstrap p-value, Holm-adjusted over
+  the arms compared (per metric). With several seeds of each arm's best configuration (the seeds
+  stage), runs are paired by seed and each resample also draws the seeds (with replacement), so
+  the interval covers seed-to-seed variation as well as the test images;
+- one sentence generated from those numbers (:func:`verdict_sentence`).
+
+``python -m analysis.verdict --tracking-uri URI --experiment NAME [--out DIR] [--parent RUN_ID]``
+prints it and writes ``verdict.md`` and ``differences.csv`` (to the parent run with ``--log``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.cli import run_cli, write_and_log
+from analysis.formats import format_p, markdown_table
+from analysis.paper import ARM_LABELS, BASELINE, METRIC_LABELS, METRICS
+from analysis.stats import (
+    Estimate,
+    align_arms,
+    holm,
+    seed_draws,
+    seeded_difference,
+)
+from trainables.metrics import bootstrap_indices
+from trainables.record import PROB_COLUMNS
+from trainables.record.reader import Record, Study
+from trainables.record.selection import TIE_RULE, best_of_bests, seed_group, tied_arms, ties
+from trainables.record.trial import Trial
+
+ALPHA = 0.05  # family-wise error rate of the Holm-adjusted comparisons
+PRIMARY = METRICS[0]  # the verdict's endpoint: the mean AUC
+
+
+@dataclass(frozen=True)
+class ArmDifference:
+    """One arm against the baseline: per AUC key, the difference and its Holm-adjusted p."""
+
+    arm: str
+    seeds: int  # seeds paired with the baseline's
+    point: dict[str, float]  # whole test set, mean over the paired seeds
+    interval: dict[str, Estimate]  # percentile interval of the resampled difference
+    p: dict[str, float]  # two-sided bootstrap p, unadjusted
+    p_adjusted: dict[str, float]  # Holm over the arms compared, per key
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the verdict says, and the numbers it says it from."""
+
+    baseline: str
+    selected: Trial | None
+    tied: tuple[Trial, ...]  # other arms' best trials with the selected one's validation score
+    arm_ties: tuple[Trial, ...]  # trials of the selected arm with its score (rule broke them too)
+    differences: tuple[ArmDifference, ...]
+    n_test: int
+    resamples: int
+    seed: int
+    missing: str = ""  # why no arm could be compared, when none could
+    seeds_note: str = ""  # how seeds entered, when several did
+
+    @property
+    def selection(self) -> str:
+        return selection_text(self)
+
+    @property
+    def sentence(self) -> str:
+        return verdict_sentence(self)
+
+    def markdown(self) -> str:
+        """The verdict as Markdown (the parent run's description): the same words as the report."""
+        lines = [f"**Verdict.** {self.selection} {self.sentence}"]
+        if self.differences:
+            lines += ["", f"| arm | {difference_header(self)} | adjusted p |", "|---|---|---|"]
+            lines += [
+                f"| `{d.arm}` | {format_difference(d, PRIMARY)} | {format_p(d.p_adjusted[PRIMARY])} |"
+                for d in self.differences
+            ]
+        return "\n".join(lines)
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if not math.isfinite(x) else f"{x:+.3f}"
+
+
+def format_difference(d: ArmDifference, key: str) -> str:
+    """``+0.041 [+0.012, +0.070]``: the difference and its 95% interval."""
+    e = d.interval[key]
+    return f"{_fmt(d.point[key])} [{_fmt(e.low)}, {_fmt(e.high)}]"
+
+
+def difference_header(v: Verdict) -> str:
+    return f"test mean AUC − {v.baseline} [95% CI]"
+
+
+def selection_text(v: Verdict) -> str:
+    """Which arm the selection rule picks, with any tie and how it was broken."""
+    t = v.selected
+    if t is None:
+        return "No arm has a finished trial: nothing is selected."
+    text = (
+        f"Selected by validation: {t.arm} (validation mean AUC {t.val_auc:.3f}, run "
+        f"{t.run_id[:8]}; test mean AUC {_test_auc(t)})."
+    )
+    if v.tied:
+        names = ", ".join(f"{o.arm} (run {o.run_id[:8]})" for o in v.tied)
+        text += f" Tied on validation with {names}: {TIE_RULE}."
+    if v.arm_ties:
+        n = len(v.arm_ties)
+        text += (
+            f" {n} other trial{'s' * (n != 1)} of {t.arm} scored the same on validation; "
+            f"{TIE_RULE}."
+        )
+    return text
+
+
+def _test_auc(t: Trial) -> str:
+    m = t.metrics
+    value = m.get("test/auc_mean", math.nan)
+    low, high = m.get("test/auc_mean_ci_low", math.nan), m.get("test/auc_mean_ci_high", math.nan)
+    if not math.isfinite(value):
+        return "n/a"
+    return f"{value:.3f}" + (f" ({low:.3f}, {high:.3f})" if math.isfinite(low + high) else "")
+
+
+def verdict_sentence(v: Verdict) -> str:
+    """One plain sentence from the verdict's numbers and nothing else."""
+    base = v.baseline
+    if not v.differences:
+        return f"No arm can be compared with {base}: {v.missing or 'nothing to compare'}."
+    diffs = v.differences
+    significant = [d for d in diffs if d.p_adjusted[PRIMARY] < ALPHA]
+    if significant:
+        parts = []
+        for d in sorted(significant, key=lambda d: -d.point[PRIMARY]):
+            e, p = d.interval[PRIMARY], format_p(d.p_adjusted[PRIMARY])
+            if d.point[PRIMARY] > 0:
+                parts.append(
+                    f"{d.arm} beats {base} by {d.point[PRIMARY]:.3f} [{e.low:.3f}, {e.high:.3f}], "
+                    f"adjusted p = {p}"
+                )
+            else:
+                parts.append(
+                    f"{d.arm} trails {base} by {-d.point[PRIMARY]:.3f} [{-e.high:.3f}, "
+                    f"{-e.low:.3f}], adjusted p = {p}"
+                )
+        rest = len(diffs) - len(significant)
+        tail = f"; no other arm differs from {base}" if rest else ""
+        return "; ".join(parts) + tail + f" (Holm over {len(diffs)} arms, mean AUC)."
+    widths = [
+        (d.interval[PRIMARY].high - d.interval[PRIMARY].low) / 2
+        for d in diffs
+        if math.isfinite(d.interval[PRIMARY].high - d.interval[PRIMARY].low)
+    ]
+    closest = min(diffs, key=lambda d: (_nan_last(d.p_adjusted[PRIMARY]), _nan_last(d.p[PRIMARY])))
+    size = f"{v.n_test} test images" + (f", {v.seeds_note}" if v.seeds_note else "")
+    resolve = (
+        f"the 95% intervals of the differences reach about ±{float(np.median(widths)):.2f}, so "
+        "smaller differences cannot be resolved"
+        if widths
+        else "the differences have no interval"
+    )
+    return (
+        f"No arm differs from {base} at this test size ({size}: {resolve}; smallest adjusted "
+        f"p = {format_p(closest.p_adjusted[PRIMARY])}, {closest.arm})."
+    )
+
+
+def _nan_last(p: float) -> float:
+    return p if math.isfinite(p) else math.inf
+
+
+def differences(
+    labels: np.ndarray,
+    runs: Mapping[str, Mapping[str, np.ndarray]],
+    baseline: str,
+    *,
+    resamples: int,
+    seed: int,
+) -> list[ArmDifference]:
+    """Each arm against ``baseline``, paired by seed, Holm-adjusted over the arms per key.
+
+    Args:
+        labels: (N,) test labels, in the order of every probability array.
+        runs: arm -> seed -> (N, C) test probabilities of that seed's run.
+        baseline: the arm the others are compared with (a key of ``runs``).
+        resamples, seed: the study's bootstrap (``Study.bootstrap``).
+
+    Returns:
+        One entry per arm other than the baseline that shares a seed with it, in ``runs`` order.
+    """
+    indices = bootstrap_indices(len(labels), resamples=resamples, seed=seed)
+    base = runs[baseline]
+    raw = []
+    for arm, by_seed in runs.items():
+        common = [s for s in by_seed if s in base]
+        if arm == baseline or not common:
+            continue
+        pairs = [(by_seed[s], base[s]) for s in common]
+        draws = seed_draws(len(pairs), resamples=resamples, seed=seed)
+        point, diff = seeded_difference(labels, pairs, indices, draws)
+        raw.append((arm, len(pairs), point, diff))
+    adjusted = {k: holm([diff[k].p_value for *_, diff in raw]) for k in (raw[0][3] if raw else ())}
+    return [
+        ArmDifference(
+            arm=arm,
+            seeds=n,
+            point={k: point[k] for k in METRICS},
+            interval={k: diff[k].estimate for k in METRICS},
+            p={k: diff[k].p_value for k in METRICS},
+            p_adjusted={k: float(adjusted[k][i]) for k in METRICS},
+        )
+        for i, (arm, n, point, diff) in enumerate(raw)
+    ]
+
+
+def _by_seed(group: Sequence[Trial]) -> dict[str, Trial]:
+    """One run per seed (the earliest, as the group comes oldest first)."""
+    out: dict[str, Trial] = {}
+    for t in group:
+        out.setdefault(t.params.get("seed", "?"), t)
+    return out
+
+
+def study_verdict(record: Record, study: Study, baseline: str = BASELINE) -> Verdict:
+    """The verdict of a study (see the module docstring).
+
+    Raises:
+        ValueError: the arms' test keys or labels differ (``stats.align_arms``).
+    """
+    best = study.best_of(study.arms)
+    chosen = best_of_bests(best)
+    boot = study.bootstrap
+    common = {
+        "baseline": baseline,
+        "selected": chosen,
+        "tied": tuple(tied_arms(best, chosen)) if chosen else (),
+        "arm_ties": tuple(ties(study.trials, chosen)) if chosen else (),
+        "resamples": boot.resamples,
+        "seed": boot.seed,
+    }
+    if best.get(baseline) is None:
+        why = (
+            f"the study has no {baseline} arm"
+            if baseline not in best
+            else "it has no finished trial"
+        )
+        return Verdict(differences=(), n_test=0, missing=why, **common)
+    groups = {
+        arm: _by_seed(seed_group(study.trials, t)) for arm, t in best.items() if t is not None
+    }
+    frames = {(arm, s): record.predictions(t.run_id) for arm, g in groups.items() for s, t in g.items()}  # fmt: skip
+    _, labels, probs = align_arms(frames, PROB_COLUMNS)
+    runs = {arm: {s: probs[(arm, s)] for s in g} for arm, g in groups.items()}
+    diffs = differences(labels, runs, baseline, resamples=boot.resamples, seed=boot.seed)
+    seeds = sorted({d.seeds for d in diffs})
+    note = ""
+    if seeds and seeds[-1] > 1:
+        counts = f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
+        note = f"{counts} seeds per arm, paired with {baseline}'s"
+    missing = "" if diffs else "no other arm has a finished trial"
+    return Verdict(
+        differences=tuple(diffs),
+        n_test=len(labels),
+        missing=missing,
+        seeds_note=note,
+        **common,
+    )
+
+
+def differences_frame(v: Verdict) -> pd.DataFrame:
+    """``differences.csv``: one row per arm compared, per AUC key the whole-test-set difference,
+    its interval and its unadjusted and Holm-adjusted p."""
+    rows = []
+    for d in v.differences:
+        row: dict[str, object] = {"arm": d.arm, "baseline": v.baseline, "seeds": d.seeds}
+        for k in METRICS:
+            e = d.interval[k]
+            row |= {f"{k}_diff": d.point[k], f"{k}_low": e.low, f"{k}_high": e.high}
+            row |= {f"{k}_p": d.p[k], f"{k}_p_holm": d.p_adjusted[k]}
+        rows.append(row)
+    columns = ["arm", "baseline", "seeds"]
+    columns += [f"{k}_{c}" for k in METRICS for c in ("diff", "low", "high", "p", "p_holm")]
+    return pd.DataFrame.from_records(rows, columns=columns)
+
+
+def differences_display(v: Verdict) -> pd.DataFrame:
+    """The difference table as display strings: per metric the difference [95% CI], then its
+    Holm-adjusted p in a column of its own."""
+    columns = [c for k in METRICS for c in (f"{METRIC_LABELS[k]} − {v.baseline} [95% CI]",
+                                            f"{METRIC_LABELS[k]}: p (Holm)")]  # fmt: skip
+    with_seeds = any(d.seeds > 1 for d in v.differences)
+    data = {}
+    for d in v.differences:
+        cells = [str(d.seeds)] if with_seeds else []
+        for k in METRICS:
+            cells += [format_difference(d, k), format_p(d.p_adjusted[k])]
+        data[ARM_LABELS.get(d.arm, d.arm)] = cells
+    frame = pd.DataFrame.from_dict(
+        data, orient="index", columns=(["Seeds"] if with_seeds else []) + columns
+    )
+    frame.index.name = "Arm"
+    return frame
+
+
+def differences_note(v: Verdict) -> str:
+    """How the difference table was computed."""
+    seeds = (
+        f" {v.seeds_note[0].upper() + v.seeds_note[1:]}: runs are paired by seed, the difference "
+        "is the mean over the paired seeds, and each resample also draws the seeds with "
+        "replacement."
+        if v.seeds_note
+        else ""
+    )
+    return (
+        f"Each arm's best trial (by validation) against {v.baseline}'s: the difference of the "
+        f"one-vs-rest AUCs on the whole test set ({v.n_test} images), with the 2.5th-97.5th "
+        f"percentile of the difference over the same {v.resamples} paired bootstrap resamples "
+        f"of the test images as Tables 1-4 (seed {v.seed}).{seeds} p: two-sided paired-bootstrap "
+        f"p of no difference, Holm-adjusted over the {len(v.differences)} arms compared, for "
+        f"each column on its own (the verdict's endpoint is the mean AUC); unadjusted p-values "
+        f"are in Tables 1-4 and differences.csv. {TIE_RULE.capitalize()}."
+    )
+
+
+def markdown_report(v: Verdict) -> str:
+    """``verdict.md``: the verdict, the difference table and how it was computed."""
+    parts = ["# Verdict", f"{v.selection} {v.sentence}"]
+    if v.differences:
+        parts += [markdown_table(differences_display(v)), differences_note(v)]
+    return "\n\n".join(parts) + "\n"
+
+
+@dataclass(frozen=True)
+class VerdictOutput:
+    """What write_verdict built and wrote."""
+
+    verdict: Verdict
+    markdown: str
+    files: list[Path]
+
+
+def write_verdict_from(record: Record, study: Study, out_dir: Path) -> VerdictOutput:
+    """Write ``verdict.md`` and ``differences.csv`` for the study."""
+    v = study_verdict(record, study)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [out_dir / "verdict.md", out_dir / "differences.csv"]
+    markdown = markdown_report(v)
+    files[0].write_text(markdown)
+    differences_frame(v).to_csv(files[1], index=False)
+    return VerdictOutput(v, markdown, files)
+
+
+def write_verdict(
+    tracking_uri: str | None,
+    experiment: str,
+    out_dir: Path,
+    *,
+    parent: str | None = None,
+    log_to_mlflow: bool = False,
+) -> VerdictOutput:
+    """The verdict of the study (latest, or ``parent``), written to ``out_dir`` (and, with
+    ``log_to_mlflow``, to the parent run)."""
+    return write_and_log(write_verdict_from, tracking_uri, experiment, out_dir, parent=parent, log_to_mlflow=log_to_mlflow)  # fmt: skip
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI: print the verdict and the written files."""
+    return run_cli(
+        "gaze-study verdict",
+        "Which arm the selection rule picks, and whether any arm differs from the baseline.",
+        write_verdict,
+        lambda out: out.markdown + "\nwrote " + ", ".join(str(f) for f in out.files),
+        argv,
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
