@@ -33,12 +33,13 @@ from matplotlib.lines import Line2D
 
 from analysis.cli import run_cli, write_and_log
 from analysis.formats import format_auc, markdown_table
-from analysis.paper import ARM_LABELS, table_arms
+from analysis.paper import ARM_LABELS, report_arms
 from trainables.metrics import bootstrap_indices, percentile_summary, rank_auc
 from trainables.panels import DPI, FONT_PT, save
-from trainables.record import PROB_COLUMNS
+from trainables.record.files import labels_and_probs
 from trainables.record.reader import Record, Study
 from trainables.record.trial import Trial
+from trainables.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -174,9 +175,8 @@ class ArmDoctor:
     curves: dict[str, RiskCoverage]
 
 
-def arm_doctor(arm: str, trial: Trial, frame: pd.DataFrame) -> ArmDoctor:
-    labels = frame["label"].to_numpy()
-    probs = frame[list(PROB_COLUMNS)].to_numpy(dtype=np.float64)
+def arm_doctor(arm: str, trial: Trial, frame: pd.DataFrame, task: Task) -> ArmDoctor:
+    labels, probs = labels_and_probs(frame, task)
     errors = misclassified(labels, probs)
     scores = {name: fn(probs) for name, fn in DETECTORS.items()}
     curves = {name: risk_coverage(s, errors) for name, s in scores.items()}
@@ -311,13 +311,22 @@ class DoctorOutput:
     markdown: str
     figure: Path | None
     files: list[Path]
+    reason: str = ""  # why there is no DOCTOR table, when there is none
+
+
+MULTI_LABEL = (
+    "DOCTOR detects misclassified images of a task with one class per image (its score is a "
+    "function of the softmax); this study's findings are multi-label, so it does not apply."
+)
 
 
 def doctor_from_best(
-    record: Record, best: Mapping[str, Trial | None], *, resamples: int, seed: int
+    record: Record, best: Mapping[str, Trial | None], task: Task, *, resamples: int, seed: int
 ) -> tuple[list[ArmDoctor], pd.DataFrame]:
     arms = [
-        arm_doctor(arm, t, record.predictions(t.run_id)) for arm, t in best.items() if t is not None
+        arm_doctor(arm, t, record.predictions(t.run_id, task), task)
+        for arm, t in best.items()
+        if t is not None
     ]
     return arms, doctor_frame(arms, resamples=resamples, seed=seed)
 
@@ -326,9 +335,11 @@ def write_doctor_from(record: Record, study: Study, out_dir: Path) -> DoctorOutp
     """Write ``doctor.md``, ``doctor.csv`` and ``doctor.png`` for the study's best runs."""
     out_dir.mkdir(parents=True, exist_ok=True)
     resamples, seed = study.bootstrap.resamples, study.bootstrap.seed
-    arms, frame = doctor_from_best(
-        record, study.best_of(table_arms()), resamples=resamples, seed=seed
-    )
+    if not study.task.exclusive:
+        (out_dir / "doctor.md").write_text(f"## DOCTOR\n\n{MULTI_LABEL}\n")
+        return DoctorOutput([], pd.DataFrame(), MULTI_LABEL, None, [out_dir / "doctor.md"], MULTI_LABEL)  # fmt: skip
+    best = study.best_of(report_arms(study.dataset, study.arms))
+    arms, frame = doctor_from_best(record, best, study.task, resamples=resamples, seed=seed)
     markdown = (
         "## DOCTOR: detecting misclassified test images\n\n"
         + markdown_table(doctor_display(frame))

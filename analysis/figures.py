@@ -23,7 +23,7 @@ import pandas as pd
 
 from analysis.cli import run_cli, write_and_log
 from analysis.formats import format_auc, markdown_table
-from analysis.paper import ARM_LABELS, table_arms
+from analysis.paper import ARM_LABELS, report_arms
 from analysis.roc import ROC_NOTE, draw_roc, roc_figure  # noqa: F401  (the figures command draws it)
 from trainables.data.keys import UnsafeName, safe_child
 from trainables.generators import generator_title, paper_generators
@@ -191,7 +191,11 @@ def _panel_arms(record: Record, best: Mapping[str, Trial | None]) -> dict[str, d
 
 
 def panel_figures(
-    record: Record, best: Mapping[str, Trial | None], out_dir: Path, images: int = PANEL_IMAGES
+    record: Record,
+    best: Mapping[str, Trial | None],
+    out_dir: Path,
+    classes: Sequence[str],
+    images: int = PANEL_IMAGES,
 ) -> tuple[list[Path], list[str]]:
     """One PNG per panel image (at most ``images``, keys every arm drew, in the trials' order):
     rows = the arms that train a map, columns = ``panel_columns``, drawn by the trials' own
@@ -223,6 +227,7 @@ def panel_figures(
                     maps={name: arrays[name][k] for name in columns[1:] if name in arrays},
                     probs=arrays["probs"][k],
                     true_label=label,
+                    classes=classes,
                     own=gen if gen in columns else None,
                 )
             )
@@ -231,7 +236,7 @@ def panel_figures(
         except UnsafeName as err:
             log.warning("heatmap panel skipped: %s", err)
             continue
-        fig = panel_figure(rows, columns, title_for(key, label), style=style)
+        fig = panel_figure(rows, columns, title_for(key, label, classes), style=style)
         paths.append(save(fig, path))
     return paths, list(maps)
 
@@ -251,15 +256,15 @@ class FiguresOutput:
 
 def write_figures_from(record: Record, study: Study, out_dir: Path) -> FiguresOutput:
     """Write the agreement table (``explain.md``, ``explain.csv``), panels and ``roc.png``."""
-    best = study.best_of(table_arms())
+    best = study.best_of(report_arms(study.dataset, study.arms))
     out_dir.mkdir(parents=True, exist_ok=True)
     boot = study.bootstrap
     summary = explain_summary(record, best, resamples=boot.resamples, seed=boot.seed)
     markdown = explain_markdown(summary)
     (out_dir / "explain.md").write_text(markdown)
     summary.to_csv(out_dir / "explain.csv", index=False)
-    panels, panel_arms = panel_figures(record, best, out_dir)
-    roc, roc_aucs = roc_figure(record, best, out_dir)
+    panels, panel_arms = panel_figures(record, best, out_dir, study.task.classes)
+    roc, roc_aucs = roc_figure(record, best, out_dir, study.task)
     files = [out_dir / "explain.md", out_dir / "explain.csv", *panels, *([roc] if roc else [])]
     caption = panel_caption(panel_arms, len(panels))
     return FiguresOutput(summary, markdown, panels, caption, roc, roc_aucs, files)

@@ -7,19 +7,24 @@ baseline (none for the baseline row). Transcribed from /work/shared/paper.txt.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from trainables.record import AUC_COLUMNS
+from trainables.data.datasets import task_of
+from trainables.task import Task
 
-METRICS: tuple[str, ...] = AUC_COLUMNS
-"""Table column order (the paper's: average, Normal, CHF, pneumonia)."""
+PAPER_DATASET = "egd-cxr"  # the paper's tables and numbers are of this dataset only
 
-METRIC_LABELS: dict[str, str] = {
-    "auc_mean": "Mean AUC",
-    "auc_normal": "Normal AUC",
-    "auc_chf": "CHF AUC",
-    "auc_pneumonia": "Pneumonia AUC",
-}
+
+def metric_labels(task: Task) -> dict[str, str]:
+    """AUC key -> column label, in table order (the mean first, then the classes in order)."""
+    names = dict(zip(task.auc_keys, task.classes, strict=False))
+    return {k: "Mean AUC" if k == "auc_mean" else f"{names[k][:1].upper()}{names[k][1:]} AUC" for k in task.auc_columns}  # fmt: skip
+
+
+METRIC_LABELS: dict[str, str] = metric_labels(task_of(PAPER_DATASET))
+METRICS: tuple[str, ...] = tuple(METRIC_LABELS)
+"""The paper's column order: average, Normal, CHF, pneumonia."""
 
 BASELINE = "unet"
 
@@ -37,11 +42,13 @@ ARM_LABELS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class TableSpec:
-    """One of the paper's tables: its rows are ``arms``, the first being the baseline."""
+    """A table of arms (its rows, the first being the baseline); ``paper``: one of the paper's
+    Tables 1-4, whose published numbers are set beside ours."""
 
     number: int
     title: str
     arms: tuple[str, ...]
+    paper: bool = True
 
 
 TABLES: tuple[TableSpec, ...] = (
@@ -103,6 +110,21 @@ PUBLISHED: dict[str, dict[str, PaperCell]] = {
 }  # fmt: skip
 
 
-def table_arms() -> tuple[str, ...]:
+def tables_for(dataset: str, arms: Sequence[str]) -> tuple[TableSpec, ...]:
+    """The tables of a study: the paper's Tables 1-4 on EGD-CXR; on another dataset one table of
+    every arm the study ran (the baseline first), in the paper's cell format, with no published
+    numbers (the paper has none for it)."""
+    if dataset == PAPER_DATASET:
+        return TABLES
+    rows = (BASELINE, *(a for a in arms if a != BASELINE))
+    return (TableSpec(1, "Test AUC per finding, every arm against the U-Net", rows, paper=False),)
+
+
+def table_arms(specs: Sequence[TableSpec] = TABLES) -> tuple[str, ...]:
     """Every arm that appears in a table, in first-appearance order."""
-    return tuple(dict.fromkeys(arm for spec in TABLES for arm in spec.arms))
+    return tuple(dict.fromkeys(arm for spec in specs for arm in spec.arms))
+
+
+def report_arms(dataset: str, arms: Sequence[str]) -> tuple[str, ...]:
+    """The arms a report shows: its tables' (in their order), then any other arm the study ran."""
+    return tuple(dict.fromkeys([*table_arms(tables_for(dataset, arms)), *arms]))

@@ -13,12 +13,12 @@ from analysis.curves import arm_trials, curves_figure, has_curves
 from analysis.data_summary import DataSummary, data_summary
 from analysis.doctor import DoctorOutput, write_doctor_from
 from analysis.figures import FiguresOutput, write_figures_from
-from analysis.paper import table_arms
+from analysis.paper import report_arms
+from analysis.readers import ReadersOutput, write_readers_from
 from analysis.results import arm_summaries, identical_groups, results_frame
 from analysis.stats import align_arms
 from analysis.tables import TablesOutput, write_tables_from
 from analysis.verdict import VerdictOutput, write_verdict_from
-from trainables.record import PROB_COLUMNS
 from trainables.record.reader import Record, Study
 
 RESULTS_NAME = "results.csv"
@@ -42,6 +42,7 @@ class ReportContext:
     labels: np.ndarray | None  # test labels in key order (None without a finished arm)
     identical: list[tuple[str, ...]]
     link: h.Linker
+    readers: ReadersOutput | None = None  # a multi-reader dataset's ceiling and localization
 
     @property
     def files(self) -> list[Path]:
@@ -49,6 +50,7 @@ class ReportContext:
         return [
             *self.verdict.files, *self.tables.files, *self.figures.files, *self.doctor.files,
             self.results_path, *([self.curves] if self.curves else []),
+            *(self.readers.files if self.readers else []),
         ]  # fmt: skip
 
 
@@ -58,7 +60,7 @@ def build_context(record: Record, study: Study, experiment: str, out_dir: Path) 
     tables = write_tables_from(record, study, out_dir)
     figures = write_figures_from(record, study, out_dir)
     doctor = write_doctor_from(record, study, out_dir)
-    summaries = arm_summaries(study, tables.best, table_arms())
+    summaries = arm_summaries(study, tables.best, report_arms(study.dataset, study.arms))
     results = results_frame(summaries, tables.tables)
     results_path = out_dir / RESULTS_NAME
     results.to_csv(results_path, index=False)
@@ -66,10 +68,11 @@ def build_context(record: Record, study: Study, experiment: str, out_dir: Path) 
     curves = (
         curves_figure(record, trials, tables.best, out_dir) if has_curves(record, trials) else None
     )
-    present = {a: record.predictions(t.run_id) for a, t in tables.best.items() if t is not None}
+    task = study.task
+    present = {a: record.predictions(t.run_id, task) for a, t in tables.best.items() if t is not None}  # fmt: skip
     labels, identical = None, []
     if present:
-        _, labels, probs = align_arms(present, PROB_COLUMNS)
+        _, labels, probs = align_arms(present, task)
         identical = identical_groups(probs)
     run_ids = frozenset([study.parent_run_id, *(t.run_id for t in study.trials)])
     return ReportContext(
@@ -87,4 +90,5 @@ def build_context(record: Record, study: Study, experiment: str, out_dir: Path) 
         labels=labels,
         identical=identical,
         link=h.Linker(record.tracking_uri, study.experiment_id, run_ids),
+        readers=write_readers_from(record, study, study.best_of(study.arms), out_dir),
     )

@@ -14,6 +14,7 @@ from analysis import html as h
 from analysis.curves import CURVES_NOTE
 from analysis.doctor import doctor_display, doctor_note
 from analysis.figures import EXPLAIN_NOTE, ROC_NOTE, explain_display
+from analysis.readers import readers_sections
 from analysis.report_context import ReportContext
 from analysis.results import best_display, resolution_note, trials_display
 from analysis.table_render import (
@@ -35,13 +36,14 @@ CONTENTS: tuple[tuple[str, str], ...] = (
     ("best", "Best trial of each arm"),
     ("trials", "Trials and wall time per arm"),
     ("data", "Data"),
-    ("tables", "Classification: Tables 1-4"),
+    ("tables", "Classification: AUC tables"),
     ("paper", "Ours vs the paper"),
     ("seeds", "Seeds"),
     ("roc", "ROC curves"),
     ("curves", "Learning curves"),
     ("doctor", "Which predictions to trust: DOCTOR"),
     ("explain", "Explainability: map vs gaze"),
+    ("readers", "Maps vs the radiologists and their ellipses"),
     ("panels", "Heatmap panels"),
     ("config", "Study configuration (what ran)"),
 )
@@ -82,12 +84,24 @@ def verdict(ctx: ReportContext) -> list[str]:
     return parts + [h.links_note(ctx.verdict.files)]
 
 
-def contents(_ctx: ReportContext) -> list[str]:
-    return [h.toc(CONTENTS)]
+def shown_sections(ctx: ReportContext) -> tuple[tuple[str, str], ...]:
+    """The contents of this study's page: no paper comparison off EGD-CXR's tables, no readers
+    section for a single-reader dataset."""
+    skip = set()
+    if not any(t.spec.paper for t in ctx.tables.tables):
+        skip.add("paper")
+    if not readers_sections(ctx.readers, ctx.study.bootstrap.resamples):
+        skip.add("readers")
+    return tuple((a, t) for a, t in CONTENTS if a not in skip)
+
+
+def contents(ctx: ReportContext) -> list[str]:
+    return [h.toc(shown_sections(ctx))]
 
 
 def best(ctx: ReportContext) -> list[str]:
-    parts = [_h2("best"), h.table(best_display(ctx.results), "best", ctx.link)]
+    labels = ctx.tables.tables[0].labels
+    parts = [_h2("best"), h.table(best_display(ctx.results, labels), "best", ctx.link)]
     parts += [
         h.note(
             "The best trial of an arm has the highest validation mean AUC of its best epoch (the "
@@ -96,11 +110,11 @@ def best(ctx: ReportContext) -> list[str]:
             "configuration). A blank hyperparameter is one the arm's loss never reads (no-seg "
             "has no segmentation loss, so no gamma; only set 3 mixes two, so only set 3 has "
             "seg_ratio). Test AUCs: whole test set, with the 2.5th-97.5th percentile over the "
-            "bootstrap resamples of Tables 1-4."
+            "bootstrap resamples of the AUC tables."
         )
     ]
     if ctx.labels is not None:
-        parts += [h.note(resolution_note(ctx.labels, ctx.identical))]
+        parts += [h.note(resolution_note(ctx.labels, ctx.identical, ctx.study.task))]
     return parts + [h.links_note([ctx.results_path])]
 
 
@@ -139,17 +153,19 @@ def data(ctx: ReportContext) -> list[str]:
 
 def tables(ctx: ReportContext) -> list[str]:
     parts = [_h2("tables")]
+    exclusive = ctx.study.task.exclusive
     for t in ctx.tables.tables:
         parts += [h.heading(3, f"Table {t.spec.number}. {t.spec.title}")]
-        parts += [h.table(display_frame(t), "auc"), h.note(method_note(t), ctx.link)]
+        parts += [h.table(display_frame(t), "auc"), h.note(method_note(t, exclusive), ctx.link)]
     all_tables = ctx.tables.tables
-    setting = study_setting(ctx.study.params, all_tables[0].n_test, ctx.study.bootstrap.resamples)
-    parts += [_h2("paper"), h.table(paper_frame(all_tables), "paper")]
-    parts += [h.caption(paper_caption(setting))]
+    if any(t.spec.paper for t in all_tables):
+        setting = study_setting(ctx.study.params, all_tables[0].n_test, ctx.study.bootstrap.resamples)  # fmt: skip
+        parts += [_h2("paper"), h.table(paper_frame(all_tables), "paper")]
+        parts += [h.caption(paper_caption(setting))]
     seeds = ctx.tables.seeds
     parts += [_h2("seeds")]
     if not one_seed(seeds):
-        parts += [h.table(seeds_display(seeds), "seeds")]
+        parts += [h.table(seeds_display(seeds, all_tables[0].labels), "seeds")]
     return parts + [h.note(seeds_note(seeds))]
 
 
@@ -170,7 +186,7 @@ def doctor(ctx: ReportContext) -> list[str]:
     d = ctx.doctor
     parts = [_h2("doctor")]
     if d.frame.empty:
-        return parts + [h.note("No arm has a finished trial.")]
+        return parts + [h.note(d.reason or "No arm has a finished trial.")]
     parts += [h.table(doctor_display(d.frame), "doctor")]
     if d.figure is not None:
         parts += [h.img(d.figure, "risk-coverage curves")]
@@ -182,6 +198,12 @@ def doctor(ctx: ReportContext) -> list[str]:
 def explain(ctx: ReportContext) -> list[str]:
     parts = [_h2("explain")]
     parts += [h.table(explain_display(ctx.figures.explain), "explain"), h.note(EXPLAIN_NOTE)]
+    sections = readers_sections(ctx.readers, ctx.study.bootstrap.resamples)
+    if sections:
+        parts += [_h2("readers")]
+        for heading, frame, note in sections:
+            parts += [h.heading(3, heading), h.table(frame, "readers"), h.note(note)]
+        parts += [h.links_note(ctx.readers.files)]
     parts += [_h2("panels")]
     if not ctx.figures.panels:
         return parts + [h.note("No arm that trains a map has heatmap panels.")]

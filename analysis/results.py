@@ -21,11 +21,11 @@ from analysis.formats import format_auc
 from analysis.paper import ARM_LABELS, METRIC_LABELS, METRICS
 from analysis.tables import Cell, Table
 from search_spaces import SEARCHABLE
-from trainables.config import CLASSES
 from trainables.model_sets import uses_hyperparam
 from trainables.record import BEST_EPOCH, Status
 from trainables.record.reader import Study
 from trainables.record.trial import Trial
+from trainables.task import Task
 
 TRIAL_STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
 HYPERPARAMS: tuple[str, ...] = SEARCHABLE  # blank for an arm whose loss never reads one
@@ -104,17 +104,23 @@ def _float(value: str | float | None) -> float:
         return math.nan
 
 
-RESULTS_COLUMNS: tuple[str, ...] = (
-    "arm", "run_id", "stage", "searched", *HYPERPARAMS, "seed", "best_epoch", "val_auc_mean",
-    *(f"test_{m}{s}" for m in METRICS for s in ("", "_low", "_high")),
-    "n_test", "trials", *TRIAL_STATUSES, "other", "trial_seconds", "span_seconds",
-)  # fmt: skip
+def results_columns(metrics: Sequence[str] = METRICS) -> tuple[str, ...]:
+    """The columns of ``results.csv`` for a task's AUC keys (table order)."""
+    return (
+        "arm", "run_id", "stage", "searched", *HYPERPARAMS, "seed", "best_epoch", "val_auc_mean",
+        *(f"test_{m}{s}" for m in metrics for s in ("", "_low", "_high")),
+        "n_test", "trials", *TRIAL_STATUSES, "other", "trial_seconds", "span_seconds",
+    )  # fmt: skip
+
+
+RESULTS_COLUMNS: tuple[str, ...] = results_columns()  # an EGD-CXR study's
 
 
 def results_frame(summaries: Sequence[ArmSummary], tables: Sequence[Table]) -> pd.DataFrame:
     """``results.csv``: one row per arm (see the module docstring)."""
     cells = arm_cells(tables)
     n_test = tables[0].n_test if tables else 0
+    metrics = tables[0].metrics if tables else METRICS
     rows = []
     for s in summaries:
         b = s.best
@@ -132,7 +138,7 @@ def results_frame(summaries: Sequence[ArmSummary], tables: Sequence[Table]) -> p
         row["seed"] = b.params.get("seed") if b else None
         row["best_epoch"] = b.metrics.get(BEST_EPOCH, math.nan) if b else math.nan
         row["val_auc_mean"] = b.val_auc if b else math.nan
-        for m in METRICS:
+        for m in metrics:
             c = cells.get(s.arm, {}).get(m)
             row |= {
                 f"test_{m}": c.point if c else math.nan,
@@ -145,7 +151,7 @@ def results_frame(summaries: Sequence[ArmSummary], tables: Sequence[Table]) -> p
         row["trial_seconds"] = s.trial_seconds()
         row["span_seconds"] = s.span_seconds()
         rows.append(row)
-    return pd.DataFrame.from_records(rows, columns=RESULTS_COLUMNS)
+    return pd.DataFrame.from_records(rows, columns=results_columns(metrics))
 
 
 def format_param(value: float) -> str:
@@ -163,13 +169,20 @@ def format_duration(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
-def best_display(results: pd.DataFrame) -> pd.DataFrame:
-    """The best trial of each arm: run, hyperparameters, validation and test AUCs."""
+BEST_CLASSES = 4  # more AUC columns than this (REFLACX's findings): the mean only here
+
+
+def best_display(results: pd.DataFrame, labels: Mapping[str, str] = METRIC_LABELS) -> pd.DataFrame:
+    """The best trial of each arm: run, hyperparameters, validation and test AUCs (``labels``:
+    AUC key -> column label; of many classes the mean only, per class in the AUC table)."""
+    if len(labels) > BEST_CLASSES:
+        labels = {"auc_mean": labels["auc_mean"]}
+    metrics = tuple(labels)
     data = {}
     for _, r in results.iterrows():
         label = ARM_LABELS.get(r["arm"], r["arm"])
         if pd.isna(r["run_id"]):
-            data[label] = ["no finished trial"] + ["—"] * (6 + len(METRICS))
+            data[label] = ["no finished trial"] + ["—"] * (6 + len(metrics))
             continue
         searched = r["searched"] if isinstance(r["searched"], str) else NOT_RECORDED
         cells = [r["run_id"], searched.replace(",", ", ") or "none"]
@@ -179,11 +192,11 @@ def best_display(results: pd.DataFrame) -> pd.DataFrame:
         cells += [
             f"{format_auc(r[f'test_{m}'])} ({format_auc(r[f'test_{m}_low'])}, "
             f"{format_auc(r[f'test_{m}_high'])})"
-            for m in METRICS
+            for m in metrics
         ]
         data[label] = cells
     columns = ["Best run", "Searched", "lr", "gamma", "seg_ratio", "Best epoch", "Val mean AUC"]
-    columns += [f"Test {METRIC_LABELS[m]}" for m in METRICS]
+    columns += [f"Test {labels[m]}" for m in metrics]
     frame = pd.DataFrame.from_dict(data, orient="index", columns=columns)
     frame.index.name = "Arm"
     return frame
@@ -220,17 +233,18 @@ def identical_groups(probs: Mapping[str, np.ndarray]) -> list[tuple[str, ...]]:
     return [tuple(g) for g in groups if len(g) > 1]
 
 
-def auc_resolution(labels: np.ndarray) -> dict[str, tuple[int, int]]:
-    """Per class, ``(n_pos, n_neg)`` of the one-vs-rest test labels: its AUC moves in steps of
-    1 / (n_pos * n_neg) (ties aside, which give half steps)."""
-    labels = np.asarray(labels)
-    return {c: (int((labels == i).sum()), int((labels != i).sum())) for i, c in enumerate(CLASSES)}
+def auc_resolution(labels: np.ndarray, task: Task) -> dict[str, tuple[int, int]]:
+    """Per class, ``(n_pos, n_neg)`` of the one-vs-rest (or per-finding) test labels: its AUC
+    moves in steps of 1 / (n_pos * n_neg) (ties aside, which give half steps)."""
+    hot = task.multi_hot(labels)
+    pos = hot.sum(0)
+    return {c: (int(pos[i]), int(len(hot) - pos[i])) for i, c in enumerate(task.classes)}
 
 
-def resolution_note(labels: np.ndarray, groups: Sequence[tuple[str, ...]]) -> str:
+def resolution_note(labels: np.ndarray, groups: Sequence[tuple[str, ...]], task: Task) -> str:
     """What the test set can resolve, and which arms predicted exactly alike."""
     parts = []
-    for c, (pos, neg) in auc_resolution(labels).items():
+    for c, (pos, neg) in auc_resolution(labels, task).items():
         steps = pos * neg
         parts.append(f"{c} 1/{steps} ({1 / steps:.4f})" if steps else f"{c}: no AUC")
     text = (

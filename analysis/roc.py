@@ -17,15 +17,17 @@ from sklearn.metrics import roc_curve
 
 from analysis.formats import format_auc
 from analysis.paper import ARM_LABELS, BASELINE
-from trainables.config import CLASSES
 from trainables.metrics import per_class_auc
 from trainables.panels import DPI, FONT_PT, save
-from trainables.record import AUC_KEYS, PROB_COLUMNS
+from trainables.record.files import labels_and_probs
 from trainables.record.reader import Record
 from trainables.record.trial import Trial
+from trainables.task import Task
 
+ROC_ROWS = 6  # classes drawn at most (of many findings: the most frequent in the test set)
 ROC_NOTE = (
-    "Small multiples: one column per arm, one row per class (one-vs-rest). In each panel the "
+    "Small multiples: one column per arm, one row per class (one-vs-rest; of many findings the "
+    f"{ROC_ROWS} most frequent in the test set, the others' AUCs are in the tables). In each panel the "
     "arm's best run (coloured) against the U-Net baseline's (grey, dashed), on the whole test "
     "set; the numbers are the two AUCs, the same whole-test-set AUCs as the tables and "
     "results.csv (scikit-learn's roc_auc_score, ties counted one half)."
@@ -34,49 +36,60 @@ _ROC_SIDE_IN, _ROC_GAP_IN, _ROC_LEFT_IN = 1.38, 0.15, 0.85
 _ROC_COLUMNS = 7  # arms per row of panels (at most MAX_WIDTH_PX wide)
 
 
+def roc_classes(labels: np.ndarray, task: Task) -> list[int]:
+    """The classes a ROC row is drawn for: those with positives and negatives in the test set; of
+    more than ``ROC_ROWS``, the most frequent (the others' AUCs are in the tables)."""
+    hot = task.multi_hot(labels)
+    pos = hot.sum(0)
+    able = [c for c in range(task.n) if 0 < pos[c] < len(hot)]
+    if len(able) <= ROC_ROWS:
+        return able
+    return sorted(sorted(able, key=lambda c: -pos[c])[:ROC_ROWS])
+
+
 def roc_figure(
-    record: Record, best: Mapping[str, Trial | None], out_dir: Path
+    record: Record, best: Mapping[str, Trial | None], out_dir: Path, task: Task
 ) -> tuple[Path | None, dict[str, dict[str, float]]]:
     """``roc.png`` of each arm's best run (see :func:`draw_roc`).
 
     Returns:
         The path (None without any finished arm) and ``arm -> AUC key -> AUC`` as shown.
     """
-    present = {arm: record.predictions(t.run_id) for arm, t in best.items() if t is not None}
+    present = {arm: record.predictions(t.run_id, task) for arm, t in best.items() if t is not None}
     if not present:
         return None, {}
-    fig, shown = draw_roc(present)
+    fig, shown = draw_roc(present, task)
     return save(fig, out_dir / "roc.png"), shown
 
 
-def _roc(frame: pd.DataFrame, c: int) -> tuple[np.ndarray, np.ndarray] | None:
-    positive = frame["label"].to_numpy() == c
+def _roc(frame: pd.DataFrame, c: int, task: Task) -> tuple[np.ndarray, np.ndarray] | None:
+    labels, probs = labels_and_probs(frame, task)
+    positive = task.multi_hot(labels)[:, c].astype(bool)
     if positive.all() or not positive.any():
         return None
-    fpr, tpr, _ = roc_curve(positive, frame[PROB_COLUMNS[c]].to_numpy(dtype=np.float64))
+    fpr, tpr, _ = roc_curve(positive, probs[:, c])
     return fpr, tpr
 
 
 def draw_roc(
-    predictions: Mapping[str, pd.DataFrame], baseline: str = BASELINE
+    predictions: Mapping[str, pd.DataFrame], task: Task, baseline: str = BASELINE
 ) -> tuple[Figure, dict[str, dict[str, float]]]:
     """Small multiples: a column per arm (the baseline's curve in each, for comparison; the
     baseline alone when it is the only arm), a row per class, one legend above.
 
     Args:
         predictions: arm -> its ``predictions/test.csv`` frame.
+        task: the study's classes (a row per class of :func:`roc_classes`).
         baseline: the arm drawn in grey in every panel.
 
     Returns:
         The figure and ``arm -> AUC key -> AUC`` (``per_class_auc``, as the tables) it shows.
     """
-    shown = {
-        arm: per_class_auc(f["label"].to_numpy(), f[list(PROB_COLUMNS)].to_numpy(np.float64))
-        for arm, f in predictions.items()
-    }
+    shown = {arm: per_class_auc(*labels_and_probs(f, task), task) for arm, f in predictions.items()}  # fmt: skip
     arms = [a for a in predictions if a != baseline] or list(predictions)
     base = predictions.get(baseline) if arms != [baseline] else None
-    n_cls, n_cols = len(CLASSES), min(len(arms), _ROC_COLUMNS)
+    rows = roc_classes(labels_and_probs(next(iter(predictions.values())), task)[0], task) or [0]
+    n_cls, n_cols = len(rows), min(len(arms), _ROC_COLUMNS)
     blocks = -(-len(arms) // _ROC_COLUMNS)
     block_h = n_cls * (_ROC_SIDE_IN + _ROC_GAP_IN) + 0.35  # + the arm names over the block
     width = _ROC_LEFT_IN + n_cols * (_ROC_SIDE_IN + _ROC_GAP_IN) + 0.15
@@ -84,15 +97,15 @@ def draw_roc(
     fig = Figure(figsize=(width, height), dpi=DPI)
     for i, arm in enumerate(arms):
         b, col = divmod(i, _ROC_COLUMNS)
-        for c in range(n_cls):
+        for r, c in enumerate(rows):
             left = _ROC_LEFT_IN + col * (_ROC_SIDE_IN + _ROC_GAP_IN)
-            top = height - 0.45 - b * block_h - 0.35 - c * (_ROC_SIDE_IN + _ROC_GAP_IN)
+            top = height - 0.45 - b * block_h - 0.35 - r * (_ROC_SIDE_IN + _ROC_GAP_IN)
             ax = fig.add_axes(
                 (left / width, (top - _ROC_SIDE_IN) / height, _ROC_SIDE_IN / width,
                  _ROC_SIDE_IN / height)
             )  # fmt: skip
-            _roc_panel(ax, predictions[arm], base, c, f"C{i % 10}")
-            key = AUC_KEYS[c]
+            _roc_panel(ax, predictions[arm], base, c, f"C{i % 10}", task)
+            key = task.auc_keys[c]
             text = format_auc(shown[arm][key])
             if base is not None:
                 text += f"\n{format_auc(shown[baseline][key])}"
@@ -104,10 +117,10 @@ def draw_roc(
             if col:
                 ax.set_yticklabels([])
             else:
-                ax.set_ylabel(f"{CLASSES[c]}\nTPR", fontsize=FONT_PT)
-            if c < n_cls - 1:
+                ax.set_ylabel(f"{_short(task.classes[c])}\nTPR", fontsize=FONT_PT)
+            if r < n_cls - 1:
                 ax.set_xticklabels([])
-            if c == 0:
+            if r == 0:
                 ax.set_title(arm, fontsize=FONT_PT, parse_math=False)
     fig.text(0.5, 0.12 / height, "false positive rate (one class vs the rest)", ha="center",
              fontsize=FONT_PT)  # fmt: skip
@@ -121,10 +134,14 @@ def draw_roc(
     return fig, shown
 
 
-def _roc_panel(ax, arm: pd.DataFrame, base: pd.DataFrame | None, c: int, colour: str) -> None:
+def _short(name: str, chars: int = 16) -> str:
+    return name if len(name) <= chars else name[: chars - 1] + "…"
+
+
+def _roc_panel(ax, arm: pd.DataFrame, base: pd.DataFrame | None, c: int, colour: str, task: Task) -> None:  # fmt: skip
     ax.plot([0, 1], [0, 1], color="0.8", lw=0.8)
-    if base is not None and (curve := _roc(base, c)) is not None:
+    if base is not None and (curve := _roc(base, c, task)) is not None:
         ax.plot(*curve, color="0.45", lw=1.2, ls="--")
-    if (curve := _roc(arm, c)) is not None:
+    if (curve := _roc(arm, c, task)) is not None:
         ax.plot(*curve, color=colour, lw=1.6)
     ax.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02), aspect="equal")

@@ -17,12 +17,13 @@ import pandas as pd
 from scipy.stats import norm, rankdata
 
 from trainables.metrics import (
-    AUC_KEYS,
     bootstrap_indices,
     per_class_auc,
     percentile_summary,
     resampled_aucs,
 )
+from trainables.record.files import labels_and_probs
+from trainables.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ class Estimate:
 class ArmBootstrap:
     """One arm's AUCs on the full test set and over the shared bootstrap resamples.
 
-    ``samples`` is (kept resamples, len(AUC_KEYS)); row i of every arm built from the same
+    ``samples`` is (resamples, len(task.auc_keys)); row i of every arm built from the same
     ``indices`` is the same resample, which is what :func:`paired_difference` relies on.
     """
 
@@ -69,16 +70,17 @@ class DeLongResult:
 
 
 def align_arms(
-    predictions: Mapping[str, pd.DataFrame], prob_columns: tuple[str, ...]
+    predictions: Mapping[str, pd.DataFrame], task: Task
 ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Pair arms on image key.
 
     Args:
-        predictions: arm -> frame with columns ``key``, ``label`` and ``prob_columns``.
-        prob_columns: the probability columns in class-id order.
+        predictions: arm -> ``predictions/test.csv`` frame of ``task`` (key, labels, probs).
+        task: the study's classes.
 
     Returns:
-        ``(keys, labels, arm -> probs (N, C))`` in sorted key order.
+        ``(keys, labels, arm -> probs (N, K))`` in sorted key order; labels are class ids (N,)
+        or (N, K) 0/1 (``labels_and_probs``).
 
     Raises:
         ValueError: arms differ in their test keys (arms of one study share a split) or in a label.
@@ -86,33 +88,35 @@ def align_arms(
     if not predictions:
         raise ValueError("no arms to align")
     arms = list(predictions)
-    ref = predictions[arms[0]].set_index("key").sort_index()
+    ref = predictions[arms[0]].sort_values("key").reset_index(drop=True)
+    ref_labels, _ = labels_and_probs(ref, task)
     probs: dict[str, np.ndarray] = {}
     for arm in arms:
-        frame = predictions[arm].set_index("key").sort_index()
-        differ = len(set(frame.index) ^ set(ref.index))
+        frame = predictions[arm].sort_values("key").reset_index(drop=True)
+        differ = len(set(frame["key"]) ^ set(ref["key"]))
         if differ:
             raise ValueError(
                 f"test keys of {arm!r} and {arms[0]!r} differ in {differ} images "
                 f"({len(frame)} vs {len(ref)} rows); arms of one study must share the test split"
             )
-        if (frame["label"] != ref["label"]).any():
-            bad = int((frame["label"] != ref["label"]).sum())
-            raise ValueError(f"labels of {arm!r} and {arms[0]!r} differ on {bad} images")
-        probs[arm] = frame[list(prob_columns)].to_numpy(dtype=np.float64)
-    return ref.index.to_numpy(dtype=str), ref["label"].to_numpy(dtype=np.int64), probs
+        labels, probs[arm] = labels_and_probs(frame, task)
+        bad = labels != ref_labels
+        if bad.any():
+            rows = int(bad.reshape(len(labels), -1).any(1).sum())
+            raise ValueError(f"labels of {arm!r} and {arms[0]!r} differ on {rows} images")
+    return ref["key"].to_numpy(dtype=str), ref_labels, probs
 
 
 def arm_bootstrap(
-    labels: np.ndarray, probs: np.ndarray, indices: np.ndarray, alpha: float = 0.05
+    labels: np.ndarray, probs: np.ndarray, indices: np.ndarray, task: Task, alpha: float = 0.05
 ) -> ArmBootstrap:
     """AUC point values and percentile intervals of one arm over the given resamples."""
-    aucs, valid = resampled_aucs(labels, probs, indices)
+    aucs, valid = resampled_aucs(labels, probs, indices, task)
     kept = aucs[valid]
     return ArmBootstrap(
-        point=per_class_auc(labels, probs),
+        point=per_class_auc(labels, probs, task),
         estimates={
-            k: Estimate(*percentile_summary(kept[:, j], alpha)) for j, k in enumerate(AUC_KEYS)
+            k: Estimate(*percentile_summary(kept[:, j], alpha)) for j, k in enumerate(task.auc_keys)
         },
         samples=aucs,
         skipped=int((~valid).sum()),
@@ -144,7 +148,7 @@ def paired_difference(
         k: Difference(
             Estimate(*percentile_summary(diff[:, j], alpha)), bootstrap_p_value(diff[:, j])
         )
-        for j, k in enumerate(AUC_KEYS)
+        for j, k in enumerate(arm.point)  # the task's auc_keys, in order
     }
 
 
@@ -152,6 +156,7 @@ def paired_bootstrap(
     labels: np.ndarray,
     probs_arm: np.ndarray,
     probs_baseline: np.ndarray,
+    task: Task,
     *,
     resamples: int = 1000,
     seed: int = 0,
@@ -163,8 +168,8 @@ def paired_bootstrap(
         ``(arm, baseline, arm - baseline per AUC key)``.
     """
     indices = bootstrap_indices(len(labels), resamples=resamples, seed=seed)
-    a = arm_bootstrap(labels, probs_arm, indices, alpha)
-    b = arm_bootstrap(labels, probs_baseline, indices, alpha)
+    a = arm_bootstrap(labels, probs_arm, indices, task, alpha)
+    b = arm_bootstrap(labels, probs_baseline, indices, task, alpha)
     return a, b, paired_difference(a, b, alpha)
 
 
@@ -208,12 +213,14 @@ def delong_test(positive: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray
 
 
 def delong_per_class(
-    labels: np.ndarray, probs_arm: np.ndarray, probs_baseline: np.ndarray
+    labels: np.ndarray, probs_arm: np.ndarray, probs_baseline: np.ndarray, task: Task
 ) -> dict[str, DeLongResult | None]:
-    """DeLong's test per class (one-vs-rest); None for a class with < 2 positives or negatives."""
+    """DeLong's test per class (one-vs-rest, or per finding of a multi-label task); None for a
+    class with < 2 positives or negatives."""
+    hot = task.multi_hot(labels).astype(bool)
     out: dict[str, DeLongResult | None] = {}
-    for c, key in enumerate(AUC_KEYS[:-1]):
-        positive = labels == c
+    for c, key in enumerate(task.auc_keys[:-1]):
+        positive = hot[:, c]
         if min(positive.sum(), (~positive).sum()) < 2:
             log.warning("DeLong skipped for %s: too few positives or negatives", key)
             out[key] = None
@@ -256,12 +263,13 @@ def seeded_difference(
     pairs: Sequence[tuple[np.ndarray, np.ndarray]],
     indices: np.ndarray,
     draws: np.ndarray,
+    task: Task,
     alpha: float = 0.05,
 ) -> tuple[dict[str, float], dict[str, Difference]]:
     """Arm minus baseline per AUC key, over test images and seeds.
 
     Args:
-        labels: (N,) test labels.
+        labels: test labels (class ids, or (N, K) 0/1).
         pairs: per seed, ``(arm probs, baseline probs)`` of the runs with that seed.
         indices: (B, N) image resamples (``bootstrap_indices``), the same for every seed.
         draws: (B, S) seed indices per resample (``seed_draws``).
@@ -274,20 +282,20 @@ def seeded_difference(
     """
     per_seed, points = [], []
     for arm, base in pairs:
-        a, _ = resampled_aucs(labels, arm, indices)
-        b, _ = resampled_aucs(labels, base, indices)
+        a, _ = resampled_aucs(labels, arm, indices, task)
+        b, _ = resampled_aucs(labels, base, indices, task)
         per_seed.append(a - b)
-        full_a, full_b = per_class_auc(labels, arm), per_class_auc(labels, base)
-        points.append([full_a[k] - full_b[k] for k in AUC_KEYS])
+        full_a, full_b = per_class_auc(labels, arm, task), per_class_auc(labels, base, task)
+        points.append([full_a[k] - full_b[k] for k in task.auc_keys])
     diffs = np.stack(per_seed)  # (S, B, K)
     rows = np.arange(indices.shape[0])[:, None]
     resampled = diffs[draws, rows, :].mean(axis=1)  # (B, K)
-    point = dict(zip(AUC_KEYS, np.mean(points, axis=0).tolist(), strict=True))
+    point = dict(zip(task.auc_keys, np.mean(points, axis=0).tolist(), strict=True))
     out = {
         k: Difference(
             Estimate(*percentile_summary(resampled[:, j], alpha)),
             bootstrap_p_value(resampled[:, j]),
         )
-        for j, k in enumerate(AUC_KEYS)
+        for j, k in enumerate(task.auc_keys)
     }
     return point, out

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.formats import format_auc, format_p, markdown_table
-from analysis.paper import ARM_LABELS, METRIC_LABELS, METRICS, PAPER_SETTING, PUBLISHED
+from analysis.paper import ARM_LABELS, PAPER_SETTING, PUBLISHED
 from analysis.tables import NO_TRIAL, Cell, SeedRow, Table
 
 
@@ -23,21 +23,43 @@ def format_cell(cell: Cell) -> str:
     return f"{format_auc(cell.point)} ({format_auc(e.low)}, {format_auc(e.high)})"
 
 
-def auc_column(metric: str) -> str:
-    return f"{METRIC_LABELS[metric]} (95% CI)"
+def auc_column(label: str) -> str:
+    return f"{label} (95% CI)"
 
 
-def p_column(metric: str) -> str:
-    return f"{METRIC_LABELS[metric]}: p"
+def p_column(label: str) -> str:
+    return f"{label}: p"
 
 
 BASELINE_P = "reference"  # the p cell of the baseline row
 
 
+LONG_AFTER = 4  # more AUC columns than this (REFLACX's findings): one row per arm and finding
+
+
+def _long_frame(table: Table, latex: bool) -> pd.DataFrame:
+    """One row per arm and metric: the cell format of :func:`display_frame`, never wider than
+    the page however many findings the task has."""
+    rows = []
+    for row in table.rows:
+        label = ARM_LABELS.get(row.arm, row.arm)
+        for m, name in table.labels.items():
+            c = row.cells.get(m)
+            if c is None:
+                rows.append([label, name, NO_TRIAL, "—"])
+                continue
+            p = BASELINE_P if c.p_value is None else format_p(c.p_value, latex)
+            rows.append([label, name, format_cell(c), p])
+    return pd.DataFrame(rows, columns=["Arm", "AUC", "AUC (95% CI)", "p"]).set_index("Arm")
+
+
 def display_frame(table: Table, *, latex: bool = False) -> pd.DataFrame:
     """The table as display strings, in the paper's format: one row per arm; per metric the AUC
-    with its interval, then its p-value against the baseline in a column of its own."""
-    columns = [c for m in METRICS for c in (auc_column(m), p_column(m))]
+    with its interval, then its p-value against the baseline in a column of its own (of many
+    classes, one row per arm and class: ``LONG_AFTER``)."""
+    if len(table.metrics) > LONG_AFTER:
+        return _long_frame(table, latex)
+    columns = [c for m in table.metrics for c in (auc_column(table.labels[m]), p_column(table.labels[m]))]  # fmt: skip
     data = {}
     for row in table.rows:
         label = ARM_LABELS.get(row.arm, row.arm)
@@ -45,7 +67,7 @@ def display_frame(table: Table, *, latex: bool = False) -> pd.DataFrame:
             data[label] = [NO_TRIAL] + ["—"] * (len(columns) - 1)
             continue
         cells = []
-        for m in METRICS:
+        for m in table.metrics:
             c = row.cells[m]
             cells += [
                 format_cell(c),
@@ -59,8 +81,11 @@ def display_frame(table: Table, *, latex: bool = False) -> pd.DataFrame:
 
 def paper_frame(tables: Sequence[Table]) -> pd.DataFrame:
     """Ours beside the paper's published numbers, one row per arm (the baseline once): per metric
-    our bootstrap median (the statistic the paper published), the paper's, and the paper's p."""
-    columns = [f"{METRIC_LABELS[m]}: {w}" for m in METRICS for w in ("ours", "paper", "paper p")]
+    our bootstrap median (the statistic the paper published), the paper's, and the paper's p.
+    Only the paper's own tables (``spec.paper``) take part."""
+    tables = [t for t in tables if t.spec.paper]
+    labels = tables[0].labels if tables else {}
+    columns = [f"{labels[m]}: {w}" for m in labels for w in ("ours", "paper", "paper p")]
     data = {}
     for t in tables:
         for row in t.rows:
@@ -68,7 +93,7 @@ def paper_frame(tables: Sequence[Table]) -> pd.DataFrame:
             if label in data:
                 continue
             cells = []
-            for m in METRICS:
+            for m in labels:
                 c, paper = row.cells.get(m), PUBLISHED.get(row.arm, {}).get(m)
                 ours = format_auc(c.estimate.median) if c else NO_TRIAL
                 cells += [ours, f"{paper.median:.3f}" if paper else "not in paper"]
@@ -83,9 +108,10 @@ def paper_frame(tables: Sequence[Table]) -> pd.DataFrame:
 
 def study_setting(params: Mapping[str, str], n_test: int, resamples: int) -> str:
     """What our numbers come from, in the words of the paper comparison's caption."""
+    dataset = {"egd-cxr": "EGD-CXR", "reflacx": "REFLACX"}.get(params.get("dataset", "egd-cxr"), params.get("dataset", ""))  # fmt: skip
     data = {"egd-cxr": "EGD-CXR"}.get(params.get("data", ""), params.get("data") or "unknown data")
-    if data == "synthetic":
-        data = "the synthetic twin of EGD-CXR"
+    if data in ("synthetic", "egd-cxr", "reflacx"):
+        data = f"the synthetic twin of {dataset}" if data == "synthetic" else dataset
     images = params.get("data/images")
     weights = params.get("encoder_weights")
     weights = "random initialisation" if weights in (None, "None", "none") else f"{weights} weights"
@@ -106,7 +132,7 @@ def paper_caption(setting: str) -> str:
     )
 
 
-def method_note(table: Table) -> str:
+def method_note(table: Table, exclusive: bool = True) -> str:
     """How the cells were computed, printed under each table."""
     runs = "; ".join(
         f"{r.arm}: run {r.trial.run_id} (val mean AUC {r.trial.val_auc:.3f})"
@@ -114,7 +140,7 @@ def method_note(table: Table) -> str:
         if r.trial is not None
     )
     note = (
-        f"AUC (95% CI): one-vs-rest AUC on the whole test set ({table.n_test} images; the AUC of "
+        f"AUC (95% CI): {'one-vs-rest AUC' if exclusive else 'AUC per finding (present vs absent)'} on the whole test set ({table.n_test} images; the AUC of "
         f"the ROC figure and results.csv) with the 2.5th-97.5th percentile of the AUC over "
         f"{table.resamples} bootstrap resamples of the test images, the same resamples for every "
         f"arm (paired; seed {table.seed}; {table.skipped} resamples lacking a class skipped). "
@@ -129,17 +155,25 @@ def method_note(table: Table) -> str:
     return note
 
 
-def seeds_display(rows: Sequence[SeedRow]) -> pd.DataFrame:
-    """Mean ± sd [min, max] over seeds of each arm's best configuration, as display strings."""
-    data = {}
-    for r in rows:
-        cells = [str(len(r.run_ids))]
-        for m in METRICS:
-            a = r.aucs[m]
-            sd = f"{np.std(a, ddof=1):.3f}" if len(a) > 1 else "—"
-            cells.append(f"{np.mean(a):.3f} ± {sd} [{np.min(a):.3f}, {np.max(a):.3f}]")
-        data[ARM_LABELS.get(r.arm, r.arm)] = cells
-    columns = ["Seeds"] + [METRIC_LABELS[m] for m in METRICS]
+def seeds_display(rows: Sequence[SeedRow], labels: Mapping[str, str]) -> pd.DataFrame:
+    """Mean ± sd [min, max] over seeds of each arm's best configuration, as display strings;
+    ``labels``: AUC key -> column label, in column order."""
+
+    def spread(a: np.ndarray) -> str:
+        sd = f"{np.std(a, ddof=1):.3f}" if len(a) > 1 else "—"
+        return f"{np.mean(a):.3f} ± {sd} [{np.min(a):.3f}, {np.max(a):.3f}]"
+
+    if len(labels) > LONG_AFTER:
+        long = [
+            [ARM_LABELS.get(r.arm, r.arm), str(len(r.run_ids)), name, spread(r.aucs[m])]
+            for r in rows for m, name in labels.items()
+        ]  # fmt: skip
+        return pd.DataFrame(long, columns=["Arm", "Seeds", "AUC", "over seeds"]).set_index("Arm")
+    data = {
+        ARM_LABELS.get(r.arm, r.arm): [str(len(r.run_ids)), *(spread(r.aucs[m]) for m in labels)]
+        for r in rows
+    }
+    columns = ["Seeds", *labels.values()]
     frame = pd.DataFrame.from_dict(data, orient="index", columns=columns)
     frame.index.name = "Arm"
     return frame
@@ -165,17 +199,20 @@ def seeds_note(rows: Sequence[SeedRow]) -> str:
     )
 
 
-def render_markdown(tables: Sequence[Table], seeds: Sequence[SeedRow], setting: str) -> str:
+def render_markdown(
+    tables: Sequence[Table], seeds: Sequence[SeedRow], setting: str, exclusive: bool = True
+) -> str:
     parts = []
     for t in tables:
         parts += [f"## Table {t.spec.number}. {t.spec.title}", markdown_table(display_frame(t))]
-        parts += [method_note(t)]
-    parts += ["## Ours vs the paper", markdown_table(paper_frame(tables)), paper_caption(setting)]
+        parts += [method_note(t, exclusive)]
+    if any(t.spec.paper for t in tables):
+        parts += ["## Ours vs the paper", markdown_table(paper_frame(tables)), paper_caption(setting)]  # fmt: skip
     parts += ["## Seeds"]
     parts += (
         [seeds_note(seeds)]
         if one_seed(seeds)
-        else [markdown_table(seeds_display(seeds)), seeds_note(seeds)]
+        else [markdown_table(seeds_display(seeds, tables[0].labels)), seeds_note(seeds)]
     )
     return "\n\n".join(parts) + "\n"
 

@@ -25,12 +25,12 @@ import pandas as pd
 from analysis.cli import run_cli, write_and_log
 from analysis.paper import (
     BASELINE,
-    METRICS,
     PUBLISHED,
-    TABLES,
     PaperCell,
     TableSpec,
+    metric_labels,
     table_arms,
+    tables_for,
 )
 from analysis.stats import (
     ArmBootstrap,
@@ -41,10 +41,11 @@ from analysis.stats import (
     paired_difference,
 )
 from trainables.metrics import bootstrap_indices, per_class_auc
-from trainables.record import PROB_COLUMNS
+from trainables.record.files import labels_and_probs
 from trainables.record.reader import Record, Study
 from trainables.record.selection import seed_group
 from trainables.record.trial import Trial
+from trainables.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,8 @@ class Row:
 
 @dataclass(frozen=True)
 class Table:
-    """One of Tables 1-4, with how its bootstrap was run."""
+    """One table (the paper's Tables 1-4, or a dataset's per-finding table), with how its
+    bootstrap was run; ``labels``: AUC key -> column label, in column order."""
 
     spec: TableSpec
     rows: tuple[Row, ...]
@@ -83,6 +85,11 @@ class Table:
     resamples: int
     skipped: int
     seed: int
+    labels: dict[str, str]
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return tuple(self.labels)
 
 
 @dataclass(frozen=True)
@@ -100,18 +107,20 @@ def _cells(
     boots: dict[str, ArmBootstrap],
     labels: np.ndarray,
     probs: dict[str, np.ndarray],
+    task: Task,
+    published: dict[str, PaperCell],
 ) -> dict[str, Cell]:
     """An arm's cells; p-values and differences only against a baseline that has a trial."""
-    boot, published = boots[arm], PUBLISHED.get(arm, {})
+    boot, metrics = boots[arm], task.auc_columns
     if arm == BASELINE or BASELINE not in boots:
         return {
             m: Cell(boot.point[m], boot.estimates[m], None, None, None, None, published.get(m))
-            for m in METRICS
+            for m in metrics
         }
     diffs = paired_difference(boot, boots[BASELINE])
-    delong = delong_per_class(labels, probs[arm], probs[BASELINE])
+    delong = delong_per_class(labels, probs[arm], probs[BASELINE], task)
     cells = {}
-    for m in METRICS:
+    for m in metrics:
         test = delong.get(m)  # None for the mean (and a class DeLong cannot handle)
         cells[m] = Cell(
             point=boot.point[m],
@@ -126,7 +135,8 @@ def _cells(
 
 
 def build_tables(record: Record, study: Study) -> tuple[list[Table], dict[str, Trial | None]]:
-    """Tables 1-4 from the study's best trials, bootstrapped over one shared set of resamples.
+    """The study's tables (``paper.tables_for``: Tables 1-4 on EGD-CXR, one per-finding table on
+    another dataset) from its best trials, bootstrapped over one shared set of resamples.
 
     Returns:
         ``(tables, arm -> best trial or None)``.
@@ -134,56 +144,59 @@ def build_tables(record: Record, study: Study) -> tuple[list[Table], dict[str, T
     Raises:
         ValueError: the arms' test keys differ (see :func:`analysis.stats.align_arms`).
     """
-    resamples, seed = study.bootstrap.resamples, study.bootstrap.seed
-    best = study.best_of(table_arms())
+    resamples, seed, task = study.bootstrap.resamples, study.bootstrap.seed, study.task
+    specs = tables_for(study.dataset, study.arms)
+    labels_of = metric_labels(task)
+    best = study.best_of(table_arms(specs))
     present = {arm: t for arm, t in best.items() if t is not None}
     if not present:
         tables = [
-            Table(s, tuple(Row(a, None, {}) for a in s.arms), 0, resamples, 0, seed) for s in TABLES
+            Table(s, tuple(Row(a, None, {}) for a in s.arms), 0, resamples, 0, seed, labels_of)
+            for s in specs
         ]
         return tables, best
-    frames = {arm: record.predictions(t.run_id) for arm, t in present.items()}
-    _, labels, probs = align_arms(frames, PROB_COLUMNS)
+    frames = {arm: record.predictions(t.run_id, task) for arm, t in present.items()}
+    _, labels, probs = align_arms(frames, task)
     # One set of resamples for every arm: each comparison is paired, and the baseline row reads the
     # same in all four tables.
     indices = bootstrap_indices(len(labels), resamples=resamples, seed=seed)
-    boots = {arm: arm_bootstrap(labels, p, indices) for arm, p in probs.items()}
+    boots = {arm: arm_bootstrap(labels, p, indices, task) for arm, p in probs.items()}
     skipped = next(iter(boots.values())).skipped
     if skipped:
         log.warning(
             "bootstrap: %d of %d resamples lacked a class and were skipped", skipped, resamples
         )
     tables = []
-    for spec in TABLES:
-        rows = tuple(
-            Row(arm, best[arm], _cells(arm, boots, labels, probs) if best[arm] else {})
-            for arm in spec.arms
-        )
-        tables.append(Table(spec, rows, len(labels), resamples, skipped, seed))
+    for spec in specs:
+        rows = []
+        for arm in spec.arms:
+            published = PUBLISHED.get(arm, {}) if spec.paper else {}
+            cells = _cells(arm, boots, labels, probs, task, published) if best[arm] else {}
+            rows.append(Row(arm, best[arm], cells))
+        tables.append(Table(spec, tuple(rows), len(labels), resamples, skipped, seed, labels_of))
     return tables, best
 
 
 def seed_rows(record: Record, study: Study, best: dict[str, Trial | None]) -> list[SeedRow]:
     """Per arm, the whole-test-set AUCs of every finished run of its best configuration."""
-    rows = []
+    task, rows = study.task, []
     for arm, trial in best.items():
         if trial is None:
             continue
         group = seed_group(study.trials, trial)
-        aucs = [per_class_auc(*_labels_probs(record.predictions(t.run_id))) for t in group]
+        aucs = [
+            per_class_auc(*labels_and_probs(record.predictions(t.run_id, task), task), task)
+            for t in group
+        ]
         rows.append(
             SeedRow(
                 arm=arm,
                 run_ids=tuple(t.run_id for t in group),
                 seeds=tuple(t.params.get("seed", "?") for t in group),
-                aucs={m: np.array([a[m] for a in aucs]) for m in METRICS},
+                aucs={m: np.array([a[m] for a in aucs]) for m in task.auc_columns},
             )
         )
     return rows
-
-
-def _labels_probs(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    return frame["label"].to_numpy(), frame[list(PROB_COLUMNS)].to_numpy(dtype=np.float64)
 
 
 def long_frame(tables: Sequence[Table]) -> pd.DataFrame:
@@ -191,9 +204,9 @@ def long_frame(tables: Sequence[Table]) -> pd.DataFrame:
     records = []
     for t in tables:
         for row in t.rows:
-            for m in METRICS:
+            for m in t.metrics:
                 c = row.cells.get(m)
-                paper = PUBLISHED.get(row.arm, {}).get(m)
+                paper = PUBLISHED.get(row.arm, {}).get(m) if t.spec.paper else None
                 base = {"table": t.spec.number, "arm": row.arm, "metric": m, "n_test": t.n_test}
                 base["run_id"] = row.trial.run_id if row.trial else None
                 base["status"] = "ok" if c else NO_TRIAL
@@ -215,13 +228,13 @@ def long_frame(tables: Sequence[Table]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def seeds_frame(rows: Sequence[SeedRow]) -> pd.DataFrame:
+def seeds_frame(rows: Sequence[SeedRow], metrics: Sequence[str]) -> pd.DataFrame:
     records = [
-        {"arm": r.arm, "run_id": run, "seed": s} | {m: float(r.aucs[m][i]) for m in METRICS}
+        {"arm": r.arm, "run_id": run, "seed": s} | {m: float(r.aucs[m][i]) for m in metrics}
         for r in rows
         for i, (run, s) in enumerate(zip(r.run_ids, r.seeds))
     ]
-    return pd.DataFrame.from_records(records, columns=["arm", "run_id", "seed", *METRICS])
+    return pd.DataFrame.from_records(records, columns=["arm", "run_id", "seed", *metrics])
 
 
 @dataclass(frozen=True)
@@ -244,13 +257,13 @@ def write_tables_from(record: Record, study: Study, out_dir: Path) -> TablesOutp
     from analysis.table_render import render_latex, render_markdown, study_setting  # formats
 
     setting = study_setting(study.params, tables[0].n_test, study.bootstrap.resamples)
-    markdown = render_markdown(tables, seeds, setting)
+    markdown = render_markdown(tables, seeds, setting, study.task.exclusive)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = [out_dir / n for n in ("tables.md", "tables.csv", "tables.tex", "seeds.csv")]
     files[0].write_text(markdown)
     long_frame(tables).to_csv(files[1], index=False)
     files[2].write_text(render_latex(tables))
-    seeds_frame(seeds).to_csv(files[3], index=False)
+    seeds_frame(seeds, tables[0].metrics).to_csv(files[3], index=False)
     return TablesOutput(tables, best, seeds, markdown, files)
 
 
@@ -270,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI: print the Markdown tables and the written files."""
     return run_cli(
         "gaze-study tables",
-        "Rebuild the paper's Tables 1-4 from the MLflow record.",
+        "Rebuild the paper's Tables 1-4 (a per-finding table on another dataset) from the MLflow record.",
         write_tables,
         lambda out: out.markdown + "\nwrote " + ", ".join(str(f) for f in out.files),
         argv,

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ import pandas as pd
 
 from analysis.cli import run_cli, write_and_log
 from analysis.formats import format_p, markdown_table
-from analysis.paper import ARM_LABELS, BASELINE, METRIC_LABELS, METRICS
+from analysis.paper import ARM_LABELS, BASELINE, METRIC_LABELS, metric_labels
 from analysis.stats import (
     Estimate,
     align_arms,
@@ -38,13 +38,14 @@ from analysis.stats import (
     seeded_difference,
 )
 from trainables.metrics import bootstrap_indices
-from trainables.record import PROB_COLUMNS
 from trainables.record.reader import Record, Study
 from trainables.record.selection import TIE_RULE, best_of_bests, seed_group, tied_arms, ties
 from trainables.record.trial import Trial
+from trainables.task import Task
 
 ALPHA = 0.05  # family-wise error rate of the Holm-adjusted comparisons
-PRIMARY = METRICS[0]  # the verdict's endpoint: the mean AUC
+PRIMARY = "auc_mean"  # the verdict's endpoint: the mean AUC
+LONG_AFTER = 4  # more AUC columns than this (REFLACX's findings): one row per arm and finding
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ class Verdict:
     seed: int
     missing: str = ""  # why no arm could be compared, when none could
     seeds_note: str = ""  # how seeds entered, when several did
+    labels: dict[str, str] = field(default_factory=lambda: dict(METRIC_LABELS))  # key -> label
+    exclusive: bool = True  # one class per image (one-vs-rest AUCs) or findings (per finding)
 
     @property
     def selection(self) -> str:
@@ -189,6 +192,7 @@ def differences(
     labels: np.ndarray,
     runs: Mapping[str, Mapping[str, np.ndarray]],
     baseline: str,
+    task: Task,
     *,
     resamples: int,
     seed: int,
@@ -196,9 +200,10 @@ def differences(
     """Each arm against ``baseline``, paired by seed, Holm-adjusted over the arms per key.
 
     Args:
-        labels: (N,) test labels, in the order of every probability array.
-        runs: arm -> seed -> (N, C) test probabilities of that seed's run.
+        labels: test labels (class ids, or (N, K) 0/1), in the order of every probability array.
+        runs: arm -> seed -> (N, K) test probabilities of that seed's run.
         baseline: the arm the others are compared with (a key of ``runs``).
+        task: the study's classes.
         resamples, seed: the study's bootstrap (``Study.bootstrap``).
 
     Returns:
@@ -213,17 +218,17 @@ def differences(
             continue
         pairs = [(by_seed[s], base[s]) for s in common]
         draws = seed_draws(len(pairs), resamples=resamples, seed=seed)
-        point, diff = seeded_difference(labels, pairs, indices, draws)
+        point, diff = seeded_difference(labels, pairs, indices, draws, task)
         raw.append((arm, len(pairs), point, diff))
     adjusted = {k: holm([diff[k].p_value for *_, diff in raw]) for k in (raw[0][3] if raw else ())}
     return [
         ArmDifference(
             arm=arm,
             seeds=n,
-            point={k: point[k] for k in METRICS},
-            interval={k: diff[k].estimate for k in METRICS},
-            p={k: diff[k].p_value for k in METRICS},
-            p_adjusted={k: float(adjusted[k][i]) for k in METRICS},
+            point={k: point[k] for k in task.auc_columns},
+            interval={k: diff[k].estimate for k in task.auc_columns},
+            p={k: diff[k].p_value for k in task.auc_columns},
+            p_adjusted={k: float(adjusted[k][i]) for k in task.auc_columns},
         )
         for i, (arm, n, point, diff) in enumerate(raw)
     ]
@@ -245,8 +250,10 @@ def study_verdict(record: Record, study: Study, baseline: str = BASELINE) -> Ver
     """
     best = study.best_of(study.arms)
     chosen = best_of_bests(best)
-    boot = study.bootstrap
+    boot, task = study.bootstrap, study.task
     common = {
+        "labels": metric_labels(task),
+        "exclusive": task.exclusive,
         "baseline": baseline,
         "selected": chosen,
         "tied": tuple(tied_arms(best, chosen)) if chosen else (),
@@ -264,10 +271,10 @@ def study_verdict(record: Record, study: Study, baseline: str = BASELINE) -> Ver
     groups = {
         arm: _by_seed(seed_group(study.trials, t)) for arm, t in best.items() if t is not None
     }
-    frames = {(arm, s): record.predictions(t.run_id) for arm, g in groups.items() for s, t in g.items()}  # fmt: skip
-    _, labels, probs = align_arms(frames, PROB_COLUMNS)
+    frames = {(arm, s): record.predictions(t.run_id, task) for arm, g in groups.items() for s, t in g.items()}  # fmt: skip
+    _, labels, probs = align_arms(frames, task)
     runs = {arm: {s: probs[(arm, s)] for s in g} for arm, g in groups.items()}
-    diffs = differences(labels, runs, baseline, resamples=boot.resamples, seed=boot.seed)
+    diffs = differences(labels, runs, baseline, task, resamples=boot.resamples, seed=boot.seed)
     seeds = sorted({d.seeds for d in diffs})
     note = ""
     if seeds and seeds[-1] > 1:
@@ -289,26 +296,35 @@ def differences_frame(v: Verdict) -> pd.DataFrame:
     rows = []
     for d in v.differences:
         row: dict[str, object] = {"arm": d.arm, "baseline": v.baseline, "seeds": d.seeds}
-        for k in METRICS:
+        for k in v.labels:
             e = d.interval[k]
             row |= {f"{k}_diff": d.point[k], f"{k}_low": e.low, f"{k}_high": e.high}
             row |= {f"{k}_p": d.p[k], f"{k}_p_holm": d.p_adjusted[k]}
         rows.append(row)
     columns = ["arm", "baseline", "seeds"]
-    columns += [f"{k}_{c}" for k in METRICS for c in ("diff", "low", "high", "p", "p_holm")]
+    columns += [f"{k}_{c}" for k in v.labels for c in ("diff", "low", "high", "p", "p_holm")]
     return pd.DataFrame.from_records(rows, columns=columns)
 
 
 def differences_display(v: Verdict) -> pd.DataFrame:
     """The difference table as display strings: per metric the difference [95% CI], then its
-    Holm-adjusted p in a column of its own."""
-    columns = [c for k in METRICS for c in (f"{METRIC_LABELS[k]} − {v.baseline} [95% CI]",
-                                            f"{METRIC_LABELS[k]}: p (Holm)")]  # fmt: skip
+    Holm-adjusted p in a column of its own; of many classes (``LONG_AFTER``), one row per arm
+    and class instead, so the table never widens past the page."""
     with_seeds = any(d.seeds > 1 for d in v.differences)
+    if len(v.labels) > LONG_AFTER:
+        rows = [
+            [ARM_LABELS.get(d.arm, d.arm), *([str(d.seeds)] if with_seeds else []), label,
+             format_difference(d, k), format_p(d.p_adjusted[k])]
+            for d in v.differences for k, label in v.labels.items()
+        ]  # fmt: skip
+        head = ["Arm", *(["Seeds"] if with_seeds else []), "AUC", f"− {v.baseline} [95% CI]", "p (Holm)"]  # fmt: skip
+        return pd.DataFrame(rows, columns=head).set_index("Arm")
+    columns = [c for label in v.labels.values() for c in (f"{label} − {v.baseline} [95% CI]",
+                                                           f"{label}: p (Holm)")]  # fmt: skip
     data = {}
     for d in v.differences:
         cells = [str(d.seeds)] if with_seeds else []
-        for k in METRICS:
+        for k in v.labels:
             cells += [format_difference(d, k), format_p(d.p_adjusted[k])]
         data[ARM_LABELS.get(d.arm, d.arm)] = cells
     frame = pd.DataFrame.from_dict(
@@ -329,12 +345,12 @@ def differences_note(v: Verdict) -> str:
     )
     return (
         f"Each arm's best trial (by validation) against {v.baseline}'s: the difference of the "
-        f"one-vs-rest AUCs on the whole test set ({v.n_test} images), with the 2.5th-97.5th "
+        f"{'one-vs-rest AUCs' if v.exclusive else 'AUCs per finding'} on the whole test set ({v.n_test} images), with the 2.5th-97.5th "
         f"percentile of the difference over the same {v.resamples} paired bootstrap resamples "
-        f"of the test images as Tables 1-4 (seed {v.seed}).{seeds} p: two-sided paired-bootstrap "
+        f"of the test images as the AUC tables (seed {v.seed}).{seeds} p: two-sided paired-bootstrap "
         f"p of no difference, Holm-adjusted over the {len(v.differences)} arms compared, for "
         f"each column on its own (the verdict's endpoint is the mean AUC); unadjusted p-values "
-        f"are in Tables 1-4 and differences.csv. {TIE_RULE.capitalize()}."
+        f"are in the AUC tables and differences.csv. {TIE_RULE.capitalize()}."
     )
 
 

@@ -33,7 +33,9 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from trainables.config import CLASSES
+from tests.tiny import egd_task
+
+CLASSES = egd_task().classes
 from trainables.record import data_summary
 
 KEYS = [f"img{i:02d}" for i in range(12)]
@@ -106,6 +108,7 @@ DATA = data_summary(
     labels=[0] * 30 + [1] * 28 + [2] * 26 + list(LABELS),
     split_ids=[0] * 40 + [1] * 44 + [2] * 12,
     exclusions={"calibration_screen": 5, "no_fixation_on_image": 2, "calibration_rows": 40},
+    classes=CLASSES,
     image_size=16,
 )
 

@@ -13,8 +13,11 @@ from analysis import figures
 from analysis.paper import table_arms
 from analysis.roc import draw_roc
 from tests.analysis.hand_made_record import PANEL_KEYS
+from tests.tiny import egd_task
 from trainables.panels import MAX_WIDTH_PX
 from trainables.record.reader import Record
+
+EGD = egd_task()
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -74,7 +77,7 @@ def test_panel_caption_answers_the_four_questions(written):
 def test_panel_rows_frame_the_arms_own_generator(hand_made_record, tmp_path):
     record = Record(hand_made_record.tracking_uri)
     best = record.study("gaze-unet").best_of(table_arms())
-    _paths, arms = figures.panel_figures(record, best, tmp_path, images=1)
+    _paths, arms = figures.panel_figures(record, best, tmp_path, EGD.classes, images=1)
     assert arms == ["unet", "set1-gbp"] and len(_paths) == 1
     assert figures.own_generator("set1-gbp") == "gbp" and figures.own_generator("unet") is None
     assert figures.panel_columns() == ("image", "gaze", "gbp", "deconv", "decoder")
@@ -95,7 +98,7 @@ def test_roc_small_multiples_each_arm_against_the_baseline(hand_made_record):
     record = Record(hand_made_record.tracking_uri)
     best = record.study("gaze-unet").best_of(table_arms())
     fig, shown = draw_roc(
-        {arm: record.predictions(t.run_id) for arm, t in best.items() if t is not None}
+        {arm: record.predictions(t.run_id, EGD) for arm, t in best.items() if t is not None}, EGD
     )
     arms = ["no-seg", "set1-gbp", "set2-gbp", "set3-gbp"]  # the baseline is in every panel
     assert len(fig.axes) == len(arms) * 3 and len(fig.legends) == 1

@@ -29,7 +29,7 @@ def test_panel_keys_that_are_paths_are_skipped_and_mathtext_is_text(tmp_path):
         best[arm] = Trial(run, run, arm, "search", "ok")
     out = tmp_path / "reports" / "study"
     out.mkdir(parents=True)
-    paths = panel_figures(Record(uri), best, out)
+    paths, _ = panel_figures(Record(uri), best, out, ("Normal", "CHF", "pneumonia"))
     assert sorted(p.name for p in paths) == ["panel_$\\x$.png", "panel_ok-1.png"]
     assert sorted(p.name for p in tmp_path.rglob("panel_*.png")) == sorted(p.name for p in paths)
     assert not list(tmp_path.rglob("escaped_1*"))

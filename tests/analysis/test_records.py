@@ -8,9 +8,12 @@ import pandas as pd
 import pytest
 
 from tests.analysis.hand_made_record import KEYS, perfect, predictions_frame
+from tests.tiny import egd_task
 from trainables.record.files import read_maps, read_predictions
 from trainables.record.reader import Record
 from trainables.record.selection import best_of_arm, is_candidate, seed_group
+
+EGD = egd_task()
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # sqlalchemy, inside mlflow
 
@@ -66,23 +69,23 @@ def test_best_trial_uses_validation_ties_earliest_and_skips_seed_reruns(record, 
 
 
 def test_predictions_are_read_sorted_and_checked(record, hand_made_record, tmp_path):
-    frame = record.predictions(hand_made_record.runs["unet"])
+    frame = record.predictions(hand_made_record.runs["unet"], EGD)
     assert frame["key"].tolist() == sorted(KEYS)
     good = predictions_frame(perfect())
     bad = good.drop(columns="label_name")
     bad.to_csv(tmp_path / "a.csv", index=False)
     with pytest.raises(ValueError, match=r"a\.csv: columns"):
-        read_predictions(tmp_path / "a.csv")
+        read_predictions(tmp_path / "a.csv", EGD)
     pd.concat([good, good.iloc[:1]]).to_csv(tmp_path / "b.csv", index=False)
     with pytest.raises(ValueError, match="1 duplicated keys"):
-        read_predictions(tmp_path / "b.csv")
+        read_predictions(tmp_path / "b.csv", EGD)
     logits = good.assign(prob_normal=3.0)
     logits.to_csv(tmp_path / "c.csv", index=False)
     with pytest.raises(ValueError, match="sum to 1"):
-        read_predictions(tmp_path / "c.csv")
+        read_predictions(tmp_path / "c.csv", EGD)
     mixed = pd.concat([good, good.assign(key=[k + "v" for k in KEYS], split="val")])
     mixed.to_csv(tmp_path / "d.csv", index=False)
-    assert len(read_predictions(tmp_path / "d.csv")) == len(KEYS)
+    assert len(read_predictions(tmp_path / "d.csv", EGD)) == len(KEYS)
 
 
 def test_maps_refuse_pickled_keys(tmp_path):

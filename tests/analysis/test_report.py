@@ -25,6 +25,7 @@ from analysis.paper import METRICS
 from analysis.report import PER_TRIAL, build_context, render_html, what_ran, write_report
 from analysis.results import auc_resolution, identical_groups
 from tests.analysis.hand_made_record import add_trial, perfect
+from tests.tiny import egd_task
 from trainables.panels import MAX_WIDTH_PX, MIN_FONT_PX
 from trainables.record.reader import Record
 
@@ -168,7 +169,7 @@ def test_identical_predictions_and_the_auc_resolution(built):
     assert "Set 1, guided backpropagation, Set 2, guided backpropagation gave identical" in text
     assert "Normal 1/32 (0.0312)" in text  # 12 images, 4 per class: 4 x 8 pairs
     # The example: 24 images, 8 per class -> steps of 1/128.
-    assert auc_resolution(np.repeat(np.arange(3), 8)) == dict.fromkeys(
+    assert auc_resolution(np.repeat(np.arange(3), 8), egd_task()) == dict.fromkeys(
         ("Normal", "CHF", "pneumonia"), (8, 16)
     )
     a, b = perfect(), perfect()
@@ -200,7 +201,7 @@ def test_data_section_without_a_recorded_summary(hand_made_record):
     record = Record(hand_made_record.tracking_uri)
     study = record.study("no-data-json")
     assert record.study_data(study.parent_run_id) is None
-    summary = from_predictions(record, {"unet": study.trials[0]})
+    summary = from_predictions(record, {"unet": study.trials[0]}, egd_task())
     assert summary.splits.loc["test"].tolist() == ["12", "4", "4", "4"]
     assert summary.splits.loc["train"].tolist() == [NOT_RECORDED] * 4
     assert summary.exclusions is None and "not recorded" in summary.source

@@ -15,8 +15,10 @@ from analysis.stats import (
     delong_test,
     paired_bootstrap,
 )
+from tests.tiny import egd_task
 
-PROBS = ("prob_normal", "prob_chf", "prob_pneumonia")
+EGD = egd_task()
+PROBS = EGD.prob_columns
 
 
 def _psi(x: float, y: float) -> float:
@@ -86,7 +88,7 @@ def _arms(n=120, seed=0):
 
 def test_paired_bootstrap_difference_ci_agrees_with_scipy():
     labels, strong, weak = _arms()
-    a, b, diff = paired_bootstrap(labels, strong, weak, resamples=2000, seed=0)
+    a, b, diff = paired_bootstrap(labels, strong, weak, EGD, resamples=2000, seed=0)
     assert a.skipped == b.skipped == 0
     assert diff["auc_mean"].p_value == pytest.approx(2 / 2001)  # never crosses zero
 
@@ -119,7 +121,7 @@ def test_paired_bootstrap_difference_ci_agrees_with_scipy():
 
 def test_paired_bootstrap_shares_resamples():
     labels, strong, _ = _arms()
-    a, b, diff = paired_bootstrap(labels, strong, strong.copy(), resamples=300, seed=1)
+    a, b, diff = paired_bootstrap(labels, strong, strong.copy(), EGD, resamples=300, seed=1)
     np.testing.assert_array_equal(a.samples, b.samples)  # same indices -> identical resamples
     assert diff["auc_mean"].estimate.median == 0.0 and diff["auc_mean"].p_value == 1.0
 
@@ -132,7 +134,7 @@ def test_bootstrap_p_value_two_sided():
 
 def test_delong_per_class_is_per_one_vs_rest_column():
     labels, strong, weak = _arms(60)
-    got = delong_per_class(labels, strong, weak)
+    got = delong_per_class(labels, strong, weak, EGD)
     for c, key in enumerate(("auc_normal", "auc_chf", "auc_pneumonia")):
         assert got[key].auc_a == pytest.approx(roc_auc_score(labels == c, strong[:, c]))
         assert got[key].p_value < 0.05
@@ -140,13 +142,19 @@ def test_delong_per_class_is_per_one_vs_rest_column():
 
 def test_align_arms_pairs_on_key_and_names_mismatch():
     frame = pd.DataFrame(
-        {"key": ["b", "a", "c"], "label": [1, 0, 2]} | {p: [0.2, 0.3, 0.5] for p in PROBS}
+        {
+            "key": ["b", "a", "c"],
+            "split": "test",
+            "label": [1, 0, 2],
+            "label_name": ["CHF", "Normal", "pneumonia"],
+        }
+        | {p: [0.2, 0.3, 0.5] for p in PROBS}
     )
-    keys, labels, probs = align_arms({"x": frame, "y": frame.iloc[::-1]}, PROBS)
+    keys, labels, probs = align_arms({"x": frame, "y": frame.iloc[::-1]}, EGD)
     assert keys.tolist() == ["a", "b", "c"] and labels.tolist() == [0, 1, 2]
     np.testing.assert_array_equal(probs["x"], probs["y"])
     other = frame.assign(key=["b", "a", "d"])
     with pytest.raises(ValueError, match="differ in 2 images"):
-        align_arms({"x": frame, "y": other}, PROBS)
+        align_arms({"x": frame, "y": other}, EGD)
     with pytest.raises(ValueError, match="labels .* differ on 1"):
-        align_arms({"x": frame, "y": frame.assign(label=[1, 0, 0])}, PROBS)
+        align_arms({"x": frame, "y": frame.assign(label=[1, 0, 0])}, EGD)

@@ -19,7 +19,10 @@ from statsmodels.stats.multitest import multipletests
 from analysis import verdict as V
 from analysis.formats import format_p
 from analysis.stats import holm, paired_bootstrap
-from trainables.config import CLASSES
+from tests.tiny import egd_task
+
+EGD = egd_task()
+CLASSES = EGD.classes
 from trainables.record.reader import Record
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -82,9 +85,9 @@ def oracle(pairs, resamples: int, seed: int) -> tuple[float, float, float, float
 def test_one_seed_is_exactly_the_tables_paired_difference():
     rng = np.random.default_rng(1)
     arm, base = _probs(rng, 2.0), _probs(rng, 1.0)
-    (d,) = V.differences(LABELS, {"unet": {"0": base}, "x": {"0": arm}}, "unet",
+    (d,) = V.differences(LABELS, {"unet": {"0": base}, "x": {"0": arm}}, "unet", EGD,
                          resamples=RESAMPLES, seed=SEED)  # fmt: skip
-    _, _, tables = paired_bootstrap(LABELS, arm, base, resamples=RESAMPLES, seed=SEED)
+    _, _, tables = paired_bootstrap(LABELS, arm, base, EGD, resamples=RESAMPLES, seed=SEED)
     for k in ("auc_mean", "auc_normal"):
         assert (d.interval[k].low, d.interval[k].high) == (
             tables[k].estimate.low,
@@ -97,7 +100,7 @@ def test_with_several_seeds_the_difference_is_taken_over_seeds_too():
     rng = np.random.default_rng(2)
     arm = {s: _probs(rng, 1.6) for s in ("0", "1", "2")}
     base = {s: _probs(rng, 1.0) for s in ("0", "1", "2", "9")}  # seed 9: the arm lacks it
-    (d,) = V.differences(LABELS, {"unet": base, "x": arm}, "unet", resamples=RESAMPLES, seed=SEED)
+    (d,) = V.differences(LABELS, {"unet": base, "x": arm}, "unet", EGD, resamples=RESAMPLES, seed=SEED)
     assert d.seeds == 3
     point, low, high, p = oracle([(arm[s], base[s]) for s in ("0", "1", "2")], RESAMPLES, SEED)
     assert d.point["auc_mean"] == pytest.approx(point, abs=1e-12)

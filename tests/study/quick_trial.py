@@ -20,9 +20,9 @@ import numpy as np
 from ray import tune
 
 from study.resources import trial_resources
+from trainables.data.datasets import task_of
 from trainables.record import Status, trial_tags
 from trainables.record import writer as record
-from trainables.data.datasets import task_of
 from trainables.record.files import write_predictions
 from trainables.trainable import trial_config
 

@@ -22,10 +22,13 @@ from study.plans import SearchPlan
 from study.presets import get_preset
 from study.selection_plan import SelectionPlan
 from tests.study.conftest import tiny_trial
+from tests.tiny import egd_task
 from trainables.blind_selection import SIGNALS
 from trainables.config import DataConfig
 from trainables.metrics import per_class_auc
-from trainables.record import PROB_COLUMNS, Status
+from trainables.record import Status
+
+EGD = egd_task()
 from trainables.record.reader import Record
 
 pytestmark = pytest.mark.slow
@@ -125,7 +128,7 @@ def test_data_efficiency_trains_on_nested_sizes_and_tests_on_the_same_images(ran
     # Smaller sets train more epochs (same steps), up to the plan's cap.
     assert {r.data.tags["train_images"]: r.data.params["epochs"] for r in runs} == {"6": "2", "12": "1"}  # fmt: skip
     record = Record(cfg.tracking_uri)
-    keys = {tuple(record.predictions(r.info.run_id)["key"]) for r in runs}
+    keys = {tuple(record.predictions(r.info.run_id, EGD)["key"]) for r in runs}
     assert len(keys) == 1  # every size, arm and seed: the same test images
     data = record.study_data(summary.tracking.parent_run_id)["datasets"]
     train = {k: d["splits"]["train"]["images"] for k, d in data.items()}
@@ -141,11 +144,11 @@ def _permuted(record: Record, trials, rng) -> list:
     order = None
     out = []
     for t in trials:
-        pred = record.predictions(t.run_id)
+        pred = record.predictions(t.run_id, EGD)
         if order is None:
             order = rng.permutation(len(pred))
-        probs = pred[list(PROB_COLUMNS)].to_numpy()
-        auc = per_class_auc(pred["label"].to_numpy()[order], probs)["auc_mean"]
+        probs = pred[list(EGD.prob_columns)].to_numpy()
+        auc = per_class_auc(pred["label"].to_numpy()[order], probs, EGD)["auc_mean"]
         out.append(dataclasses.replace(t, metrics={**t.metrics, "test/auc_mean": float(auc)}))
     return out
 

@@ -10,7 +10,6 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from tests.tiny import egd_task
-from trainables.task import Task
 from trainables.metrics import (
     bootstrap_auc_ci,
     default_fixation_mask,
@@ -19,6 +18,7 @@ from trainables.metrics import (
     resampled_aucs,
     saliency_metrics,
 )
+from trainables.task import Task
 
 EGD = egd_task()
 AUC_KEYS = EGD.auc_keys

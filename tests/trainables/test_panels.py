@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 from PIL import Image
 
+from tests.tiny import egd_task
 from trainables.panels import (
     DPI,
     MAX_WIDTH_PX,
@@ -25,8 +26,6 @@ from trainables.panels import (
     save,
     write_panels,
 )
-
-from tests.tiny import egd_task
 
 CLASSES = egd_task().classes
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -42,14 +41,20 @@ def _rows(n: int, size: int = 16) -> list[PanelRow]:
     maps = {k: rng.random((size, size)) for k in ("gbp", "deconv", "gaze")}
     maps["decoder"] = np.full((size, size), np.nan)  # an arm that trains no decoder
     probs = [(0.1, 0.7, 0.2), (0.5, 0.3, 0.2), (0.2, 0.2, 0.6)]
-    return [PanelRow(f"arm {i}", rng.random((size, size)), maps, probs[i % 3], 1, CLASSES) for i in range(n)]
+    return [
+        PanelRow(f"arm {i}", rng.random((size, size)), maps, probs[i % 3], 1, CLASSES)
+        for i in range(n)
+    ]
 
 
 def test_prediction_lines_name_every_class_and_the_predicted_one():
     assert prediction_lines([0.1, 0.7, 0.2], CLASSES, true_label=1) == [
         "predicted: CHF", "correct", "p(Normal) 0.10", "p(CHF) 0.70", "p(pneumonia) 0.20",
     ]  # fmt: skip
-    assert prediction_lines([0.45, 0.45, 0.1], CLASSES, true_label=2)[:2] == ["predicted: Normal", "wrong"]
+    assert prediction_lines([0.45, 0.45, 0.1], CLASSES, true_label=2)[:2] == [
+        "predicted: Normal",
+        "wrong",
+    ]
     assert prediction_lines([0.2, 0.2, 0.6], CLASSES) == [
         "predicted: pneumonia", "p(Normal) 0.20", "p(CHF) 0.20", "p(pneumonia) 0.60",
     ]  # fmt: skip

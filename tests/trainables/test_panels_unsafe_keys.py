@@ -34,7 +34,13 @@ def test_write_panels_skips_keys_that_are_paths_and_draws_mathtext_as_text(tmp_p
 
 
 def test_a_title_with_dollars_and_backslashes_renders(tmp_path):
-    row = PanelRow(r"$\alpha$ arm", np.zeros((8, 8)), {"gbp": np.ones((8, 8))}, (0.2, 0.5, 0.3), classes=("a", "b", "c"))
+    row = PanelRow(
+        r"$\alpha$ arm",
+        np.zeros((8, 8)),
+        {"gbp": np.ones((8, 8))},
+        (0.2, 0.5, 0.3),
+        classes=("a", "b", "c"),
+    )
     fig = panel_figure([row], ("image", "gbp"), r"math$\nosuchcmd$.dcm (model: $\x$)")
     png = save(fig, tmp_path / "p.png")  # mathtext would raise ParseFatalException here
     assert png.is_file()

@@ -139,6 +139,25 @@ def labels_and_probs(frame: pd.DataFrame, task: Task) -> tuple[np.ndarray, np.nd
     return frame[list(task.label_columns)].to_numpy(dtype=np.int64), probs
 
 
+def read_table(path: Path, columns: Sequence[str], name: str = "") -> pd.DataFrame:
+    """A per-image CSV of the record (``explain/readers.csv``, ``study/ceiling.csv``): its header
+    must be ``columns``; keys are text, every other column a number (nan where undefined).
+
+    Raises:
+        ValueError: naming ``name`` (or the path) when the columns or a number are off.
+    """
+    name = name or str(path)
+    frame = pd.read_csv(path, dtype={"key": str, "map": str, "generator": str})
+    if tuple(frame.columns) != tuple(columns):
+        raise ValueError(f"{name}: columns {list(frame.columns)}, expected {list(columns)}")
+    numbers = [c for c in columns if c not in ("key", "map", "generator")]
+    try:
+        frame[numbers] = frame[numbers].astype(np.float64)
+    except ValueError as err:
+        raise ValueError(f"{name}: a non-numeric value ({err})") from err
+    return frame
+
+
 def read_explain(path: Path, name: str = "") -> pd.DataFrame:
     """Read and check an ``explain/test.csv`` (one row per image and map)."""
     name = name or str(path)

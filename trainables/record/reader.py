@@ -21,12 +21,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trainables.record.files import read_explain, read_json_object, read_maps, read_predictions
+from trainables.record.files import (
+    read_explain,
+    read_json_object,
+    read_maps,
+    read_predictions,
+    read_table,
+)
 from trainables.record.schema import (
     ANALYSIS_DIR,
+    CEILING,
     EXPLAIN,
     MAPS,
     PREDICTIONS,
+    READERS,
     ROLE_STUDY,
     STUDY_CONFIG,
     STUDY_DATA,
@@ -187,6 +195,23 @@ class Record:
     def explain(self, run_id: str) -> pd.DataFrame:
         """The run's per-image map-vs-gaze metrics."""
         return self._cached(run_id, EXPLAIN, read_explain)
+
+    def readers(self, run_id: str) -> pd.DataFrame | None:
+        """The run's maps judged by the readers and the ellipses (``explain/readers.csv``, a
+        multi-reader dataset's trials only), or None when it has none."""
+        from trainables.reader_eval import READERS_COLUMNS
+
+        if not self.has_artifact(run_id, READERS):
+            return None
+        return self._cached(run_id, READERS, lambda p, name: read_table(p, READERS_COLUMNS, name))
+
+    def ceiling(self, parent_run_id: str) -> pd.DataFrame | None:
+        """The study's human ceiling per test image (``study/ceiling.csv``), or None."""
+        from trainables.reader_eval import CEILING_COLUMNS
+
+        if not self.has_artifact(parent_run_id, CEILING):
+            return None
+        return self._cached(parent_run_id, CEILING, lambda p, name: read_table(p, CEILING_COLUMNS, name))  # fmt: skip
 
     def maps(self, run_id: str) -> dict[str, np.ndarray]:
         """The run's heatmap-panel arrays."""

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pydicom
 import pytest
 from pydicom.dataset import Dataset as DicomDataset
 from pydicom.dataset import FileMetaDataset
@@ -54,7 +53,7 @@ def read(cfg: DataConfig) -> ToyIndex:
     records = tuple(
         ToyRecord(
             r.key, r.patient, int(r.label), root / f"{r.key}.dcm", np.array([[r.x, r.y]] * 3, float)
-        )  # fmt: skip
+        )
         for r in table[~bad].itertuples()
     )
     return ToyIndex(records, {"unknown_label": int(bad.sum())} if bad.any() else {}, (root / "shapes.csv",))  # fmt: skip
