@@ -68,6 +68,7 @@ def _splits_frame(rows: Mapping[str, list[str]], classes: Sequence[str]) -> pd.D
     if len(classes) > WIDE_CLASSES:
         frame = frame.T
         frame.index.name = "Images (of which with the finding)"
+        frame.columns.name = None
     return frame
 
 

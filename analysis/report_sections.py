@@ -202,7 +202,9 @@ def explain(ctx: ReportContext) -> list[str]:
     if sections:
         parts += [_h2("readers")]
         for heading, frame, note in sections:
-            parts += [h.heading(3, heading), h.table(frame, "readers"), h.note(note)]
+            parts += [h.heading(3, heading)]
+            parts += [h.table(frame, "readers")] if not frame.empty else []
+            parts += [h.note(note)]
         parts += [h.links_note(ctx.readers.files)]
     parts += [_h2("panels")]
     if not ctx.figures.panels:

@@ -34,6 +34,7 @@ ROC_NOTE = (
 )
 _ROC_SIDE_IN, _ROC_GAP_IN, _ROC_LEFT_IN = 1.38, 0.15, 0.85
 _ROC_COLUMNS = 7  # arms per row of panels (at most MAX_WIDTH_PX wide)
+_ROC_MIN_WIDTH_IN = 3.6  # the x-axis label's width
 
 
 def roc_classes(labels: np.ndarray, task: Task) -> list[int]:
@@ -92,14 +93,16 @@ def draw_roc(
     n_cls, n_cols = len(rows), min(len(arms), _ROC_COLUMNS)
     blocks = -(-len(arms) // _ROC_COLUMNS)
     block_h = n_cls * (_ROC_SIDE_IN + _ROC_GAP_IN) + 0.35  # + the arm names over the block
-    width = _ROC_LEFT_IN + n_cols * (_ROC_SIDE_IN + _ROC_GAP_IN) + 0.15
-    height = 0.45 + blocks * block_h + 0.45  # legend, panels, x label
+    # at least wide enough for the axis label; a narrow figure stacks the legend's two entries
+    width = max(_ROC_LEFT_IN + n_cols * (_ROC_SIDE_IN + _ROC_GAP_IN) + 0.15, _ROC_MIN_WIDTH_IN)
+    legend_h = 0.45 if n_cols >= 3 else 0.65
+    height = legend_h + blocks * block_h + 0.45  # legend, panels, x label
     fig = Figure(figsize=(width, height), dpi=DPI)
     for i, arm in enumerate(arms):
         b, col = divmod(i, _ROC_COLUMNS)
         for r, c in enumerate(rows):
             left = _ROC_LEFT_IN + col * (_ROC_SIDE_IN + _ROC_GAP_IN)
-            top = height - 0.45 - b * block_h - 0.35 - r * (_ROC_SIDE_IN + _ROC_GAP_IN)
+            top = height - legend_h - b * block_h - 0.35 - r * (_ROC_SIDE_IN + _ROC_GAP_IN)
             ax = fig.add_axes(
                 (left / width, (top - _ROC_SIDE_IN) / height, _ROC_SIDE_IN / width,
                  _ROC_SIDE_IN / height)
@@ -129,7 +132,7 @@ def draw_roc(
     if base is not None:
         handles.append(Line2D([], [], color="0.45", lw=1.2, ls="--"))
         labels.append(f"{ARM_LABELS.get(baseline, baseline)} (lower number)")
-    fig.legend(handles, labels, loc="upper center", ncol=2, fontsize=FONT_PT, frameon=False,
+    fig.legend(handles, labels, loc="upper center", ncol=2 if n_cols >= 3 else 1, fontsize=FONT_PT, frameon=False,
                bbox_to_anchor=(0.5, 1 - 0.08 / height))  # fmt: skip
     return fig, shown
 

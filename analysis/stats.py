@@ -221,11 +221,11 @@ def delong_per_class(
     out: dict[str, DeLongResult | None] = {}
     for c, key in enumerate(task.auc_keys[:-1]):
         positive = hot[:, c]
-        if min(positive.sum(), (~positive).sum()) < 2:
-            log.warning("DeLong skipped for %s: too few positives or negatives", key)
-            out[key] = None
-        else:
-            out[key] = delong_test(positive, probs_arm[:, c], probs_baseline[:, c])
+        few = min(positive.sum(), (~positive).sum()) < 2
+        out[key] = None if few else delong_test(positive, probs_arm[:, c], probs_baseline[:, c])
+    skipped = [k for k, v in out.items() if v is None]
+    if skipped:  # one line, however many findings a task has
+        log.warning("DeLong skipped for %d of %d classes (< 2 positives or negatives in the test set): %s", len(skipped), task.n, ", ".join(skipped))  # fmt: skip
     return out
 
 

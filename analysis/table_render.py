@@ -37,13 +37,26 @@ BASELINE_P = "reference"  # the p cell of the baseline row
 LONG_AFTER = 4  # more AUC columns than this (REFLACX's findings): one row per arm and finding
 
 
+def without_auc(table: Table) -> list[str]:
+    """The metrics no arm has an AUC for (a finding with no positive, or no negative, test image:
+    left out of a long table, named in its note)."""
+    cells = [row.cells[m] for row in table.rows if row.cells for m in table.metrics]
+    if not cells:
+        return []
+    return [
+        m for m in table.metrics
+        if all(not np.isfinite(row.cells[m].point) for row in table.rows if row.cells)
+    ]  # fmt: skip
+
+
 def _long_frame(table: Table, latex: bool) -> pd.DataFrame:
     """One row per arm and metric: the cell format of :func:`display_frame`, never wider than
     the page however many findings the task has."""
     rows = []
+    shown = {m: name for m, name in table.labels.items() if m not in without_auc(table)}
     for row in table.rows:
         label = ARM_LABELS.get(row.arm, row.arm)
-        for m, name in table.labels.items():
+        for m, name in shown.items():
             c = row.cells.get(m)
             if c is None:
                 rows.append([label, name, NO_TRIAL, "—"])
@@ -152,6 +165,10 @@ def method_note(table: Table, exclusive: bool = True) -> str:
     )
     if table.rows[0].trial is None:
         note += " The baseline has no finished trial: no p-values."
+    missing = without_auc(table) if len(table.metrics) > LONG_AFTER else []
+    if missing:
+        names = ", ".join(table.labels[m].removesuffix(" AUC") for m in missing)
+        note += f" Left out, no AUC (no positive or no negative test image): {names}."
     return note
 
 

@@ -316,6 +316,7 @@ def differences_display(v: Verdict) -> pd.DataFrame:
             [ARM_LABELS.get(d.arm, d.arm), *([str(d.seeds)] if with_seeds else []), label,
              format_difference(d, k), format_p(d.p_adjusted[k])]
             for d in v.differences for k, label in v.labels.items()
+            if any(math.isfinite(e.point[k]) for e in v.differences)  # a finding with an AUC
         ]  # fmt: skip
         head = ["Arm", *(["Seeds"] if with_seeds else []), "AUC", f"− {v.baseline} [95% CI]", "p (Holm)"]  # fmt: skip
         return pd.DataFrame(rows, columns=head).set_index("Arm")

@@ -92,6 +92,20 @@ def doctor_flag(probs: np.ndarray, threshold: StudyThreshold) -> dict[str, Any]:
     }
 
 
+def multi_label_flag() -> dict[str, Any]:
+    """The ``doctor`` block of a multi-label model: DOCTOR scores a softmax over exclusive
+    classes, so there is no score (and no flag) to give."""
+    return {
+        "detector": None,
+        "score": None,
+        "threshold": None,
+        "low_confidence": None,
+        "threshold_source": (
+            "none: DOCTOR applies to one class per image; this model's findings are multi-label"
+        ),
+    }
+
+
 def flag_text(flag: dict[str, Any]) -> str | None:
     """``low confidence: DOCTOR D_alpha 1.95 > 0.62 ...`` when flagged, else None."""
     if not flag["low_confidence"]:

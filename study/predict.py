@@ -186,6 +186,18 @@ class Prediction:
     maps: dict[str, Any]  # "decoder" (None when the arm trains no decoder) and the generator
     classes: tuple[str, ...]  # the task's, ``probs``' order
     doctor: dict[str, Any] | None = None  # study.confidence.doctor_flag, once a threshold is known
+    exclusive: bool = True  # one class per image (softmax), else findings (a sigmoid each)
+
+    def predicted(self) -> str | list[str]:
+        """The class (exclusive), or the findings at probability >= ``FINDING_THRESHOLD``, most
+        probable first."""
+        if self.exclusive:
+            return self.classes[int(self.probs.argmax())]
+        order = sorted(range(len(self.classes)), key=lambda c: -self.probs[c])
+        return [self.classes[c] for c in order if self.probs[c] >= FINDING_THRESHOLD]
+
+
+FINDING_THRESHOLD = 0.5  # a multi-label model's finding counts as predicted from here
 
 
 def predict_image(model, cfg, image, device: str = "cpu") -> Prediction:
@@ -205,7 +217,8 @@ def predict_image(model, cfg, image, device: str = "cpu") -> Prediction:
         gen: heat[gen][0, 0].cpu().numpy(),
         "decoder": heat["decoder"][0, 0].cpu().numpy() if arm.uses_decoder else None,
     }
-    return Prediction(probs.cpu().numpy().astype("float64"), gen, maps, model.task.classes)
+    task = model.task
+    return Prediction(probs.cpu().numpy().astype("float64"), gen, maps, task.classes, exclusive=task.exclusive)  # fmt: skip
 
 
 def _source_id(dicom: Path) -> str:
@@ -268,7 +281,8 @@ def write_outputs(
         "model": model_spec,
         "arm": cfg.arm,
         "image_size": int(image.shape[-1]),
-        "predicted": pred.classes[int(pred.probs.argmax())],
+        "predicted": pred.predicted(),
+        **({} if pred.exclusive else {"predicted_threshold": FINDING_THRESHOLD}),
         "probabilities": {c: float(p) for c, p in zip(pred.classes, pred.probs, strict=True)},
         "doctor": pred.doctor,
         "maps": {"decoder": pred.maps["decoder"] is not None, "generator": pred.generator},
@@ -283,7 +297,7 @@ def write_outputs(
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``gaze-study predict``; returns the exit code (2: a file cannot be used)."""
     args = build_parser().parse_args(argv)
-    from study.confidence import doctor_flag, study_threshold
+    from study.confidence import doctor_flag, multi_label_flag, study_threshold
 
     device = args.device
     try:
@@ -300,8 +314,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         image = prepare_image(args.dicom, size)
         pred = predict_image(model, cfg, image, device)
         is_run = not Path(args.model).exists()  # _model_path took it as a run id
-        threshold = study_threshold(args.model, args.tracking_uri, is_run)
-        pred = dataclasses.replace(pred, doctor=doctor_flag(pred.probs, threshold))
+        if pred.exclusive:
+            threshold = study_threshold(args.model, args.tracking_uri, is_run)
+            pred = dataclasses.replace(pred, doctor=doctor_flag(pred.probs, threshold))
+        else:
+            pred = dataclasses.replace(pred, doctor=multi_label_flag())
         result = write_outputs(pred, image, cfg, args.dicom, args.model, args.out)
     except PredictError as err:
         print(f"error: {err}", file=sys.stderr)

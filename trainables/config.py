@@ -173,6 +173,8 @@ class DataConfig:
     certainty_threshold: int = 3
     # REFLACX: split by the dataset's own (MIMIC-CXR) split column instead of a seeded one
     dataset_split: bool = False
+    # REFLACX twin: images read by all five radiologists (None: REFLACX's share, 109 of 2,616)
+    synthetic_multi_reader_images: int | None = None
     # -- data efficiency (issue 19; trainables.data.subset): train on part of the training split.
     # None = all of it. Whole patients, drawn in a seeded order that alternates the classes, so the
     # 24 images of a seed are among its 48; validation and test are untouched.
@@ -200,6 +202,7 @@ class DataConfig:
                 "synthetic_thoroughness": within(0.1, 10),
                 "train_images": optional(at_least(2)),  # BatchNorm trains on two images at least
                 "train_images_seed": at_least(0),
+                "synthetic_multi_reader_images": optional(at_least(0)),
                 "synthetic_shortcut": (
                     _known_shortcut,
                     "must be a registered shortcut kind or None",

@@ -87,10 +87,14 @@ def labels(records: Any) -> np.ndarray:
 
 
 def split_file(cfg: DataConfig) -> str | None:
-    """A shortcut twin's split is the one its shortcut follows (as EGD-CXR's twins)."""
-    from trainables.data.egd_source import split_file as twin_split_file
+    """A twin's own split (``split.csv``: a clean twin and its shortcut twin split alike, the
+    shortcut breaking on the test images); real data: None (a seeded split)."""
+    from trainables.data.synthetic import read_manifest
 
-    return twin_split_file(cfg)
+    manifest = read_manifest(cfg.data_root)
+    if manifest and manifest.get("split_file"):
+        return str(Path(cfg.data_root) / manifest["split_file"])
+    return None
 
 
 def dataset_split(index: Any, keys: list[str]) -> np.ndarray:
@@ -103,13 +107,16 @@ def dataset_split(index: Any, keys: list[str]) -> np.ndarray:
 
 
 def twin_name(cfg: DataConfig) -> str:
-    """``reflacx-synthetic-{N}-seed{S}[-<shortcut>[-split<seed>-<train>-<val>-<test>]]``."""
+    """``reflacx-synthetic-{N}-seed{S}[-multi{M}][-<shortcut>][-split<seed>-<train>-<val>-<test>]``
+    (a twin is written with its split: ``split_file``)."""
     from trainables.data.egd_source import shortcut_spec, split_tag
 
     _refuse_reader_knobs(cfg)
     name = f"reflacx-synthetic-{cfg.synthetic_images}-seed{cfg.synthetic_seed}"
+    if cfg.synthetic_multi_reader_images is not None:
+        name += f"-multi{cfg.synthetic_multi_reader_images}"
     spec = shortcut_spec(cfg)
-    return name if spec is None else f"{name}-{spec.tag()}{split_tag(cfg)}"
+    return name + (f"-{spec.tag()}" if spec else "") + split_tag(cfg)  # the twin holds its split
 
 
 def write_twin(out: Path, cfg: DataConfig) -> None:
@@ -121,6 +128,7 @@ def write_twin(out: Path, cfg: DataConfig) -> None:
     write_reflacx_twin(
         out, cfg.synthetic_images, cfg.synthetic_seed, shortcut=shortcut_spec(cfg),
         split=SplitSpec(cfg.split_seed, tuple(cfg.split_fractions)),
+        multi_reader_images=cfg.synthetic_multi_reader_images,
     )  # fmt: skip
 
 

@@ -227,6 +227,7 @@ def test_reflacx_shortcut_twin_changes_only_planted_pixels_and_follows_its_split
     cut = dataclasses.replace(base, synthetic_shortcut="marker", synthetic_shortcut_fraction=1.0, synthetic_shortcut_test="absent")  # fmt: skip
     planted = prepare_data(cut, progress=False)
     assert planted.keys == clean.keys
+    np.testing.assert_array_equal(planted.split, clean.split)  # split alike: paired evidence
     np.testing.assert_array_equal(planted.labels, clean.labels)
     np.testing.assert_array_equal(planted.gaze, clean.gaze)  # the readers never look at it
     np.testing.assert_array_equal(planted.readers.maps, clean.readers.maps)

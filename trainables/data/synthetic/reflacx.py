@@ -163,20 +163,27 @@ def _reading_ids(images: list[TwinImage], rng: np.random.Generator) -> list[list
     return ids
 
 
-def _shortcut_codes(
-    images: list[TwinImage], shortcut: ShortcutSpec, split: SplitSpec, seed: int
+def _split_and_codes(
+    images: list[TwinImage], shortcut: ShortcutSpec | None, split: SplitSpec, seed: int
 ) -> tuple[list[str], list[int | None]]:
-    """The split the shortcut follows (per image: train / val / test) and each image's shortcut
-    code. The code is the phantom's class (normal, heart failure, pneumonia), which the findings
-    follow, so the shortcut predicts them as it predicts EGD-CXR's classes."""
-    assigned = patient_split(
-        np.array([im.case.label for im in images]), [im.case.patient for im in images],
-        seed=split.seed, fractions=split.fractions,
-    )  # fmt: skip
+    """The twin's patient split (per image: train / val / test; ``split.csv``, which training
+    uses, so a clean twin and its shortcut twin are split alike) and each image's shortcut code
+    (None without a shortcut). The code is the phantom's class (normal, heart failure,
+    pneumonia), which the findings follow, so the shortcut predicts them as it predicts
+    EGD-CXR's classes; the split is stratified by it too."""
+    labels = np.array([im.case.label for im in images])
+    patients = [im.case.patient for im in images]
+    if len(set(patients)) < len(SPLITS):
+        if shortcut is not None:
+            raise ValueError(f"a shortcut twin needs >= {len(SPLITS)} patients to split, got {len(set(patients))}")  # fmt: skip
+        return ["train"] * len(images), [None] * len(images)
+    assigned = patient_split(labels, patients, seed=split.seed, fractions=split.fractions)
     splits = [SPLITS[k] for k in assigned]
+    if shortcut is None:
+        return splits, [None] * len(images)
     codes = [
-        shortcut.code(im.case.label, sp, np.random.default_rng([seed, 14, i]))
-        for i, (im, sp) in enumerate(zip(images, splits, strict=True))
+        shortcut.code(int(label), sp, np.random.default_rng([seed, 14, i]))
+        for i, (label, sp) in enumerate(zip(labels, splits, strict=True))
     ]
     return splits, codes
 
@@ -199,9 +206,10 @@ def write_reflacx_twin(
         multi_reader_images: images of phases 1-2 (five readers each; default 4% of the images,
             at least 2, as REFLACX's 109 of 2,616); the rest are phase 3 (one reader).
         shortcut: a planted class-correlated shortcut (``shortcuts.ShortcutSpec``) drawn on the
-            images of a patient split (``split``, written to ``split.csv``: the test images are
-            where it breaks); the gaze, the labels and every other pixel stay as without it.
-        split: the split the shortcut follows (default seed 0, the default fractions).
+            images of the twin's split (the test images are where it breaks); the gaze, the
+            labels and every other pixel stay as without it.
+        split: the twin's patient split, written to ``split.csv`` (default seed 0, the default
+            fractions).
 
     Returns:
         images, readings, readings per phase, multi_reader_images, discarded, fixation_rows,
@@ -225,11 +233,8 @@ def write_reflacx_twin(
     discarded = {multi[k] for k in chosen}
     metadata: dict[int, list[list]] = {1: [], 2: [], 3: []}
     fixation_rows = 0
-    splits, codes = (
-        _shortcut_codes(images, shortcut, split or SplitSpec(), seed)
-        if shortcut is not None
-        else ([], [None] * n_images)
-    )
+    split = split or SplitSpec()
+    splits, codes = _split_and_codes(images, shortcut, split, seed)
     for i, (image, group) in enumerate(zip(images, ids, strict=True)):
         pixels = np.random.default_rng([seed, 12, i])
         drawn = render_image(image, pixels)
@@ -261,13 +266,15 @@ def write_reflacx_twin(
             np.mean([max(im.case.height, im.case.width) for im in images]) / MIMIC_LONG_SIDE
         ),
     }
+    _write_csv(out / SPLIT_FILE, ("dicom_id", "split"), [[im.case.key, sp] for im, sp in zip(images, splits, strict=True)])  # fmt: skip
+    manifest |= {
+        "split_file": SPLIT_FILE,
+        "split_seed": split.seed,
+        "split_fractions": list(split.fractions),
+    }
     if shortcut is not None:
-        _write_csv(out / SPLIT_FILE, ("dicom_id", "split"), [[im.case.key, sp] for im, sp in zip(images, splits, strict=True)])  # fmt: skip
         manifest |= {
             "shortcut": dataclasses.asdict(shortcut),
-            "split_file": SPLIT_FILE,
-            "split_seed": (split or SplitSpec()).seed,
-            "split_fractions": list((split or SplitSpec()).fractions),
             "shortcut_images": {
                 s: sum(c is not None for c, sp in zip(codes, splits, strict=True) if sp == s)
                 for s in SPLITS
