@@ -100,7 +100,9 @@ def test_with_several_seeds_the_difference_is_taken_over_seeds_too():
     rng = np.random.default_rng(2)
     arm = {s: _probs(rng, 1.6) for s in ("0", "1", "2")}
     base = {s: _probs(rng, 1.0) for s in ("0", "1", "2", "9")}  # seed 9: the arm lacks it
-    (d,) = V.differences(LABELS, {"unet": base, "x": arm}, "unet", EGD, resamples=RESAMPLES, seed=SEED)
+    (d,) = V.differences(
+        LABELS, {"unet": base, "x": arm}, "unet", EGD, resamples=RESAMPLES, seed=SEED
+    )
     assert d.seeds == 3
     point, low, high, p = oracle([(arm[s], base[s]) for s in ("0", "1", "2")], RESAMPLES, SEED)
     assert d.point["auc_mean"] == pytest.approx(point, abs=1e-12)
