@@ -229,6 +229,9 @@ class TrialConfig:
     mask_mode: Literal["noise", "blur"] = "noise"  # what replaces the hidden pixels
     mask_strength: float = 1.0  # blend toward the replacement: 1 = replaced, 0 = left as is
     mask_dilation: float = 0.0  # grow the gaze region by this share of the image side first
+    # the gaze target of an image several radiologists read (REFLACX): the mean of their maps, or
+    # one of them drawn at random for each image each epoch (the readers' spread as augmentation)
+    gaze_target: Literal["mean", "random-reader"] = "mean"
     # density-share arm: energy weighted by (1 - gaze) ** this; 8 halves the weight at a gaze of
     # 8% of the peak (p = 1 barely resisted the border shortcut: +0.015 AUC vs unet, 3 seeds)
     density_power: float = 8.0

@@ -31,6 +31,7 @@ class DeviceData:
         self.task = data.task
         self.readers = data.readers  # per-reader maps, fixations, ellipses (numpy) or None
         self.host = data  # the CachedData on the host: its readers, for reader_eval
+        self._reader_maps = None  # moved to the device on first use (random-reader targets)
         self._split_idx = {
             s: torch.from_numpy(data.indices(s)).to(device) for s in ("train", "val", "test")
         }
@@ -43,6 +44,26 @@ class DeviceData:
         img = self.images[idx].unsqueeze(1)
         img = img.float() / 255.0 if self.images_u8 else img.float()
         return img, self.gaze[idx].unsqueeze(1).float(), self.labels[idx]
+
+    def reader_gaze(self, idx: torch.Tensor, gaze: torch.Tensor, gen: torch.Generator) -> torch.Tensor:  # fmt: skip
+        """``gaze`` (B,1,S,S) with each multi-reader image's target replaced by one of its readers'
+        maps, drawn uniformly from ``gen`` (on the CPU: the same draws on any device) among the
+        readers with gaze; single-reader images keep theirs."""
+        if self.readers is None:
+            raise ValueError("random-reader gaze targets need a dataset whose images several readers read (REFLACX)")  # fmt: skip
+        if self._reader_maps is None:
+            maps = torch.from_numpy(np.ascontiguousarray(self.readers.maps)).to(self.device)
+            self._reader_maps = (maps, torch.from_numpy(self.readers.row.astype(np.int64)).to(self.device), torch.isfinite(maps).all(-1).all(-1))  # fmt: skip
+        maps, row_of, valid = self._reader_maps
+        rows = row_of[idx]
+        multi = torch.nonzero(rows >= 0).flatten()
+        if not len(multi):
+            return gaze
+        draws = torch.rand(len(multi), maps.shape[1], generator=gen).to(self.device)
+        pick = (draws * valid[rows[multi]]).argmax(1)  # a reader with gaze (random among them)
+        out = gaze.clone()
+        out[multi, 0] = maps[rows[multi], pick].float()
+        return out
 
     def train_batches(self, batch_size: int, gen: torch.Generator) -> Iterator[torch.Tensor]:
         """Shuffled index batches of the training split; the last partial batch is dropped when it

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from trainables import artifacts, blind_selection, checkpoint
-from trainables.config import Placement, TrialConfig, model_stride
+from trainables.config import ConfigError, Placement, TrialConfig, model_stride
 from trainables.data.cached import CachedData
 from trainables.device_data import DeviceData, random_affine
 from trainables.evaluate import predict
@@ -119,6 +119,8 @@ class TrainState:
                 f"change --image-size (or the decoder)"
             )
         arm = get_arm(cfg.arm)
+        if cfg.gaze_target != "mean" and data.readers is None:
+            raise ConfigError("TrialConfig", "gaze_target", f"needs a dataset whose images several readers read (REFLACX; {data.dataset} has one reader per image)", cfg.gaze_target)  # fmt: skip
         seed_everything(cfg.seed)
         if placement.num_threads:
             torch.set_num_threads(placement.num_threads)
@@ -169,6 +171,8 @@ def train_epoch(s: TrainState) -> dict[str, float] | None:
     for idx in s.dd.train_batches(s.cfg.batch_size, s.gen):
         td = time.perf_counter()
         x, gaze, y = s.dd.batch(idx)
+        if s.cfg.gaze_target == "random-reader":  # one radiologist's map per image and epoch
+            gaze = s.dd.reader_gaze(idx, gaze, s.gen)
         if s.cfg.augment:
             x, gaze = random_affine(x, gaze, s.gen)
         x = s.arm.train_input(x, gaze, s.gen, s.cfg)  # gaze-mask / cutout hide pixels; else x

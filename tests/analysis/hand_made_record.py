@@ -34,9 +34,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from tests.tiny import egd_task
+from trainables.record import data_summary
 
 CLASSES = egd_task().classes
-from trainables.record import data_summary
 
 KEYS = [f"img{i:02d}" for i in range(12)]
 LABELS = np.repeat(np.arange(3), 4)

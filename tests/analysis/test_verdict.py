@@ -20,10 +20,10 @@ from analysis import verdict as V
 from analysis.formats import format_p
 from analysis.stats import holm, paired_bootstrap
 from tests.tiny import egd_task
+from trainables.record.reader import Record
 
 EGD = egd_task()
 CLASSES = EGD.classes
-from trainables.record.reader import Record
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -27,9 +27,9 @@ from trainables.blind_selection import SIGNALS
 from trainables.config import DataConfig
 from trainables.metrics import per_class_auc
 from trainables.record import Status
+from trainables.record.reader import Record
 
 EGD = egd_task()
-from trainables.record.reader import Record
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,6 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from tests.tiny import CPU1, egd_task, tiny_config
-
-CLASSES, AUC_KEYS = egd_task().classes, egd_task().auc_keys
 from trainables.checkpoint import CheckpointError
 from trainables.data.toy import make_toy_cached
 from trainables.fit import Diverged, EpochEnd, Finished, fit, train
@@ -24,6 +22,7 @@ from trainables.generators import probe_generators
 from trainables.model_sets import get_arm, list_arms
 from trainables.record import VAL_AUC_UNDEFINED
 
+CLASSES, AUC_KEYS = egd_task().classes, egd_task().auc_keys
 QUIET = lambda *_: None
 
 

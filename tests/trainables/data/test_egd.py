@@ -11,8 +11,6 @@ import pandas as pd
 import pytest
 
 from tests.tiny import egd_task
-
-CLASSES = egd_task().classes
 from trainables.data.egd import (
     FIXATIONS,
     MASTER_SHEET,
@@ -20,6 +18,8 @@ from trainables.data.egd import (
     read_egd,
     read_image_list,
 )
+
+CLASSES = egd_task().classes
 
 
 def _raw_rows(path: Path) -> list[dict[str, str]]:

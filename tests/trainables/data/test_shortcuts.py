@@ -12,8 +12,6 @@ import pytest
 
 from tests.tiny import egd_task
 from trainables.config import DataConfig
-
-CLASSES = egd_task().classes
 from trainables.data.cache import load_or_build
 from trainables.data.dicom import read_dicom
 from trainables.data.egd import read_egd
@@ -27,6 +25,8 @@ from trainables.data.synthetic.shortcuts import (
     list_shortcuts,
     plant,
 )
+
+CLASSES = egd_task().classes
 
 N = 30  # 10 per class; a handful of test images
 
