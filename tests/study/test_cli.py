@@ -19,6 +19,7 @@ from trainables.config import ConfigError
 
 FLAGS = [
     "--data",
+    "--dataset",
     "--set",
     "--data-dir",
     "--synthetic-images",

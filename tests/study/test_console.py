@@ -20,6 +20,7 @@ from study.console import (
 )
 from study.presets import get_preset
 from tests.study.conftest import PROJECT_DIR, SYNTHETIC_IMAGES
+from tests.tiny import egd_task
 from trainables.record.store import TrackingContext
 from trainables.record.trial import Trial
 
@@ -52,7 +53,7 @@ def test_early_stopped_trials_are_not_counted_as_failures():
     assert results["unet"].counts == "2/2 (1 stopped early)"
     assert results["set3-gbp"].counts == "2/2" and results["set3-gbp"].best.trial_id == "d"
     assert results["no-seg"].counts == "0/2 (2 failed)" and results["no-seg"].best is None
-    table = per_arm_table(RECORDS, ["unet", "set3-gbp", "no-seg"])
+    table = per_arm_table(RECORDS, ["unet", "set3-gbp", "no-seg"], egd_task())
     assert re.search(
         r"^unet\s+2/2 \(1 stopped early\)\s+0\.800\s+0\.750 \[0\.650", table, re.MULTILINE
     )
@@ -65,7 +66,7 @@ def test_hyperparameters_an_arm_never_reads_are_blank():
     logged every field, but a value there would read as used."""
     records = [_record("a", "no-seg", "ok", val=0.8), _record("b", "unet", "ok", val=0.7),
                _record("c", "set3-gbp", "ok", val=0.9)]  # fmt: skip
-    lines = per_arm_table(records, ["no-seg", "unet", "set3-gbp"]).splitlines()
+    lines = per_arm_table(records, ["no-seg", "unet", "set3-gbp"], egd_task()).splitlines()
     header = lines[0]
     assert header.rstrip().endswith("lr     gamma  seg_ratio")
     cols = {name: header.index(name) for name in ("lr", "gamma", "seg_ratio")}

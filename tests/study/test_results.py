@@ -27,6 +27,7 @@ from study.plans import SearchPlan
 from study.presets import get_preset
 from study.results import record_study_end, record_study_start
 from tests.study.conftest import PROJECT_DIR, open_study
+from tests.tiny import egd_task
 from trainables.data.toy import make_toy_cached
 from trainables.record import arm_metric
 from trainables.record import writer as record
@@ -89,7 +90,7 @@ def study(tmp_path_factory):
             record.log_final(ctx, run_id, _final_metrics(val, test), out)
         record.set_status(ctx, run_id, status, "ValueError: boom" if status == "failed" else None)
     trials = store(ctx.tracking_uri).trials(ctx)  # what the driver reads at the end
-    end = record_study_end(ctx, cfg, trials, ARMS, note)
+    end = record_study_end(ctx, cfg, trials, ARMS, note, egd_task())
     return ctx, cfg, data, end, MlflowClient(ctx.tracking_uri)
 
 
@@ -178,7 +179,9 @@ def test_recording_the_end_again_logs_nothing_twice(study):
     ctx, cfg, data, _views, client = study
     key = arm_metric("unet", "best_val_auc_mean")
     note = SearchPlan().note(cfg, ARMS, {None: data})
-    record_study_end(ctx, cfg, store(ctx.tracking_uri).trials(ctx), ARMS, note)  # after --resume
+    record_study_end(
+        ctx, cfg, store(ctx.tracking_uri).trials(ctx), ARMS, note, egd_task()
+    )  # after --resume
     assert len(client.get_metric_history(ctx.parent_run_id, key)) == 1
     record_study_start(ctx, cfg, data.summary_dict(), note)  # resumed: params already there
     assert client.get_run(ctx.parent_run_id).data.params["data/images"] == "30"

@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from study.console import per_arm_table
 from study.driver import run_study
 from tests.study.conftest import tiny_study, trials_of
+from tests.tiny import egd_task
 from trainables.checkpoint import read_extra as read_checkpoint_extra
 from trainables.config import TrialConfig
 from trainables.model_sets import get_arm, unused_hyperparams
@@ -135,7 +136,7 @@ def test_seeds_stage_reruns_each_arms_best_config_with_another_seed(study):
         assert seeded.data.tags["status"] == "ok" and "test/auc_mean" in seeded.data.metrics
         assert seeded.data.params["seed"] == str(cfg.seed + 1)
         assert {k: seeded.data.params.get(k) for k in names} in best
-    assert "seeds" in per_arm_table(summary.records, ARMS)
+    assert "seeds" in per_arm_table(summary.records, ARMS, egd_task())
 
 
 def test_metrics_per_epoch_and_at_the_end(study):
@@ -210,7 +211,7 @@ def test_no_patient_identifiers_anywhere(study, tiny_data, tmp_path):
 
 def test_table_and_report(study):
     _cfg, summary, _ = study
-    table = per_arm_table(summary.records, ARMS)
+    table = per_arm_table(summary.records, ARMS, egd_task())
     for arm in ARMS:
         assert re.search(
             rf"^{re.escape(arm)}\s+2/2( \(1 stopped early\))?\s+0\.\d{{3}}\s+0\.\d{{3}} \[",
@@ -293,7 +294,7 @@ def test_one_number_one_interval_wherever_it_is_shown(study):
     results = pd.read_csv(out / "results.csv").set_index("arm")
     tables = pd.read_csv(out / "tables.csv")
     html = Path(summary.report_path).read_text()
-    console = per_arm_table(summary.records, ARMS)
+    console = per_arm_table(summary.records, ARMS, egd_task())
     parent = client.get_run(summary.tracking.parent_run_id).data.metrics
     for arm in ARMS:
         run_id = results.loc[arm, "run_id"]
