@@ -30,8 +30,7 @@ from analysis.evidence import (
     recovered,
     values,
 )
-from analysis.evidence_page import errorbars, page, save
-from analysis.formats import markdown_table
+from analysis.evidence_page import errorbars, save, write_plan_files
 from trainables.record import TAG_TWIN, TAG_VARIANT, Stage
 from trainables.record.reader import Record, Study
 from trainables.record.trial import Trial
@@ -158,24 +157,15 @@ def write_border(
     table = border_table(trials, variants)
     lines = verdict(table)
     coverage = coverage_table(data)
-    cov_md = (
-        "\n\n### Gaze coverage of the line (train and validation images of this plan's twins)\n\n"
-        + markdown_table(coverage.set_index("images"))
-        if coverage is not None
-        else "\n\n(Gaze coverage: measured when the plan concludes; not from the record alone.)"
-    )
-    md = (
-        "## The border shortcut on calibration seeds\n\n" + markdown_table(table.display) + cov_md
-        + "\n\n" + NOTE + "\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
-    )  # fmt: skip
-    (out_dir / "border.md").write_text(md)
-    table.frame.rename(columns={"arm": "variant"}).to_csv(out_dir / "border.csv", index=False)
-    figure = _figure(table.frame, out_dir / "border.png")
-    report = out_dir / "border.html"
     tables = [("Per variant", table.display)]
+    tail = "\n\n(Gaze coverage: measured when the plan concludes; not from the record alone.)"
     if coverage is not None:
-        tables.append(("Gaze coverage of the line", coverage.set_index("images")))
-    title = "The border shortcut: what recovers more of it, at what clean cost?"
-    report.write_text(page(study, title, lines, tables, NOTE, [figure]))
-    files = [out_dir / "border.md", out_dir / "border.csv", figure, report]
-    return EvidenceOutput(md, report, files, table)
+        tables.append(("Gaze coverage of the line (train and validation images of this plan's twins)", coverage.set_index("images")))  # fmt: skip
+        tail = ""
+    return write_plan_files(
+        study, out_dir, "border", heading="The border shortcut on calibration seeds",
+        title="The border shortcut: what recovers more of it, at what clean cost?",
+        tables=tables, frame=table.frame.rename(columns={"arm": "variant"}),
+        figures=[_figure(table.frame, out_dir / "border.png")], lines=lines, note=NOTE,
+        table=table, md_tail=tail,
+    )  # fmt: skip

@@ -17,8 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.evidence import AUC, BASELINE, EvidenceOutput, Interval, by_seed, paired, values
-from analysis.evidence_page import page, save
-from analysis.formats import markdown_table
+from analysis.evidence_page import save, write_plan_files
 from trainables.record import TAG_TRAIN_IMAGES, Stage
 from trainables.record.reader import Record, Study
 from trainables.record.trial import Trial
@@ -132,18 +131,11 @@ def write_efficiency(
     trials = [t for t in study.trials if t.stage == Stage.EVIDENCE and AUC in t.metrics]
     table = efficiency_table(trials, list(study.arms))
     lines = verdict(table)
-    md = (
-        "## Data efficiency: test mean AUC against training images (clean twin)\n\n"
-        + markdown_table(table.auc_display) + "\n\n### Paired difference against unet\n\n"
-        + markdown_table(table.diff_display) + "\n\n" + NOTE + "\n\n"
-        + "\n".join(f"- {line}" for line in lines) + "\n"
+    return write_plan_files(
+        study, out_dir, "data_efficiency",
+        heading="Data efficiency: test mean AUC against training images (clean twin)",
+        title="Data efficiency: does gaze guidance help with few labels?",
+        tables=[("Test mean AUC", table.auc_display), ("Paired difference against unet", table.diff_display)],
+        frame=table.frame, figures=[_figure(table.frame, out_dir / "data_efficiency.png")],
+        lines=lines, note=NOTE, table=table,
     )  # fmt: skip
-    (out_dir / "data_efficiency.md").write_text(md)
-    table.frame.to_csv(out_dir / "data_efficiency.csv", index=False)
-    figure = _figure(table.frame, out_dir / "data_efficiency.png")
-    report = out_dir / "data_efficiency.html"
-    tables = [("Test mean AUC", table.auc_display), ("Paired difference against unet", table.diff_display)]  # fmt: skip
-    title = "Data efficiency: does gaze guidance help with few labels?"
-    report.write_text(page(study, title, lines, tables, NOTE, [figure]))
-    files = [out_dir / "data_efficiency.md", out_dir / "data_efficiency.csv", figure, report]
-    return EvidenceOutput(md, report, files, table)

@@ -170,6 +170,37 @@ written {now}.</p>
 """
 
 
+def write_plan_files(
+    study: Study,
+    out_dir: Path,
+    stem: str,
+    *,
+    heading: str,
+    title: str,
+    tables: Sequence[tuple[str, pd.DataFrame]],
+    frame: pd.DataFrame,
+    figures: Sequence[Path],
+    lines: Sequence[str],
+    note: str,
+    table: object,
+    md_tail: str = "",
+    extra: Sequence[Path] = (),
+) -> EvidenceOutput:
+    """What every evidence plan writes: ``<stem>.md`` (``heading`` over the first table, each other
+    table under its name, ``md_tail``, the note and the verdict ``lines``), ``<stem>.csv`` (the
+    long ``frame``), the ``figures`` (already drawn), ``extra`` files and ``<stem>.html``."""
+    parts = [f"## {heading}", markdown_table(tables[0][1])]
+    for name, shown in tables[1:]:
+        parts += [f"### {name}", markdown_table(shown)]
+    md = "\n\n".join(parts) + md_tail + f"\n\n{note}\n\n" + "\n".join(f"- {x}" for x in lines) + "\n"  # fmt: skip
+    (out_dir / f"{stem}.md").write_text(md)
+    frame.to_csv(out_dir / f"{stem}.csv", index=False)
+    report = out_dir / f"{stem}.html"
+    report.write_text(page(study, title, lines, tables, note, figures))
+    files = [out_dir / f"{stem}.md", out_dir / f"{stem}.csv", *extra, *figures, report]
+    return EvidenceOutput(md, report, files, table)
+
+
 def write_evidence(
     record: Record, study: Study, out_dir: Path, data: Mapping | None = None
 ) -> EvidenceOutput:
@@ -177,15 +208,10 @@ def write_evidence(
     trials = [t for t in study.trials if t.stage == Stage.EVIDENCE]
     table = evidence_table(trials, list(study.arms))
     lines = verdict(table) + goal_lines(trials, table)
-    md = (
-        "## Evidence experiment: clean vs shortcut twin\n\n" + markdown_table(table.display)
-        + "\n\n" + NOTE + "\n\n" + "\n".join(f"- {line}" for line in lines) + "\n"
-    )  # fmt: skip
-    (out_dir / "evidence.md").write_text(md)
-    table.frame.to_csv(out_dir / "evidence.csv", index=False)
     figures = evidence_figures(record, by_seed(trials), table.frame, out_dir)
-    report = out_dir / "evidence.html"
-    title = "Evidence experiment: does gaze guidance resist a shortcut?"
-    report.write_text(page(study, title, lines, [("Per arm", table.display)], NOTE, figures))
-    files = [out_dir / "evidence.md", out_dir / "evidence.csv", *figures, report]
-    return EvidenceOutput(md, report, files, table)
+    return write_plan_files(
+        study, out_dir, "evidence", heading="Evidence experiment: clean vs shortcut twin",
+        title="Evidence experiment: does gaze guidance resist a shortcut?",
+        tables=[("Per arm", table.display)], frame=table.frame, figures=figures, lines=lines,
+        note=NOTE, table=table,
+    )  # fmt: skip

@@ -32,8 +32,7 @@ from analysis.evidence import (
     percent,
     values,
 )
-from analysis.evidence_page import page, save
-from analysis.formats import markdown_table
+from analysis.evidence_page import save, write_plan_files
 from trainables.record import TAG_SCANNING, TAG_TWIN, Stage
 from trainables.record.reader import Record, Study
 from trainables.record.trial import Trial
@@ -174,18 +173,11 @@ def write_scanning(
     trials = [t for t in trials if t.tags.get(TAG_TWIN)]
     table = scanning_table(trials, list(study.arms))
     lines = verdict(table)
-    md = (
-        "## Scanning sweep: recovered share of unet's shortcut loss (vs unet [95% CI])\n\n"
-        + markdown_table(table.display) + "\n\n### Shortcut twin test AUC\n\n"
-        + markdown_table(table.auc_display) + "\n\n" + NOTE + "\n\n"
-        + "\n".join(f"- {line}" for line in lines) + "\n"
+    return write_plan_files(
+        study, out_dir, "scanning",
+        heading="Scanning sweep: recovered share of unet's shortcut loss (vs unet [95% CI])",
+        title="Scanning sweep: does guidance survive a reader who scans the film?",
+        tables=[("Recovered share (vs unet)", table.display), ("Shortcut twin test AUC", table.auc_display)],
+        frame=table.frame, figures=[_figure(table.frame, out_dir / "scanning_recovered.png")],
+        lines=lines, note=NOTE, table=table,
     )  # fmt: skip
-    (out_dir / "scanning.md").write_text(md)
-    table.frame.to_csv(out_dir / "scanning.csv", index=False)
-    figure = _figure(table.frame, out_dir / "scanning_recovered.png")
-    report = out_dir / "scanning.html"
-    tables = [("Recovered share (vs unet)", table.display), ("Shortcut twin test AUC", table.auc_display)]  # fmt: skip
-    title = "Scanning sweep: does guidance survive a reader who scans the film?"
-    report.write_text(page(study, title, lines, tables, NOTE, [figure]))
-    files = [out_dir / "scanning.md", out_dir / "scanning.csv", figure, report]
-    return EvidenceOutput(md, report, files, table)

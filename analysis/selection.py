@@ -28,8 +28,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from analysis.evidence import AUC, EvidenceOutput, Interval
-from analysis.evidence_page import page, save
-from analysis.formats import markdown_table
+from analysis.evidence_page import save, write_plan_files
 from trainables.record import (
     BEST_EPOCH,
     BLIND_SIGNALS,
@@ -212,19 +211,12 @@ def write_selection(
         raise KeyError(f"study run {study.parent_run_id} has no finished selection trials")
     table = selection_table(rows)
     lines = verdict(table)
-    md = (
-        "## Selection without the test set: each rule's pick against the oracle\n\n"
-        + markdown_table(table.display) + "\n\n### The grid (means over seeds)\n\n"
-        + markdown_table(table.grid) + "\n\n" + NOTE + "\n\n"
-        + "\n".join(f"- {line}" for line in lines) + "\n"
-    )  # fmt: skip
-    (out_dir / "selection.md").write_text(md)
-    table.frame.to_csv(out_dir / "selection.csv", index=False)
     rows.to_csv(out_dir / "selection_trials.csv", index=False)
-    figure = _figure(rows, table, out_dir / "selection.png")
-    report = out_dir / "selection.html"
-    tables = [("Each rule's pick", table.display), ("The grid (means over seeds)", table.grid)]
-    title = "Selection that does not peek: which rule picks a configuration that works?"
-    report.write_text(page(study, title, lines, tables, NOTE, [figure]))
-    files = [out_dir / "selection.md", out_dir / "selection.csv", out_dir / "selection_trials.csv", figure, report]  # fmt: skip
-    return EvidenceOutput(md, report, files, table)
+    return write_plan_files(
+        study, out_dir, "selection",
+        heading="Selection without the test set: each rule's pick against the oracle",
+        title="Selection that does not peek: which rule picks a configuration that works?",
+        tables=[("Each rule's pick", table.display), ("The grid (means over seeds)", table.grid)],
+        frame=table.frame, figures=[_figure(rows, table, out_dir / "selection.png")],
+        lines=lines, note=NOTE, table=table, extra=[out_dir / "selection_trials.csv"],
+    )  # fmt: skip

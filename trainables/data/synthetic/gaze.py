@@ -10,6 +10,26 @@ from trainables.data.heatmaps import Pads, published_xy_original
 from trainables.data.synthetic.cases import Case, heart_ellipse
 from trainables.data.synthetic.reader import ReaderSpec, read_as, reader_stream
 
+# Where a survey of the chest looks (chest units: x to the image right, y down from its centre);
+# the REFLACX twin's readers look there too, and at the two apices.
+SURVEY = np.array(
+    [
+        (0.0, 0.0),
+        (-0.2, -0.2),
+        (-0.2, 0.0),
+        (-0.22, 0.18),
+        (0.2, -0.2),
+        (0.21, 0.0),
+        (0.24, 0.2),
+        (0.04, 0.17),
+        (0.0, -0.35),
+        (-0.3, 0.27),
+        (0.33, 0.28),
+        (-0.1, -0.02),
+        (0.12, -0.02),
+    ]
+)
+
 SCREEN_W, SCREEN_H = 1920, 1080
 
 
@@ -28,24 +48,7 @@ def simulate_fixations(case: Case, rng: np.random.Generator) -> dict[str, np.nda
     duration (s) per fixation, in viewing order.
     """
     n = int(np.clip(rng.poisson(44), 15, 90))
-    survey = np.array(
-        [
-            (0.0, 0.0),
-            (-0.2, -0.2),
-            (-0.2, 0.0),
-            (-0.22, 0.18),
-            (0.2, -0.2),
-            (0.21, 0.0),
-            (0.24, 0.2),
-            (0.04, 0.17),
-            (0.0, -0.35),
-            (-0.3, 0.27),
-            (0.33, 0.28),
-            (-0.1, -0.02),
-            (0.12, -0.02),
-        ]
-    )
-    pts = survey[rng.integers(0, len(survey), n)] + rng.normal(0, 0.05, (n, 2))
+    pts = SURVEY[rng.integers(0, len(SURVEY), n)] + rng.normal(0, 0.05, (n, 2))
     pts[0] = rng.normal(0, 0.03, 2)
     dwell = np.zeros(n, bool)
     focus = []

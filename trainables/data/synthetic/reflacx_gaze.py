@@ -17,32 +17,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from trainables.data.synthetic.gaze import SURVEY as EGD_SURVEY
 from trainables.data.synthetic.reflacx_cases import ReaderProfile, TwinImage
 
 SCREEN_W, SCREEN_H = 3840, 2160
 AREA = (660.0, 0.0, 3840.0, 2160.0)  # the image area on screen; the buttons sit left of it
 EYE_DISTANCE = 5400.0  # screen pixels from the eye: 94 pixels per degree at the screen centre
 ZOOMS = (1.5, 2.0, 3.0)
-# Where a survey looks (chest units: x to the image right, y down, centre of the chest).
-SURVEY = np.array(
-    [
-        (0.0, 0.0),
-        (-0.2, -0.2),
-        (-0.2, 0.0),
-        (-0.22, 0.18),
-        (0.2, -0.2),
-        (0.21, 0.0),
-        (0.24, 0.2),
-        (0.04, 0.17),
-        (0.0, -0.35),
-        (-0.3, 0.27),
-        (0.33, 0.28),
-        (-0.1, -0.02),
-        (0.12, -0.02),
-        (-0.28, -0.33),
-        (0.28, -0.33),
-    ]
-)
+# Where a survey looks: the EGD twin's points, and the two apices.
+SURVEY = np.concatenate([EGD_SURVEY, [(-0.28, -0.33), (0.28, -0.33)]])
 CERTAINTY_WORDS = {1: "unlikely", 2: "less likely", 3: "possible", 4: "probable", 5: ""}
 
 
