@@ -226,24 +226,13 @@ def _cutout(x, gaze, gen, cfg):
     return M.cutout(x, gaze, gen, cfg)
 
 
-# The input-masking baselines: no loss besides classification, like no-seg; what differs is what
-# the model sees while it trains (TrialConfig.mask_*).
-@register_model_set(
-    "gaze-mask", uses_decoder=False, needs_map="none", paper=False,
-    hyperparams=("lr", "mask_strength", "mask_dilation"), train_input=_mask_outside_gaze,
-)  # fmt: skip
-def _gaze_mask(out, labels, gaze, cfg):
-    cls = L.classification_loss(out.class_logits, labels)
-    return {"cls": cls, "total": cls}
-
-
-@register_model_set(
-    "cutout", uses_decoder=False, needs_map="none", paper=False,
-    hyperparams=("lr", "mask_strength", "mask_dilation"), train_input=_cutout,
-)  # fmt: skip
-def _cutout_loss(out, labels, gaze, cfg):
-    cls = L.classification_loss(out.class_logits, labels)
-    return {"cls": cls, "total": cls}
+# The input-masking baselines: no-seg's loss (classification only); what differs is what the
+# model sees while it trains (TrialConfig.mask_*).
+for _name, _hide in (("gaze-mask", _mask_outside_gaze), ("cutout", _cutout)):
+    register_model_set(
+        _name, uses_decoder=False, needs_map="none", paper=False,
+        hyperparams=("lr", "mask_strength", "mask_dilation"), train_input=_hide,
+    )(_no_seg)  # fmt: skip
 
 
 register_arm("rrr", model_set="rrr", generator="logprob-gradient")
