@@ -33,6 +33,7 @@ from analysis.evidence import (
 from analysis.formats import markdown_table
 from trainables.record import Stage
 from trainables.record.reader import Record, Study
+from trainables.record.selection import failed_arms_note
 from trainables.record.trial import Trial
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,8 @@ def write_plan_files(
     """What every evidence plan writes: ``<stem>.md`` (``heading`` over the first table, each other
     table under its name, ``md_tail``, the note and the verdict ``lines``), ``<stem>.csv`` (the
     long ``frame``), the ``figures`` (already drawn), ``extra`` files and ``<stem>.html``."""
+    failed = failed_arms_note(study.trials, study.arms)
+    lines = [*lines, failed] if failed else lines
     parts = [f"## {heading}", markdown_table(tables[0][1])]
     for name, shown in tables[1:]:
         parts += [f"### {name}", markdown_table(shown)]

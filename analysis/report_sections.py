@@ -29,6 +29,7 @@ from analysis.table_render import (
 )
 from analysis.verdict import differences_display, differences_note
 from trainables.record.reader import Study
+from trainables.record.selection import failed_arms_note
 
 PER_TRIAL = "per trial: see the best trial of each arm"  # replaces searched template fields
 CONTENTS: tuple[tuple[str, str], ...] = (
@@ -113,6 +114,9 @@ def best(ctx: ReportContext) -> list[str]:
             "bootstrap resamples of the AUC tables."
         )
     ]
+    failed = failed_arms_note(ctx.study.trials, ctx.study.arms)
+    if failed:
+        parts += [h.note(failed)]
     if ctx.labels is not None:
         parts += [h.note(resolution_note(ctx.labels, ctx.identical, ctx.study.task))]
     return parts + [h.links_note([ctx.results_path])]

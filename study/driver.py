@@ -22,8 +22,8 @@ from study.presets import StudyConfig
 from study.reconcile import close_after_failure
 from study.resources import describe, resolve_resources
 from trainables.model_sets import get_arm
-from trainables.record import FAILED_STATUSES, Status
 from trainables.record import writer as record
+from trainables.record.selection import failed_arms
 from trainables.record.store import TrackingContext, check_reachable, resolve_tracking_uri, store
 from trainables.record.trial import Trial
 
@@ -57,21 +57,6 @@ def check_before_start(arms: Sequence[str], encoder: str) -> None:
     from trainables.model import check_encoder
 
     check_encoder(encoder)
-
-
-def failed_arms(trials: Sequence[Trial], arms: Sequence[str]) -> dict[str, str]:
-    """Arms without one successful trial, with why (their trials' statuses and last error)."""
-    out = {}
-    for arm in arms:
-        mine = [t for t in trials if t.arm == arm]
-        if any(t.status == Status.OK for t in mine):
-            continue
-        errors = [t.error for t in mine if t.status in FAILED_STATUSES and t.error]
-        counts = ", ".join(f"{sum(t.status == s for t in mine)} {s}" for s in sorted({t.status for t in mine}))  # fmt: skip
-        out[arm] = f"{counts or 'no trial'}" + (
-            f"; last error: {errors[-1][:300]}" if errors else ""
-        )
-    return out
 
 
 def run_study(

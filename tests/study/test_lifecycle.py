@@ -115,7 +115,7 @@ def test_a_name_another_process_holds_is_refused_before_any_parent_run(plan, dat
 
 @pytest.mark.parametrize("plan", sorted(PLANS))
 def test_a_trial_that_raises_leaves_the_parent_failed_with_commit_and_fingerprint(plan, ray_local, data_config, tmp_path):  # fmt: skip
-    cfg = _cfg(tmp_path, data_config, plan, max_failures=0)
+    cfg = _cfg(tmp_path, data_config, plan, max_failures=0, report=True)
     broken = dataclasses.replace(cfg, trial=dataclasses.replace(cfg.trial, encoder_weights="/no/such.pth"))  # fmt: skip
     summary = run_plan(PLANS[plan](), broken)
     assert summary.exit_code == 1 and "no-seg" in summary.failed_arms
@@ -124,6 +124,9 @@ def test_a_trial_that_raises_leaves_the_parent_failed_with_commit_and_fingerprin
     assert parent.info.status == "FAILED"
     assert "no successful trial for arm(s): no-seg" in parent.data.tags["error"]
     assert parent.data.tags["mlflow.source.git.commit"] and parent.data.tags["data_fingerprint"]
+    # the report says which arm had no successful trial, and why
+    (page,) = (tmp_path / "outputs").rglob("report.html")
+    assert "No successful trial for no-seg" in page.read_text() and "encoder weights file not found" in page.read_text()
 
 
 @pytest.mark.parametrize("plan", sorted(PLANS))

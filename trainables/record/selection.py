@@ -8,6 +8,7 @@ import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
+from trainables.record.schema import FAILED_STATUSES, Status
 from trainables.record.trial import Trial
 
 log = logging.getLogger(__name__)
@@ -105,3 +106,27 @@ def seed_group(trials: Sequence[Trial], best: Trial) -> list[Trial]:
         and t.has_predictions is not False
         and t.hyperparams() == best.hyperparams()
     ]
+
+
+def failed_arms(trials: Sequence[Trial], arms: Sequence[str]) -> dict[str, str]:
+    """Arms without one successful trial, with why (their trials' statuses and last error): the
+    driver's exit code and the parent's error, and the reports' note, say the same."""
+    out = {}
+    for arm in arms:
+        mine = [t for t in trials if t.arm == arm]
+        if any(t.status == Status.OK for t in mine):
+            continue
+        errors = [t.error for t in mine if t.status in FAILED_STATUSES and t.error]
+        counts = ", ".join(f"{sum(t.status == s for t in mine)} {s}" for s in sorted({t.status for t in mine}))  # fmt: skip
+        out[arm] = f"{counts or 'no trial'}" + (
+            f"; last error: {errors[-1][:300]}" if errors else ""
+        )
+    return out
+
+
+def failed_arms_note(trials: Sequence[Trial], arms: Sequence[str]) -> str:
+    """One sentence naming the arms without a successful trial and why; empty when none."""
+    failed = failed_arms(trials, arms)
+    if not failed:
+        return ""
+    return "No successful trial for " + "; ".join(f"{arm} ({why})" for arm, why in failed.items()) + "."  # fmt: skip
