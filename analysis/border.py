@@ -30,7 +30,7 @@ from analysis.evidence import (
     recovered,
     values,
 )
-from analysis.evidence_page import errorbars, save, write_plan_files
+from analysis.evidence_page import PlanFiles, errorbars, save, write_plan_files
 from trainables.record import TAG_TWIN, TAG_VARIANT, Stage
 from trainables.record.reader import Record, Study
 from trainables.record.trial import Trial
@@ -162,10 +162,10 @@ def write_border(
     if coverage is not None:
         tables.append(("Gaze coverage of the line (train and validation images of this plan's twins)", coverage.set_index("images")))  # fmt: skip
         tail = ""
-    return write_plan_files(
-        study, out_dir, "border", heading="The border shortcut on calibration seeds",
+    return write_plan_files(study, out_dir, "border", PlanFiles(
+        heading="The border shortcut on calibration seeds",
         title="The border shortcut: what recovers more of it, at what clean cost?",
         tables=tables, frame=table.frame.rename(columns={"arm": "variant"}),
         figures=[_figure(table.frame, out_dir / "border.png")], lines=lines, note=NOTE,
         table=table, md_tail=tail,
-    )  # fmt: skip
+    ))  # fmt: skip

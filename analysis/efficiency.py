@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.evidence import AUC, BASELINE, EvidenceOutput, Interval, by_seed, paired, values
-from analysis.evidence_page import save, write_plan_files
+from analysis.evidence_page import PlanFiles, save, write_plan_files
 from trainables.record import TAG_TRAIN_IMAGES, Stage
 from trainables.record.reader import Record, Study
 from trainables.record.trial import Trial
@@ -131,11 +131,10 @@ def write_efficiency(
     trials = [t for t in study.trials if t.stage == Stage.EVIDENCE and AUC in t.metrics]
     table = efficiency_table(trials, list(study.arms))
     lines = verdict(table)
-    return write_plan_files(
-        study, out_dir, "data_efficiency",
+    return write_plan_files(study, out_dir, "data_efficiency", PlanFiles(
         heading="Data efficiency: test mean AUC against training images (clean twin)",
         title="Data efficiency: does gaze guidance help with few labels?",
         tables=[("Test mean AUC", table.auc_display), ("Paired difference against unet", table.diff_display)],
         frame=table.frame, figures=[_figure(table.frame, out_dir / "data_efficiency.png")],
         lines=lines, note=NOTE, table=table,
-    )  # fmt: skip
+    ))  # fmt: skip

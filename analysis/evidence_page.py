@@ -12,6 +12,7 @@ import base64
 import html
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -171,37 +172,41 @@ written {now}.</p>
 """
 
 
-def write_plan_files(
-    study: Study,
-    out_dir: Path,
-    stem: str,
-    *,
-    heading: str,
-    title: str,
-    tables: Sequence[tuple[str, pd.DataFrame]],
-    frame: pd.DataFrame,
-    figures: Sequence[Path],
-    lines: Sequence[str],
-    note: str,
-    table: object,
-    md_tail: str = "",
-    extra: Sequence[Path] = (),
-) -> EvidenceOutput:
-    """What every evidence plan writes: ``<stem>.md`` (``heading`` over the first table, each other
-    table under its name, ``md_tail``, the note and the verdict ``lines``), ``<stem>.csv`` (the
-    long ``frame``), the ``figures`` (already drawn), ``extra`` files and ``<stem>.html``."""
+@dataclass(frozen=True)
+class PlanFiles:
+    """What an evidence plan's report shows: ``heading`` over the first of ``tables`` (each other
+    one under its name), ``md_tail``, the note and the verdict ``lines``; ``frame`` is the long
+    CSV, ``figures`` are drawn already, ``extra`` files were written beside them."""
+
+    heading: str
+    title: str
+    tables: Sequence[tuple[str, pd.DataFrame]]
+    frame: pd.DataFrame
+    figures: Sequence[Path]
+    lines: Sequence[str]
+    note: str
+    table: object  # the plan's table object, returned in EvidenceOutput
+    md_tail: str = ""
+    extra: Sequence[Path] = ()
+
+
+def write_plan_files(study: Study, out_dir: Path, stem: str, f: PlanFiles) -> EvidenceOutput:
+    """What every evidence plan writes: ``<stem>.md``, ``<stem>.csv``, the figures, the extra
+    files and ``<stem>.html`` (see :class:`PlanFiles`), with the arms that had no successful
+    trial named among the lines."""
+    lines, tables, note = list(f.lines), f.tables, f.note
     failed = failed_arms_note(study.trials, study.arms)
-    lines = [*lines, failed] if failed else lines
-    parts = [f"## {heading}", markdown_table(tables[0][1])]
+    lines += [failed] if failed else []
+    parts = [f"## {f.heading}", markdown_table(tables[0][1])]
     for name, shown in tables[1:]:
         parts += [f"### {name}", markdown_table(shown)]
-    md = "\n\n".join(parts) + md_tail + f"\n\n{note}\n\n" + "\n".join(f"- {x}" for x in lines) + "\n"  # fmt: skip
+    md = "\n\n".join(parts) + f.md_tail + f"\n\n{note}\n\n" + "\n".join(f"- {x}" for x in lines) + "\n"  # fmt: skip
     (out_dir / f"{stem}.md").write_text(md)
-    frame.to_csv(out_dir / f"{stem}.csv", index=False)
+    f.frame.to_csv(out_dir / f"{stem}.csv", index=False)
     report = out_dir / f"{stem}.html"
-    report.write_text(page(study, title, lines, tables, note, figures))
-    files = [out_dir / f"{stem}.md", out_dir / f"{stem}.csv", *extra, *figures, report]
-    return EvidenceOutput(md, report, files, table)
+    report.write_text(page(study, f.title, lines, tables, note, f.figures))
+    files = [out_dir / f"{stem}.md", out_dir / f"{stem}.csv", *f.extra, *f.figures, report]
+    return EvidenceOutput(md, report, files, f.table)
 
 
 def write_evidence(
@@ -212,9 +217,9 @@ def write_evidence(
     table = evidence_table(trials, list(study.arms))
     lines = verdict(table) + goal_lines(trials, table)
     figures = evidence_figures(record, by_seed(trials), table.frame, out_dir)
-    return write_plan_files(
-        study, out_dir, "evidence", heading="Evidence experiment: clean vs shortcut twin",
+    return write_plan_files(study, out_dir, "evidence", PlanFiles(
+        heading="Evidence experiment: clean vs shortcut twin",
         title="Evidence experiment: does gaze guidance resist a shortcut?",
         tables=[("Per arm", table.display)], frame=table.frame, figures=figures, lines=lines,
         note=NOTE, table=table,
-    )  # fmt: skip
+    ))  # fmt: skip

@@ -32,7 +32,7 @@ from analysis.evidence import (
     percent,
     values,
 )
-from analysis.evidence_page import save, write_plan_files
+from analysis.evidence_page import PlanFiles, save, write_plan_files
 from trainables.record import TAG_SCANNING, TAG_TWIN, Stage
 from trainables.record.reader import Record, Study
 from trainables.record.trial import Trial
@@ -173,11 +173,10 @@ def write_scanning(
     trials = [t for t in trials if t.tags.get(TAG_TWIN)]
     table = scanning_table(trials, list(study.arms))
     lines = verdict(table)
-    return write_plan_files(
-        study, out_dir, "scanning",
+    return write_plan_files(study, out_dir, "scanning", PlanFiles(
         heading="Scanning sweep: recovered share of unet's shortcut loss (vs unet [95% CI])",
         title="Scanning sweep: does guidance survive a reader who scans the film?",
         tables=[("Recovered share (vs unet)", table.display), ("Shortcut twin test AUC", table.auc_display)],
         frame=table.frame, figures=[_figure(table.frame, out_dir / "scanning_recovered.png")],
         lines=lines, note=NOTE, table=table,
-    )  # fmt: skip
+    ))  # fmt: skip

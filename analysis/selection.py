@@ -28,7 +28,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from analysis.evidence import AUC, EvidenceOutput, Interval
-from analysis.evidence_page import save, write_plan_files
+from analysis.evidence_page import PlanFiles, save, write_plan_files
 from trainables.record import (
     BEST_EPOCH,
     BLIND_SIGNALS,
@@ -212,11 +212,10 @@ def write_selection(
     table = selection_table(rows)
     lines = verdict(table)
     rows.to_csv(out_dir / "selection_trials.csv", index=False)
-    return write_plan_files(
-        study, out_dir, "selection",
+    return write_plan_files(study, out_dir, "selection", PlanFiles(
         heading="Selection without the test set: each rule's pick against the oracle",
         title="Selection that does not peek: which rule picks a configuration that works?",
         tables=[("Each rule's pick", table.display), ("The grid (means over seeds)", table.grid)],
         frame=table.frame, figures=[_figure(rows, table, out_dir / "selection.png")],
         lines=lines, note=NOTE, table=table, extra=[out_dir / "selection_trials.csv"],
-    )  # fmt: skip
+    ))  # fmt: skip

@@ -160,17 +160,17 @@ def paired_bootstrap(
     *,
     resamples: int = 1000,
     seed: int = 0,
-    alpha: float = 0.05,
 ) -> tuple[ArmBootstrap, ArmBootstrap, dict[str, Difference]]:
-    """Bootstrap both arms over the same seeded resamples of the test images and compare them.
+    """Bootstrap both arms over the same seeded resamples of the test images and compare them
+    (95% intervals).
 
     Returns:
         ``(arm, baseline, arm - baseline per AUC key)``.
     """
     indices = bootstrap_indices(len(labels), resamples=resamples, seed=seed)
-    a = arm_bootstrap(labels, probs_arm, indices, task, alpha)
-    b = arm_bootstrap(labels, probs_baseline, indices, task, alpha)
-    return a, b, paired_difference(a, b, alpha)
+    a = arm_bootstrap(labels, probs_arm, indices, task)
+    b = arm_bootstrap(labels, probs_baseline, indices, task)
+    return a, b, paired_difference(a, b)
 
 
 def delong_test(positive: np.ndarray, scores_a: np.ndarray, scores_b: np.ndarray) -> DeLongResult:

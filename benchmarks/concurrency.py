@@ -20,7 +20,9 @@ import torch.multiprocessing as mp
 from benchmarks.step import machine, make_variant, train_step
 
 
-def _worker(rank: int, arm: str, batch: int, size: int, seconds: float, barrier, queue) -> None:
+def _worker(rank: int, job: tuple[str, int, int, float], barrier, queue) -> None:
+    """One trial's training steps for ``job`` = (arm, batch, size, seconds), after the barrier."""
+    arm, batch, size, seconds = job
     from trainables.config import TrialConfig
     from trainables.data.toy import make_toy_cached
     from trainables.device_data import DeviceData
@@ -52,7 +54,7 @@ def run(count: int, arm: str, batch: int, size: int, seconds: float) -> float:
     ctx = mp.get_context("spawn")
     barrier, queue = ctx.Barrier(count), ctx.Queue()
     procs = [
-        ctx.Process(target=_worker, args=(r, arm, batch, size, seconds, barrier, queue))
+        ctx.Process(target=_worker, args=(r, (arm, batch, size, seconds), barrier, queue))
         for r in range(count)
     ]
     for p in procs:

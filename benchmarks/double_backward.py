@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from trainables.model import build_model
-from trainables.saliency import generator_map, to_heatmap
+from trainables.saliency import PassConfig, generator_map, to_heatmap
 
 
 def machine() -> str:
@@ -52,7 +52,9 @@ def _plain_loss(model, x, gaze, labels) -> torch.Tensor:
 
 
 def _saliency_loss(model, x, gaze, labels, *, generator: str, fast: bool) -> torch.Tensor:
-    raw = generator_map(generator, model, x, labels, create_graph=True, fast_conv=fast)
+    raw = generator_map(
+        generator, model, x, labels, create_graph=True, how=PassConfig(fast_conv=fast)
+    )
     heat = to_heatmap(raw).clamp(1e-6, 1 - 1e-6)  # BCE on probabilities, never on logits
     return _plain_loss(model, x, gaze, labels) + F.binary_cross_entropy(heat, gaze)
 
@@ -101,15 +103,16 @@ def convolution_calls(step: Callable[[], torch.Tensor]) -> int:
     return counter.calls
 
 
-def run(
-    batch: int, size: int, repeats: int, warmup: int, encoder: str, generator: str, device: str
-) -> tuple[list[tuple[str, float, float]], tuple[int, int]]:
-    """Time the four steps on one device.
+def run(args: argparse.Namespace, device: str) -> tuple[list[tuple[str, float, float]], tuple[int, int]]:  # fmt: skip
+    """Time the four steps on one device (``args``: batch, size, repeats, warmup, encoder,
+    generator from the command line).
 
     Returns:
         (label, median wall s, median process CPU s) per step, and the convolution calls of the stock and the fast
         saliency step.
     """
+    batch, size, repeats, warmup = args.batch, args.size, args.repeats, args.warmup
+    encoder, generator = args.encoder, args.generator
     torch.manual_seed(0)
     x = torch.rand(batch, 1, size, size, device=device)
     gaze = torch.rand(batch, 1, size, size, device=device)
@@ -159,9 +162,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.repeats} after {args.warmup} warm-up"
     )
     for device in devices:
-        results, calls = run(
-            args.batch, args.size, args.repeats, args.warmup, args.encoder, args.generator, device
-        )
+        results, calls = run(args, device)
         plain_wall, plain_cpu = results[0][1], results[0][2]
         print(
             f"\n[{device}]  {'step':<34} {'wall s':>7} {'x plain':>7} {'CPU s':>7} {'x plain':>7}"

@@ -22,7 +22,7 @@ import torch
 from trainables.config import DataConfig
 from trainables.data.prepare import prepare_data
 from trainables.model import build_model
-from trainables.saliency import generator_map, to_heatmap
+from trainables.saliency import PassConfig, generator_map, to_heatmap
 
 
 def _images(size: int, count: int, data_dir: str) -> torch.Tensor:
@@ -40,7 +40,7 @@ def cosine_table(model: torch.nn.Module, x: torch.Tensor, names: list[str]) -> l
         target = model.classify(x).argmax(1)
     maps = {
         n: to_heatmap(
-            generator_map(n, model, x, target, create_graph=False, bn_mode="frozen")
+            generator_map(n, model, x, target, create_graph=False, how=PassConfig(bn_mode="frozen"))
         ).flatten(1)
         for n in names
     }

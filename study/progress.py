@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ray import tune
 
@@ -72,6 +72,16 @@ def trial_status(last_result: dict[str, Any] | None, *, errored: bool) -> str:
     if last.get(TUNE_DIVERGED):
         return DIVERGED_TEXT
     return OK if SELECTION_METRIC in last else STOPPED
+
+
+class Outcome(NamedTuple):
+    """How a trial ended, as far as its line tells: epochs run, best validation AUC (None: from
+    its reports), its stage, and the error of a failed one."""
+
+    epochs: int | None = None
+    val_auc: float | None = None
+    stage: str = ""
+    error: str | None = None
 
 
 @dataclass
@@ -136,18 +146,9 @@ class ProgressBoard:
         if val_auc is not None and math.isfinite(val_auc):
             run.best_val = val_auc if math.isnan(run.best_val) else max(run.best_val, val_auc)
 
-    def finish(
-        self,
-        trial_id: str,
-        arm: str,
-        status: str,
-        *,
-        epochs: int | None = None,
-        val_auc: float | None = None,
-        stage: str = "",
-        error: str | None = None,
-    ) -> str:
+    def finish(self, trial_id: str, arm: str, status: str, end: Outcome | None = None) -> str:
         """Count a finished trial and print its line; returns the line."""
+        epochs, val_auc, stage, error = end or Outcome()
         run = self.running.pop(trial_id, None) or _Running(arm, self._clock())
         self.durations.append(self._clock() - run.started)
         self.done[arm] += 1
@@ -314,15 +315,8 @@ class TuneProgress(tune.Callback):
         status = trial_status(last, errored=errored)
         epoch = last.get(EPOCH, last.get("training_iteration"))
         error = _error_text(trial) if errored else None
-        self.board.finish(
-            trial.trial_id,
-            self._arm(trial),
-            status,
-            epochs=None if epoch is None else int(epoch),
-            val_auc=last.get(SELECTION_METRIC),
-            stage=self._stage(trial),
-            error=error,
-        )
+        end = Outcome(None if epoch is None else int(epoch), last.get(SELECTION_METRIC), self._stage(trial), error)  # fmt: skip
+        self.board.finish(trial.trial_id, self._arm(trial), status, end)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._finish(trial, errored=False)

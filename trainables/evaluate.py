@@ -21,7 +21,7 @@ from trainables.masking import MaskSpec, mask_outside_gaze
 from trainables.metrics import saliency_metrics
 from trainables.model import MultiTaskUNet
 from trainables.model_sets import Arm
-from trainables.saliency import generator_map, to_heatmap
+from trainables.saliency import PassConfig, generator_map, to_heatmap
 
 
 def _empty(dd: DeviceData) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +86,12 @@ def outside_energy_shares(
         x, gaze, _ = dd.batch(idx)
         target = torch.zeros(len(idx), dtype=torch.long, device=x.device)  # unused by the score
         grad = generator_map(
-            "logprob-gradient", model, x, target, create_graph=False, bn_mode="frozen"
+            "logprob-gradient",
+            model,
+            x,
+            target,
+            create_graph=False,
+            how=PassConfig(bn_mode="frozen"),
         )
         # Scale-free, so each map may be divided by its largest value: an untrained or saturated
         # model's gradient (energy ~1e-20 in float32) would otherwise drown in the loss's eps.
@@ -118,7 +123,12 @@ def predicted_class_maps(
         out["decoder"] = torch.sigmoid(mask_logits.float())
     for name in names:
         raw = generator_map(
-            name, model, x, target, create_graph=False, bn_mode="frozen", fast_conv=fast_conv
+            name,
+            model,
+            x,
+            target,
+            create_graph=False,
+            how=PassConfig(bn_mode="frozen", fast_conv=fast_conv),
         )
         out[name] = to_heatmap(raw).detach()
     return out, class_probabilities(class_logits.float(), getattr(model, "exclusive", True))

@@ -19,12 +19,23 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 Pair = tuple[int, int]
+
+
+class Geometry(NamedTuple):
+    """A conv2d's stride, numeric padding, dilation (int pairs) and groups."""
+
+    stride: Pair
+    padding: Pair
+    dilation: Pair
+    groups: int
+
 
 # Set by conv_input_grads_only(): the backward then skips weight and bias gradients. Like
 # autograd's own kernels skip outputs the graph task does not need, which a custom Function
@@ -45,77 +56,44 @@ def _pair(value: int | Sequence[int], name: str) -> Pair:
     return values  # type: ignore[return-value]
 
 
-def _input_grad(
-    grad_out: torch.Tensor,
-    weight: torch.Tensor,
-    input_shape: Sequence[int],
-    stride: Pair,
-    padding: Pair,
-    dilation: Pair,
-    groups: int,
-) -> torch.Tensor:
+def _input_grad(grad_out: torch.Tensor, weight: torch.Tensor, input_shape: Sequence[int], g: Geometry) -> torch.Tensor:  # fmt: skip
     # The input size is passed explicitly: with stride > 1 several input sizes give the same output
     # size (the output_padding of the transposed conv). The input itself is not read, so a
     # zero-stride placeholder stands in for it, as torch.nn.grad.conv2d_input does.
     placeholder = grad_out.new_empty(1).expand(tuple(input_shape))
     return torch.ops.aten.convolution_backward(
-        grad_out,
-        placeholder,
-        weight,
-        None,
-        list(stride),
-        list(padding),
-        list(dilation),
-        False,
-        [0, 0],
-        groups,
-        (True, False, False),
-    )[0]
+        grad_out, placeholder, weight, None, list(g.stride), list(g.padding), list(g.dilation),
+        False, [0, 0], g.groups, (True, False, False),
+    )[0]  # fmt: skip
 
 
 def _weight_grad(
-    grad_out: torch.Tensor,
-    input: torch.Tensor,
-    weight: torch.Tensor,
-    stride: Pair,
-    padding: Pair,
-    dilation: Pair,
-    groups: int,
-    bias: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    grad_out: torch.Tensor, input: torch.Tensor, weight: torch.Tensor, g: Geometry, bias: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
     """Weight (and bias) gradient of conv2d, one aten kernel, as the stock backward computes it."""
     _, d_weight, d_bias = torch.ops.aten.convolution_backward(
-        grad_out,
-        input,
-        weight,
-        [weight.shape[0]] if bias else None,
-        list(stride),
-        list(padding),
-        list(dilation),
-        False,
-        [0, 0],
-        groups,
-        (False, True, bias),
-    )
+        grad_out, input, weight, [weight.shape[0]] if bias else None, list(g.stride),
+        list(g.padding), list(g.dilation), False, [0, 0], g.groups, (False, True, bias),
+    )  # fmt: skip
     return d_weight, d_bias
 
 
 class ConvInputGrad(torch.autograd.Function):
     """``grad_input`` of conv2d as a function of ``(grad_out, weight)``, with a batched backward.
 
-    ``apply(grad_out, weight, input_shape, stride, padding, dilation, groups)``. The map a
-    saliency generator returns is a chain of these; their backward is what a loss on the map runs.
+    ``apply(grad_out, weight, input_shape, geometry)``. The map a saliency generator returns is a
+    chain of these; their backward is what a loss on the map runs.
     """
 
     @staticmethod
-    def forward(grad_out, weight, input_shape, stride, padding, dilation, groups):
-        return _input_grad(grad_out, weight, input_shape, stride, padding, dilation, groups)
+    def forward(grad_out, weight, input_shape, geometry):
+        return _input_grad(grad_out, weight, input_shape, geometry)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        grad_out, weight, _, stride, padding, dilation, groups = inputs
+        grad_out, weight, _, geometry = inputs
         ctx.save_for_backward(grad_out, weight)
-        ctx.geometry = (stride, padding, dilation, groups)
+        ctx.geometry = geometry
 
     @staticmethod
     def backward(ctx, h: torch.Tensor):
@@ -123,49 +101,46 @@ class ConvInputGrad(torch.autograd.Function):
         # weight, paired with grad_out. So d/d grad_out = conv2d(h, W) (the forward conv) and
         # d/dW = the weight gradient with h as the input and grad_out as the output gradient.
         grad_out, weight = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.geometry
+        g = ctx.geometry
         d_grad_out = d_weight = None
         if ctx.needs_input_grad[0]:
-            d_grad_out = F.conv2d(h, weight, None, stride, padding, dilation, groups)
+            d_grad_out = F.conv2d(h, weight, None, *g)
         if ctx.needs_input_grad[1]:
-            d_weight, _ = _weight_grad(grad_out, h, weight, stride, padding, dilation, groups)
-        return d_grad_out, d_weight, None, None, None, None, None
+            d_weight, _ = _weight_grad(grad_out, h, weight, g)
+        return d_grad_out, d_weight, None, None
 
 
 class Conv2dFn(torch.autograd.Function):
     """conv2d whose input gradient is a :class:`ConvInputGrad` (differentiable, batched).
 
-    ``apply(input, weight, bias, stride, padding, dilation, groups)`` with int-pair geometry and
-    numeric padding. The weight gradient uses aten's ``convolution_backward`` (its own double
-    backward is stock; the saliency loss never differentiates a weight gradient).
+    ``apply(input, weight, bias, geometry)`` with int-pair geometry and numeric padding. The weight
+    gradient uses aten's ``convolution_backward`` (its own double backward is stock; the saliency
+    loss never differentiates a weight gradient).
     """
 
     @staticmethod
-    def forward(input, weight, bias, stride, padding, dilation, groups):
-        return F.conv2d(input, weight, bias, stride, padding, dilation, groups)
+    def forward(input, weight, bias, geometry):
+        return F.conv2d(input, weight, bias, *geometry)
 
     @staticmethod
     def setup_context(ctx, inputs, output) -> None:
-        input, weight, bias, stride, padding, dilation, groups = inputs
+        input, weight, bias, geometry = inputs
         ctx.save_for_backward(input, weight)
-        ctx.geometry = (stride, padding, dilation, groups)
+        ctx.geometry = geometry
         ctx.has_bias = bias is not None
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
         input, weight = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.geometry
+        g = ctx.geometry
         d_input = d_weight = d_bias = None
         if ctx.needs_input_grad[0]:
-            d_input = ConvInputGrad.apply(
-                grad_out, weight, tuple(input.shape), stride, padding, dilation, groups
-            )
+            d_input = ConvInputGrad.apply(grad_out, weight, tuple(input.shape), g)
         if not _INPUT_GRADS_ONLY.get() and (ctx.needs_input_grad[1] or ctx.needs_input_grad[2]):
             d_weight, d_bias = _weight_grad(
-                grad_out, input, weight, stride, padding, dilation, groups,
-                bias=ctx.has_bias and ctx.needs_input_grad[2],
-            )  # fmt: skip
-        return d_input, d_weight, d_bias, None, None, None, None
+                grad_out, input, weight, g, bias=ctx.has_bias and ctx.needs_input_grad[2]
+            )
+        return d_input, d_weight, d_bias, None
 
 
 def _same_padding(
@@ -197,7 +172,8 @@ def fast_conv2d(
     dilation: int | Sequence[int] = 1,
     groups: int = 1,
 ) -> torch.Tensor:
-    """``F.conv2d`` with the same arguments and values, through :class:`Conv2dFn`.
+    """``F.conv2d`` with the same arguments and values, through :class:`Conv2dFn` (its signature
+    is F.conv2d's, which it stands in for: hence seven parameters).
 
     Falls back to ``F.conv2d`` when nothing needs a gradient or the input is not a 4-D batch.
     Under autocast, input, weight and bias are cast to the autocast dtype first (as autocast does
@@ -218,13 +194,14 @@ def fast_conv2d(
             raise ValueError(f"conv2d padding must be 'valid', 'same' or numbers, got {padding!r}")
     else:
         padding_ = _pair(padding, "padding")
+    geometry = Geometry(stride_, padding_, dilation_, groups)
     dtype = _autocast_dtype(input)
     if dtype is None:
-        return Conv2dFn.apply(input, weight, bias, stride_, padding_, dilation_, groups)
+        return Conv2dFn.apply(input, weight, bias, geometry)
     input, weight = input.to(dtype), weight.to(dtype)
     bias = None if bias is None else bias.to(dtype)
     with torch.autocast(input.device.type, enabled=False):
-        return Conv2dFn.apply(input, weight, bias, stride_, padding_, dilation_, groups)
+        return Conv2dFn.apply(input, weight, bias, geometry)
 
 
 class _FastConvMode(TorchFunctionMode):

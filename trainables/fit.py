@@ -36,7 +36,13 @@ from trainables.metrics import per_class_auc
 from trainables.model import MultiTaskUNet, build_model
 from trainables.model_sets import Arm, StepOutputs, get_arm
 from trainables.record import SEARCH_METRIC, VAL_AUC_UNDEFINED, VAL_LOSS, metric_key
-from trainables.saliency import generator_map, map_target, record_batch_stats, to_heatmap
+from trainables.saliency import (
+    PassConfig,
+    generator_map,
+    map_target,
+    record_batch_stats,
+    to_heatmap,
+)
 
 logger = logging.getLogger(__name__)
 Log = Callable[[str], None]
@@ -156,9 +162,7 @@ def step_terms(
     if arm.needs_map != "none":
         raw = generator_map(
             arm.generator, model, x, map_target(labels, class_logits),
-            create_graph=arm.needs_map == "graph",
-            bn_mode=cfg.bn_mode, bn_stats=stats, fast_conv=cfg.fast_conv,
-        )  # fmt: skip
+            create_graph=arm.needs_map == "graph", how=PassConfig(bn_mode=cfg.bn_mode, bn_stats=stats, fast_conv=cfg.fast_conv))  # fmt: skip
         out.raw_map, out.generator_map = raw, to_heatmap(raw)
     return arm.loss(out, labels, gaze, cfg)
 

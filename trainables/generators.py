@@ -28,32 +28,36 @@ S = lazy_module("trainables.saliency")
 GENERATORS: Registry[Generator] = Registry("generator")
 
 
-def register_generator(
-    name: str,
-    *,
-    title: str,
-    training: bool = False,
-    paper: bool = False,
-    probe: bool = False,
-    panel: bool = False,
-    summary: str = "",
-):
+ROLES: tuple[str, ...] = ("training", "paper", "probe", "panel")
+"""What a generator is used for (``register_generator``'s ``roles``):
+
+- training: crossed with the paper's model sets (one arm per set that uses a map);
+- paper: its crossed arms are among the paper's default arms (implies training);
+- probe: its map is scored on every model at test time (``explain/test.csv``, map "probe");
+- panel: its map is drawn in the heatmap panels of every trial.
+"""
+
+
+def register_generator(name: str, *, title: str, roles: tuple[str, ...] = (), summary: str = ""):
     """Decorator: register ``fn(model, x, target, *, create_graph) -> (B, C, H, W)`` as ``name``.
 
     Args:
         name: the registry name.
         title: how figures and panels name its map (e.g. "GBP map").
-        training: cross it with the paper's model sets (one arm per set that uses a map).
-        paper: its crossed arms are among the paper's default arms (implies ``training``).
-        probe: score its map on every model at test time (``explain/test.csv``, map "probe").
-        panel: draw its map in the heatmap panels of every trial.
+        roles: any of :data:`ROLES`.
         summary: one line for listings.
 
     Raises:
-        ValueError: ``name`` is already registered.
+        ValueError: ``name`` is already registered, or a role is unknown.
     """
-    meta = {"title": title, "training": training or paper, "paper": paper}
-    return GENERATORS.register(name, **meta, probe=probe, panel=panel, summary=summary)
+    unknown = sorted(set(roles) - set(ROLES))
+    if unknown:
+        raise ValueError(f"generator {name!r}: unknown roles {unknown}; valid: {', '.join(ROLES)}")
+    paper = "paper" in roles
+    meta = {"title": title, "training": "training" in roles or paper, "paper": paper}
+    return GENERATORS.register(
+        name, **meta, probe="probe" in roles, panel="panel" in roles, summary=summary
+    )
 
 
 def get_generator(name: str) -> Generator:
@@ -96,7 +100,7 @@ def generator_title(name: str) -> str:
 
 
 @register_generator(
-    "gbp", title="GBP map", paper=True, probe=True, panel=True,
+    "gbp", title="GBP map", roles=("paper", "probe", "panel"),
     summary="guided backpropagation (Springenberg 2015)",
 )  # fmt: skip
 def guided_backprop(
@@ -107,7 +111,7 @@ def guided_backprop(
 
 
 @register_generator(
-    "deconv", title="deconvNet map", paper=True, probe=True, panel=True,
+    "deconv", title="deconvNet map", roles=("paper", "probe", "panel"),
     summary="deconvNet (Zeiler & Fergus 2014)",
 )  # fmt: skip
 def deconvnet(
@@ -118,7 +122,10 @@ def deconvnet(
 
 
 @register_generator(
-    "gradient", title="input gradient", probe=True, summary="plain input gradient (Simonyan 2014)"
+    "gradient",
+    title="input gradient",
+    roles=("probe",),
+    summary="plain input gradient (Simonyan 2014)",
 )
 def input_gradient(
     model: nn.Module, x: torch.Tensor, target: torch.Tensor, *, create_graph: bool
@@ -128,7 +135,7 @@ def input_gradient(
 
 
 @register_generator(
-    "logprob-gradient", title="log-prob gradient", probe=True,
+    "logprob-gradient", title="log-prob gradient", roles=("probe",),
     summary="input gradient of the summed log-probabilities",
 )  # fmt: skip
 def logprob_gradient(
@@ -140,7 +147,7 @@ def logprob_gradient(
 
 
 @register_generator(
-    "gradcam", title="Grad-CAM map", probe=True, panel=True,
+    "gradcam", title="Grad-CAM map", roles=("probe", "panel"),
     summary="Grad-CAM on the last encoder feature map (Selvaraju 2017)",
 )  # fmt: skip
 def gradcam(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
 import torch
@@ -163,6 +164,27 @@ def _target_index(target: torch.Tensor | int, x: torch.Tensor) -> torch.Tensor:
     return target
 
 
+@dataclass(frozen=True)
+class PassConfig:
+    """How a saliency pass runs: BatchNorm statistics (see :func:`batchnorm_mode`) and the conv
+    double backward.
+
+    Attributes:
+        bn_mode: "frozen" (running statistics) or "batch" (the training forward's, as constants).
+        bn_stats: for ``bn_mode="batch"``, the statistics of the training forward
+            (:func:`record_batch_stats`); None computes them from ``x`` (one extra forward).
+        fast_conv: use the batched conv double backward (:mod:`trainables.fast_conv`); only
+            matters with create_graph=True, same values as the stock path.
+    """
+
+    bn_mode: BnMode = "frozen"
+    bn_stats: BatchStats | None = field(default=None, compare=False, repr=False)
+    fast_conv: bool = True
+
+
+FROZEN = PassConfig()
+
+
 def generator_map(
     name: str,
     model: nn.Module,
@@ -170,9 +192,7 @@ def generator_map(
     target: torch.Tensor | int,
     *,
     create_graph: bool,
-    bn_mode: BnMode = "frozen",
-    bn_stats: BatchStats | None = None,
-    fast_conv: bool = True,
+    how: PassConfig = FROZEN,
 ) -> torch.Tensor:
     """Raw map of input ``x`` for class ``target`` from generator ``name``; each image's map is the
     gradient of its own score (see the module docstring).
@@ -185,11 +205,7 @@ def generator_map(
         target: (B,) class ids, or one int for the whole batch.
         create_graph: keep the map in the graph (a loss on it trains the weights). False returns a
             detached map.
-        bn_mode: BatchNorm statistics during the saliency pass, see :func:`batchnorm_mode`.
-        bn_stats: for ``bn_mode="batch"``, the statistics of the training forward
-            (:func:`record_batch_stats`); None computes them from ``x`` (one extra forward).
-        fast_conv: use the batched conv double backward (:mod:`trainables.fast_conv`); only
-            matters with create_graph=True, same values as the stock path.
+        how: BatchNorm statistics and the conv path of the pass (:class:`PassConfig`).
 
     Returns:
         (B, C, H, W) raw map (signed gradients; Grad-CAM is (B, 1, H, W), non-negative). Turn it
@@ -203,13 +219,14 @@ def generator_map(
     generate = get_generator(name)
     x_req = x if x.requires_grad else x.detach().requires_grad_()
     index = _target_index(target, x)
-    if bn_mode == "batch" and bn_stats is None:
-        bn_stats = batch_stats(model, x.detach())
-    fast = fast_conv_enabled() if fast_conv and create_graph else contextlib.nullcontext()
+    stats = how.bn_stats
+    if how.bn_mode == "batch" and stats is None:
+        stats = batch_stats(model, x.detach())
+    fast = fast_conv_enabled() if how.fast_conv and create_graph else contextlib.nullcontext()
     with (
         torch.enable_grad(),
         no_stochastic_layers(model),
-        batchnorm_mode(model, bn_mode, bn_stats),
+        batchnorm_mode(model, how.bn_mode, stats),
         fast,
     ):
         raw = generate(model, x_req, index, create_graph=create_graph)

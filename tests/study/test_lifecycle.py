@@ -126,7 +126,10 @@ def test_a_trial_that_raises_leaves_the_parent_failed_with_commit_and_fingerprin
     assert parent.data.tags["mlflow.source.git.commit"] and parent.data.tags["data_fingerprint"]
     # the report says which arm had no successful trial, and why
     (page,) = (tmp_path / "outputs").rglob("report.html")
-    assert "No successful trial for no-seg" in page.read_text() and "encoder weights file not found" in page.read_text()
+    assert (
+        "No successful trial for no-seg" in page.read_text()
+        and "encoder weights file not found" in page.read_text()
+    )
 
 
 @pytest.mark.parametrize("plan", sorted(PLANS))

@@ -11,6 +11,7 @@ from study.progress import (
     FAILED,
     OK,
     STOPPED,
+    Outcome,
     ProgressBoard,
     TuneProgress,
     eta_seconds,
@@ -74,7 +75,7 @@ def test_interleaved_arms_are_counted_per_arm_with_a_study_eta():
     clock.t += 20  # a1 ran 30 s
     board.report("a1", 2, 0.7)
     board.report("a1", 3, 0.75)
-    line = board.finish("a1", "unet", OK, epochs=3, val_auc=0.8)
+    line = board.finish("a1", "unet", OK, Outcome(epochs=3, val_auc=0.8))
     # 3 trials left: b1 ran 30 s (0 left of the 30 s mean), a2 20 s (10 left), 1 pending (30);
     # 40 s of work on 3 slots.
     assert board.eta() == pytest.approx(40 / 3)
@@ -89,7 +90,9 @@ def test_interleaved_arms_are_counted_per_arm_with_a_study_eta():
     assert re.match(r"\[arm 2/2\] set3-gbp\s+trial 1/2\s+1 epoch\s+val AUC 0\.600\s+stopped", line)
     assert board.done == {"unet": 1, "set3-gbp": 1}
     assert board.status_line().startswith("[arm 1/2] unet 1/2  | 2/4 trials done")
-    line = board.finish("a2", "unet", FAILED, epochs=0, error="Traceback ...\nValueError: boom")
+    line = board.finish(
+        "a2", "unet", FAILED, Outcome(epochs=0, error="Traceback ...\nValueError: boom")
+    )
     assert "trial 2/2" in line and "val AUC -" in line and line.endswith("(ValueError: boom)")
     assert out == [ln + "\n" for ln in (out[0][:-1], out[1][:-1], line)]  # one line per trial
 
@@ -100,7 +103,7 @@ def test_trials_finished_before_a_resume_count_without_a_line():
     board.finished_before("unet")
     board.start("t2", "unet")
     clock.t += 12
-    line = board.finish("t2", "unet", OK, epochs=2, val_auc=0.5)
+    line = board.finish("t2", "unet", OK, Outcome(epochs=2, val_auc=0.5))
     assert "trial 2/3" in line and "2/3 trials done, ETA 12s" in line and len(out) == 1
 
 
@@ -122,7 +125,7 @@ def test_live_line_is_redrawn_in_place_and_cleared():
     clock.t += 2
     board.redraw()
     assert len(out) == n + 1
-    line = board.finish("t", "unet", OK, epochs=1, val_auc=0.5)
+    line = board.finish("t", "unet", OK, Outcome(epochs=1, val_auc=0.5))
     assert "|" not in line  # on a terminal the live line carries the totals, not each trial line
     assert "\r\x1b[K" in out and line + "\n" in out
     board.clear()

@@ -17,12 +17,13 @@ from tests.tiny import StageOutputs
 from trainables.activations import patch_activations
 from trainables.fast_conv import (
     ConvInputGrad,
+    Geometry,
     conv_input_grads_only,
     fast_conv2d,
     fast_conv_enabled,
 )
 from trainables.generators import list_generators
-from trainables.saliency import generator_map, to_heatmap
+from trainables.saliency import PassConfig, generator_map, to_heatmap
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -89,7 +90,7 @@ def test_conv_input_grad_function(geometry) -> None:
     out = F.conv2d(x, w, None, **kw)
     grad_out = _rand(*out.shape, seed=3).requires_grad_()
     (want,) = torch.autograd.grad(out, x, grad_out)
-    args = (tuple(x.shape), stride, padding, dilation, kw["groups"])
+    args = (tuple(x.shape), Geometry(stride, padding, dilation, kw["groups"]))
     got = ConvInputGrad.apply(grad_out, w, *args)
     assert got.shape == x.shape
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
@@ -130,7 +131,9 @@ class _Net(nn.Module):
 def _map_and_grads(model, x, target, name, fast, bn_mode="batch", dtype=torch.float64):
     model.zero_grad()
     torch.manual_seed(0)  # same dropout / stochastic-depth draws in both runs
-    raw = generator_map(name, model, x, target, create_graph=True, bn_mode=bn_mode, fast_conv=fast)
+    raw = generator_map(
+        name, model, x, target, create_graph=True, how=PassConfig(bn_mode=bn_mode, fast_conv=fast)
+    )
     heat = to_heatmap(raw)
     gaze = torch.linspace(0.05, 0.95, heat.numel(), dtype=dtype).reshape(heat.shape)
     F.binary_cross_entropy(heat.clamp(1e-6, 1 - 1e-6), gaze).backward()
@@ -165,7 +168,9 @@ def test_saliency_fast_equals_stock_float64(name: str, act: type[nn.Module]) -> 
     assert sum(g.abs().sum() > 0 for g in fast_grads) >= 4
     if name != "gradcam":  # Grad-CAM's graph stops at the last feature map: no conv double backward
         fast = generator_map(name, model, x, target, create_graph=True)
-        stock = generator_map(name, model, x, target, create_graph=True, fast_conv=False)
+        stock = generator_map(
+            name, model, x, target, create_graph=True, how=PassConfig(fast_conv=False)
+        )
         assert "ConvInputGradBackward" in _backward_node_names(fast)
         assert "ConvolutionBackwardBackward0" not in _backward_node_names(fast)
         assert "ConvolutionBackwardBackward0" in _backward_node_names(stock)
@@ -195,7 +200,9 @@ def _map_loss_kernel_calls(groups: int, fast: bool) -> int:
     )
     net.classify = net.forward  # type: ignore[attr-defined]
     patch_activations(net)
-    raw = generator_map("gbp", net, torch.randn(2, 1, 8, 8), 0, create_graph=True, fast_conv=fast)
+    raw = generator_map(
+        "gbp", net, torch.randn(2, 1, 8, 8), 0, create_graph=True, how=PassConfig(fast_conv=fast)
+    )
     with _CountConvKernels() as counter:
         raw.square().sum().backward()
     return sum(counter.calls.values())

@@ -29,6 +29,7 @@ from trainables.generators import (
     training_generators,
 )
 from trainables.saliency import (
+    PassConfig,
     batch_stats,
     batchnorm_mode,
     generator_map,
@@ -106,7 +107,7 @@ def test_a_new_training_generator_gets_arms_but_does_not_join_the_papers_eight()
     from trainables.model_sets import get_arm, list_arms, paper_arms
 
     before = paper_arms()
-    register_generator("toy-gen", title="toy map", training=True)(get_generator("gradient"))
+    register_generator("toy-gen", title="toy map", roles=("training",))(get_generator("gradient"))
     try:
         assert "set1-toy-gen" in list_arms() and get_arm("set3-toy-gen").group == "extension"
         assert paper_arms() == before and len(before) == 8
@@ -134,7 +135,7 @@ def test_relu_net_maps_equal_captum(name: str, captum_cls: type, fast_conv: bool
     reference = captum_cls(net).attribute(x, target=TARGET)
     for create_graph in (False, True):
         got = generator_map(
-            name, patched, x, TARGET, create_graph=create_graph, fast_conv=fast_conv
+            name, patched, x, TARGET, create_graph=create_graph, how=PassConfig(fast_conv=fast_conv)
         )
         torch.testing.assert_close(got, reference, rtol=1e-10, atol=1e-12)
     plain = generator_map("gradient", patched, x, TARGET, create_graph=False)
@@ -236,9 +237,7 @@ def _map_of(name: str, net: nn.Module, bn_mode: str, fast_conv: bool, stats=None
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             raw = generator_map(
-                name, self.net, x, TARGET[: x.shape[0]], create_graph=True,
-                bn_mode=bn_mode, bn_stats=stats, fast_conv=fast_conv,
-            )  # fmt: skip
+                name, self.net, x, TARGET[: x.shape[0]], create_graph=True, how=PassConfig(bn_mode=bn_mode, bn_stats=stats, fast_conv=fast_conv))  # fmt: skip
             return raw
 
     wrapper = MapOf()
@@ -332,16 +331,17 @@ def test_training_maps_are_per_image_float64(name: str) -> None:
     x, target = _batch(b=6, seed=3), torch.tensor([0, 1, 2, 0, 1, 2])
     stats = _train_forward_stats(net, x)
     assert len(stats) == 3
-    batch = generator_map(name, net, x, target, create_graph=True, bn_mode="batch", bn_stats=stats)
+    batch = generator_map(
+        name, net, x, target, create_graph=True, how=PassConfig(bn_mode="batch", bn_stats=stats)
+    )
     for i in range(len(x)):
         alone = generator_map(
-            name, net, x[i : i + 1], target[i : i + 1], create_graph=True, bn_mode="batch",
-            bn_stats=stats,
-        )  # fmt: skip
+            name, net, x[i : i + 1], target[i : i + 1], create_graph=True, how=PassConfig(bn_mode="batch", bn_stats=stats))  # fmt: skip
         torch.testing.assert_close(batch[i : i + 1], alone, rtol=0, atol=1e-8)
     # Without recorded statistics generator_map computes the same ones from the batch.
     torch.testing.assert_close(
-        generator_map(name, net, x, target, create_graph=False, bn_mode="batch"), batch.detach()
+        generator_map(name, net, x, target, create_graph=False, how=PassConfig(bn_mode="batch")),
+        batch.detach(),
     )
     # Independent oracle: a copy whose running statistics ARE those values, in plain eval mode.
     oracle = copy.deepcopy(net).eval()
@@ -350,7 +350,9 @@ def test_training_maps_are_per_image_float64(name: str) -> None:
     ):
         m_copy.running_mean.copy_(mean)
         m_copy.running_var.copy_(var)
-    expected = generator_map(name, oracle, x, target, create_graph=False, bn_mode="frozen")
+    expected = generator_map(
+        name, oracle, x, target, create_graph=False, how=PassConfig(bn_mode="frozen")
+    )
     torch.testing.assert_close(batch.detach(), expected, rtol=1e-10, atol=1e-12)
     if name in ("gbp", "deconv", "gradient"):
         # The old coupled map is a different map (this test fails on the code before the fix).
@@ -373,7 +375,12 @@ def test_batchnorm_modes(name: str) -> None:
     for bn_mode in ("frozen", "batch"):
         maps = [
             generator_map(
-                name, net, inp, TARGET, create_graph=True, bn_mode=bn_mode, bn_stats=stats
+                name,
+                net,
+                inp,
+                TARGET,
+                create_graph=True,
+                how=PassConfig(bn_mode=bn_mode, bn_stats=stats),
             )
             for inp in (x, x_other)
         ]
@@ -383,13 +390,15 @@ def test_batchnorm_modes(name: str) -> None:
         for norm, state in zip(norms, before):
             for key, value in norm.state_dict().items():
                 assert torch.equal(value, state[key]), (bn_mode, key)
-    frozen = generator_map(name, net, x, TARGET, create_graph=False, bn_mode="frozen")
-    batch = generator_map(name, net, x, TARGET, create_graph=False, bn_mode="batch")
+    frozen = generator_map(
+        name, net, x, TARGET, create_graph=False, how=PassConfig(bn_mode="frozen")
+    )
+    batch = generator_map(name, net, x, TARGET, create_graph=False, how=PassConfig(bn_mode="batch"))
     if name != "gradcam" or frozen.abs().sum() + batch.abs().sum() > 0:
         assert not torch.allclose(frozen, batch)  # the two modes use different statistics
     with pytest.raises(ValueError, match="valid modes"):
         bad_mode = "eval"
-        generator_map(name, net, x, TARGET, create_graph=False, bn_mode=bad_mode)
+        generator_map(name, net, x, TARGET, create_graph=False, how=PassConfig(bn_mode=bad_mode))
     with (
         pytest.raises(ValueError, match="training forward's statistics"),
         batchnorm_mode(net, "batch", {}),
@@ -508,7 +517,9 @@ def test_real_smp_models(smp_model: SmpClassifier, bn_mode: str) -> None:
     target = torch.tensor([0, 2])
     maps = {}
     for name in GENERATORS:
-        raw = generator_map(name, smp_model, x, target, create_graph=True, bn_mode=bn_mode)
+        raw = generator_map(
+            name, smp_model, x, target, create_graph=True, how=PassConfig(bn_mode=bn_mode)
+        )
         assert raw.shape == (2, 1, 32, 32) and torch.isfinite(raw).all()
         if name == "gradcam":  # all zero when the class has no positive evidence (random init)
             assert (raw >= 0).all()
@@ -533,7 +544,7 @@ def test_train_mode_maps_are_deterministic_despite_dropout():
     model = build_model("efficientnet-b0", None, (16, 8, 8)).train()
     x = torch.rand(4, 1, 32, 32)
     target = torch.tensor([0, 1, 2, 0])
-    a = generator_map("gbp", model, x, target, create_graph=False, bn_mode="batch")
-    b = generator_map("gbp", model, x, target, create_graph=False, bn_mode="batch")
+    a = generator_map("gbp", model, x, target, create_graph=False, how=PassConfig(bn_mode="batch"))
+    b = generator_map("gbp", model, x, target, create_graph=False, how=PassConfig(bn_mode="batch"))
     torch.testing.assert_close(a, b)
     assert model.training and all(m.training for m in model.modules())  # modes restored

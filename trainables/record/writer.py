@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import math
 import re
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from trainables.record.schema import (
@@ -51,21 +50,11 @@ from trainables.record.store import (
     store,
 )
 from trainables.record.trial import SEED_INDEPENDENT_PARAMS, Trial
-
-_MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
-_MAX_TAG_CHARS = 5000
-
-
-def _params(values: Mapping[str, Any]) -> list[Param]:
-    return [Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in values.items()]
-
-
-def _tags(values: Mapping[str, Any]) -> list[RunTag]:
-    return [RunTag(k, str(v)[:_MAX_TAG_CHARS]) for k, v in values.items()]
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+from trainables.record.values import MAX_TAG_CHARS
+from trainables.record.values import finite_metrics as _finite_metrics
+from trainables.record.values import now_ms as _now_ms
+from trainables.record.values import params as _params
+from trainables.record.values import tags as _tags
 
 
 # -- the experiment and the parent run -----------------------------------------------------------
@@ -163,7 +152,7 @@ def end_study_run(ctx: TrackingContext, status: str = "FINISHED", error: str | N
     """Close the parent run ("FINISHED", "FAILED" or "KILLED"); ``error`` goes to its tag."""
     s = store(ctx.tracking_uri)
     if error:
-        s.call("set_tag", ctx.parent_run_id, TAG_ERROR, error[:_MAX_TAG_CHARS])
+        s.call("set_tag", ctx.parent_run_id, TAG_ERROR, error[:MAX_TAG_CHARS])
     s.call("set_terminated", ctx.parent_run_id, status)
 
 
@@ -351,18 +340,6 @@ def mark_orphaned(ctx: TrackingContext, trial: Trial, reason: str) -> None:
     it had in ``orphaned_from``, ``reason`` in ``error``. Its metrics and artifacts stay."""
     set_run_tags(ctx, {TAG_ORPHANED_FROM: trial.status}, trial.run_id)
     set_status(ctx, trial.run_id, Status.ORPHANED, reason)
-
-
-def _finite_metrics(metrics: Mapping[str, Any], prefixes: Iterable[str], step: int) -> list[Metric]:
-    now = _now_ms()
-    return [
-        Metric(k, float(v), now, step)
-        for k, v in metrics.items()
-        if k.startswith(tuple(prefixes))
-        and isinstance(v, int | float)
-        and not isinstance(v, bool)
-        and math.isfinite(v)
-    ]
 
 
 def log_epoch(ctx: TrackingContext, run_id: str, metrics: Mapping[str, Any], step: int) -> None:

@@ -76,15 +76,15 @@ def simulate_fixations(case: Case, rng: np.random.Generator) -> dict[str, np.nda
 def _gaze_rows(
     case: Case,
     fx: dict[str, np.ndarray],
-    session: int,
-    media: int,
-    tick0: float,
+    screen: tuple[int, int, float],
     rng: np.random.Generator,
     dicom_id: str | None = None,
 ) -> dict[str, np.ndarray]:
-    """Fixation rows for one screen: an image, or (``dicom_id`` given) its calibration screen,
+    """Fixation rows for one screen (``(session, media, first tick)``): an image, or
+    (``dicom_id`` given) its calibration screen,
     whose fixations ``fx`` are then screen pixels and which the published mapping, finding no
     DICOM for the truncated id, maps with zero pads onto a 1920x1080 "image"."""
+    session, media, tick0 = screen
     n = len(fx["x"])
     if dicom_id is None:
         pads = Pads(*display_pads(case))
@@ -174,14 +174,14 @@ def gaze_tables(
             session, media, session_left = session + 1, 0, int(rng.integers(40, 90))
         if media == 0 or rng.random() < 0.04:  # calibrate at session start, now and then after
             cal = _calibration(rng)
-            screens.append(_gaze_rows(case, cal, session, media, tick, rng, case.key[:-5]))
+            screens.append(_gaze_rows(case, cal, (session, media, tick), rng, case.key[:-5]))
             media, tick = media + 1, tick + 1e8
         fx = simulate_fixations(case, rng)
-        rows = _gaze_rows(case, fx, session, media, tick, rng)  # rng as in the default twin
+        rows = _gaze_rows(case, fx, (session, media, tick), rng)  # rng as in the default twin
         if reader is not None and not reader.is_default():
             own = reader_stream(seed, i)
             fx = read_as(case, fx, reader, own)
-            rows = _gaze_rows(case, fx, session, media, tick, own)
+            rows = _gaze_rows(case, fx, (session, media, tick), own)
         screens.append(rows)
         media, session_left = media + 1, session_left - 1
         tick += (fx["start"][-1] + fx["dur"][-1] + 2.0) * 1e7

@@ -14,15 +14,13 @@ _DRAW_FACTOR = 4  # anatomy drawn at 1/4 size and upsampled (16x cheaper); noise
 
 
 def _ellipse(
-    x: np.ndarray,
-    y: np.ndarray,
-    cx: float,
-    cy: float,
-    ax: float,
-    ay: float,
+    xy: tuple[np.ndarray, np.ndarray],
+    ellipse: tuple[float, float, float, float],
     edge: float,
     p: float = 2.0,
 ) -> np.ndarray:
+    """A soft superellipse (centre cx, cy; half axes ax, ay) of exponent ``p`` on the grid ``xy``."""
+    (x, y), (cx, cy, ax, ay) = xy, ellipse
     r = (np.abs((x - cx) / ax) ** p + np.abs((y - cy) / ay) ** p) ** (1 / p)
     return expit((1.0 - r) / edge)
 
@@ -44,12 +42,12 @@ def render(case: Case, rng: np.random.Generator) -> np.ndarray:
     cols = ((np.arange(w2, dtype=np.float32) + 0.5) * f - 0.5 - case.cx) / case.unit
     rows = ((np.arange(h2, dtype=np.float32) + 0.5) * f - 0.5 - case.cy) / case.unit
     x, y = cols[None, :], rows[:, None]
-    body = _ellipse(x, y, 0.0, 0.14, 0.46, 0.72, 0.02, 2.6)
+    body = _ellipse((x, y), (0.0, 0.14, 0.46, 0.72), 0.02, 2.6)
     lungs = np.maximum(
-        _ellipse(x, y, -0.2, -0.03, 0.15, 0.32, 0.03, 2.4),
-        _ellipse(x, y, 0.21, -0.01, 0.14, 0.31, 0.03, 2.4),
+        _ellipse((x, y), (-0.2, -0.03, 0.15, 0.32), 0.03, 2.4),
+        _ellipse((x, y), (0.21, -0.01, 0.14, 0.31), 0.03, 2.4),
     )
-    heart = _ellipse(x, y, *heart_ellipse(case), 0.04)
+    heart = _ellipse((x, y), heart_ellipse(case), 0.04)
     hilum_d = np.minimum(np.hypot(x + 0.1, y + 0.03), np.hypot(x - 0.1, y + 0.03))
     vessels = np.exp(-hilum_d / 0.13)
     spine = np.exp(-((x / 0.035) ** 4)) * (0.8 + 0.2 * np.cos(2 * np.pi * y / 0.09) ** 2)
