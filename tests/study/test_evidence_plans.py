@@ -237,3 +237,26 @@ def test_a_resume_with_other_plan_settings_is_refused_naming_them(ran, name, cha
     with pytest.raises(SystemExit, match=rf"--resume: .*{named}.*then"):
         run_plan(changed, dataclasses.replace(cfg, resume=True))
     assert _parent(summary).info.status == "FINISHED"  # the refusal touched nothing
+
+
+def test_the_evidence_plan_builds_its_twins_from_reflacx(ray_local, tmp_path):
+    """``gaze-study evidence --dataset reflacx``: the clean and shortcut twins are REFLACX twins
+    (multi-label findings, five readers), split alike, and the report compares them."""
+    from study.evidence import EvidencePlan
+    from trainables.data.datasets import task_of
+
+    data = DataConfig(dataset="reflacx", data_dir=str(tmp_path / "data"), synthetic_images=40, image_size=32)  # fmt: skip
+    cfg = _study(tmp_path, "reflacx-evidence", data=data)
+    summary = run_plan(EvidencePlan(arms_run=("unet",), seeds=(0,)), cfg)
+    assert summary.exit_code == 0
+    task = task_of("reflacx")
+    record = Record(cfg.tracking_uri)
+    study = record.study(cfg.experiment)
+    assert study.dataset == "reflacx" and len(study.trials) == 2
+    frames = {t.tags["twin"]: record.predictions(t.run_id, task) for t in study.trials}
+    assert set(frames) == {"clean", "shortcut"}
+    assert frames["clean"]["key"].tolist() == frames["shortcut"]["key"].tolist()  # split alike
+    twins = sorted(p.name for p in (tmp_path / "data").iterdir() if p.name.startswith("reflacx"))
+    assert any("marker" in t for t in twins) and any("marker" not in t for t in twins)
+    page = next((tmp_path / "outputs").rglob("evidence.md")).read_text()
+    assert "| unet |" in page
