@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tests.tiny import TINY_DECODER, TINY_ENCODER
+from tests.tiny import TINY_DECODER, TINY_ENCODER, tiny_config
 from trainables.data.toy import make_toy_cached
 from trainables.device_data import DeviceData
 from trainables.evaluate import choose_panel_keys, explain, predict, predicted_class_maps
@@ -53,7 +53,9 @@ def test_explain_rows_and_panels():
     model, dd, data = _model_and_data()
     keys = [data.keys[i] for i in data.indices("test")]
     panel_keys = choose_panel_keys(keys, data.labels[data.indices("test")], 2)
-    rows, arrays = explain(model, dd, "test", get_arm("set3-gbp"), 4, panel_keys)
+    rows, arrays, _ = explain(
+        model, dd, "test", get_arm("set3-gbp"), tiny_config(eval_batch_size=4), panel_keys
+    )
     n = len(keys)
     kinds = [r["map"] for r in rows]
     assert kinds.count("generator") == kinds.count("decoder") == n
@@ -61,7 +63,9 @@ def test_explain_rows_and_panels():
     assert {r["generator"] for r in rows if r["map"] == "generator"} == {"gbp"}
     assert list(arrays["keys"]) == panel_keys
     np.testing.assert_array_equal(arrays["generator"], arrays["gbp"])  # set3-gbp's own map
-    rows, arrays = explain(model, dd, "test", get_arm("no-seg"), 4, panel_keys)
+    rows, arrays, _ = explain(
+        model, dd, "test", get_arm("no-seg"), tiny_config(eval_batch_size=4), panel_keys
+    )
     assert "decoder" not in {r["map"] for r in rows} and np.isnan(arrays["decoder"]).all()
 
 

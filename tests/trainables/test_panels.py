@@ -95,7 +95,7 @@ def test_the_decoder_is_stretched_to_its_own_range_and_the_own_map_framed():
     rng = np.random.default_rng(0)
     flat = 0.48 + 0.04 * rng.random((16, 16))
     row = PanelRow("set1-gbp", rng.random((16, 16)), {"gbp": rng.random((16, 16)), "decoder": flat},
-                   (0.2, 0.5, 0.3), own="gbp")  # fmt: skip
+                   (0.2, 0.5, 0.3), classes=CLASSES, own="gbp")  # fmt: skip
     fig = panel_figure([row], ("image", "gbp", "decoder"), "t")
     texts = _texts(fig)
     assert f"{flat.min():.2f}–{flat.max():.2f}" in texts

@@ -14,6 +14,7 @@ def test_data_summary_counts_splits_classes_and_exclusions():
         labels=[0, 1, 2, 2, 0, 1],
         split_ids=[0, 0, 0, 1, 2, 2],
         exclusions={"no_fixation_on_image": 2, "calibration_screen": 3},
+        classes=("Normal", "CHF", "pneumonia"),
         image_size=64,
     )
     assert summary == {
@@ -28,4 +29,4 @@ def test_data_summary_counts_splits_classes_and_exclusions():
     }
     assert json.loads(json.dumps(summary)) == summary  # plain JSON: loggable with log_dict
     with pytest.raises(ValueError, match="6 labels but 5 split ids"):
-        data_summary([0] * 6, [0] * 5, {})
+        data_summary([0] * 6, [0] * 5, {}, ("Normal", "CHF", "pneumonia"))
