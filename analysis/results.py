@@ -29,8 +29,8 @@ from trainables.task import Task
 
 TRIAL_STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
 HYPERPARAMS: tuple[str, ...] = SEARCHABLE  # blank for an arm whose loss never reads one
-STATUS_LABELS = {"ok": "finished", "stopped": "stopped early", "diverged": "diverged",
-                 "failed": "failed", "running": "running"}  # fmt: skip
+STATUS_LABELS = {Status.OK: "finished", Status.STOPPED: "stopped early", Status.DIVERGED: "diverged",
+                 Status.FAILED: "failed", Status.RUNNING: "running"}  # fmt: skip
 SPACE_PARAM = "space/{arm}"  # parent-run param: the arm's search space, "lr:1e-05-0.01 log,..."
 NOT_RECORDED = "not recorded"
 

@@ -35,7 +35,7 @@ from trainables.evaluate import predict
 from trainables.metrics import per_class_auc
 from trainables.model import MultiTaskUNet, build_model
 from trainables.model_sets import Arm, StepOutputs, get_arm
-from trainables.record import SEARCH_METRIC, VAL_AUC_UNDEFINED, VAL_LOSS, metric_key
+from trainables.record import SEARCH_METRIC, VAL_AUC_UNDEFINED, VAL_LOSS, Status, metric_key
 from trainables.saliency import (
     PassConfig,
     generator_map,
@@ -73,7 +73,7 @@ Event = EpochEnd | Finished | Diverged
 
 @dataclass
 class FitResult:
-    status: str  # "ok" | "diverged"
+    status: str  # Status.OK or Status.DIVERGED
     message: str
     epochs_run: int
     best_epoch: int
@@ -313,7 +313,7 @@ def fit(
             log(f"[{cfg.arm}] {event.message}")
             best = _best(history)
             return FitResult(
-                "diverged", event.message, event.epoch - 1, *best, history, {}, out_dir
+                Status.DIVERGED, event.message, event.epoch - 1, *best, history, {}, out_dir
             )
         history.append({"epoch": float(event.epoch), **event.metrics})
         shutil.copytree(event.checkpoint, out_dir / "checkpoint", dirs_exist_ok=True)
@@ -321,7 +321,7 @@ def fit(
             best_val = event.final.get("best/val_auc_mean", math.nan)
             best_epoch = event.final.get("best/epoch", math.nan)
             best_epoch = int(best_epoch) if math.isfinite(best_epoch) else 0
-            return FitResult("ok", "finished", event.epoch, best_epoch, best_val, history, event.final, out_dir)  # fmt: skip
+            return FitResult(Status.OK, "finished", event.epoch, best_epoch, best_val, history, event.final, out_dir)  # fmt: skip
     raise AssertionError("train ended without a final event")
 
 
