@@ -164,8 +164,8 @@ class DataConfig:
     # experiment tests on more images so that its AUCs are not read off 24 test images
     split_fractions: tuple[float, float, float] = SPLIT_FRACTIONS
     split_file: str | None = None  # CSV (dicom_id,split) overriding the seeded split
-    # Reader realism of the twin's gaze (trainables.data.synthetic.reader); the defaults write
-    # the twin byte for byte as before. Share of each reading's fixations moved to a scan of the
+    # Reader realism of the twin's gaze (trainables.data.synthetic.reader; on the REFLACX twin,
+    # every one of its five readers); the defaults write the twin byte for byte as before. Share of each reading's fixations moved to a scan of the
     # whole film, corners included (radiologists check the edges and the labels too):
     synthetic_scanning_share: float = 0.0
     synthetic_thoroughness: float = 1.0  # fixations per reading and their dwell times, x this

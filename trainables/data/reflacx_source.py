@@ -107,36 +107,26 @@ def dataset_split(index: Any, keys: list[str]) -> np.ndarray:
 
 
 def twin_name(cfg: DataConfig) -> str:
-    """``reflacx-synthetic-{N}-seed{S}[-multi{M}][-<shortcut>][-split<seed>-<train>-<val>-<test>]``
+    """``reflacx-synthetic-{N}-seed{S}[-multi{M}][-<shortcut>][-split<seed>-<train>-<val>-<test>][-<reader>]``
     (a twin is written with its split: ``split_file``)."""
-    from trainables.data.egd_source import shortcut_spec, split_tag
+    from trainables.data.egd_source import reader_spec, shortcut_spec, split_tag
 
-    _refuse_reader_knobs(cfg)
     name = f"reflacx-synthetic-{cfg.synthetic_images}-seed{cfg.synthetic_seed}"
     if cfg.synthetic_multi_reader_images is not None:
         name += f"-multi{cfg.synthetic_multi_reader_images}"
     spec = shortcut_spec(cfg)
-    return name + (f"-{spec.tag()}" if spec else "") + split_tag(cfg)  # the twin holds its split
+    name += (f"-{spec.tag()}" if spec else "") + split_tag(cfg)  # the twin holds its split
+    reader = reader_spec(cfg)
+    return name + (f"-{reader.tag()}" if reader else "")
 
 
 def write_twin(out: Path, cfg: DataConfig) -> None:
-    from trainables.data.egd_source import shortcut_spec
+    from trainables.data.egd_source import reader_spec, shortcut_spec
     from trainables.data.split import SplitSpec
     from trainables.data.synthetic.reflacx import write_reflacx_twin
 
-    _refuse_reader_knobs(cfg)
     write_reflacx_twin(
         out, cfg.synthetic_images, cfg.synthetic_seed, shortcut=shortcut_spec(cfg),
         split=SplitSpec(cfg.split_seed, tuple(cfg.split_fractions)),
-        multi_reader_images=cfg.synthetic_multi_reader_images,
+        multi_reader_images=cfg.synthetic_multi_reader_images, reader=reader_spec(cfg),
     )  # fmt: skip
-
-
-def _refuse_reader_knobs(cfg: DataConfig) -> None:
-    """The REFLACX twin's five readers have their own habits (``reflacx_cases.PROFILES``); the
-    EGD twin's one-reader knobs would be silently ignored here."""
-    if cfg.synthetic_scanning_share != 0.0 or cfg.synthetic_thoroughness != 1.0:
-        raise ValueError(
-            "synthetic_scanning_share / synthetic_thoroughness shape the EGD-CXR twin's reader; "
-            "the REFLACX twin simulates its five readers itself (leave them at 0 / 1)"
-        )

@@ -246,10 +246,20 @@ def test_reflacx_shortcut_twin_changes_only_planted_pixels_and_follows_its_split
     assert (step > 2).reshape(len(clean.keys), -1).mean(1).max() < 0.05
 
 
-def test_reflacx_twin_refuses_the_egd_twins_reader_knobs(tmp_path):
-    cfg = DataConfig(dataset="reflacx", data_dir=str(tmp_path), synthetic_images=20, synthetic_scanning_share=0.3)  # fmt: skip
-    with pytest.raises(ValueError, match="five readers"):
-        prepare_data(cfg, progress=False)
+def test_reflacx_twin_takes_the_reader_knobs_through_prepare_data(tmp_path):
+    """A scanning reader's gaze reaches the prepared maps: more of their mass in the film's
+    corners than the default readers' (the twin's own files: test_reflacx_reader_realism.py)."""
+
+    def corner_mass(share: float) -> float:
+        cfg = DataConfig(dataset="reflacx", data_dir=str(tmp_path), synthetic_images=20, image_size=32, synthetic_scanning_share=share)  # fmt: skip
+        gaze = prepare_data(cfg, progress=False).gaze.astype(float)
+        corners = np.zeros(gaze.shape[-2:], bool)
+        for rows in (slice(0, 8), slice(-8, None)):
+            for cols in (slice(0, 8), slice(-8, None)):
+                corners[rows, cols] = True
+        return float((gaze[..., corners].sum((-1)) / gaze.sum((-2, -1))).mean())
+
+    assert corner_mass(0.5) > 2 * corner_mass(0.0)
 
 
 def test_part_of_the_training_split_keeps_each_images_readers(tmp_path):

@@ -39,7 +39,7 @@ from trainables.data.synthetic.cases import Case, make_cases, master_rows
 from trainables.data.synthetic.dicom_writer import dicom_relpath, write_dicom
 from trainables.data.synthetic.gaze import display_pads, gaze_tables
 from trainables.data.synthetic.phantom import render
-from trainables.data.synthetic.reader import ReaderSpec
+from trainables.data.synthetic.reader import ReaderSpec, add_reader_args, reader_from_args
 from trainables.data.synthetic.shortcuts import ShortcutSpec, list_shortcuts, plant
 
 __all__ = [
@@ -200,14 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         "--shortcut-test", choices=("absent", "shuffled"), default="absent",
         help="test images: no shortcut, or a random class's",
     )  # fmt: skip
-    parser.add_argument(
-        "--scanning-share", type=float, default=0.0,
-        help="share of each reading's fixations spread over the whole film, corners included",
-    )  # fmt: skip
-    parser.add_argument(
-        "--thoroughness", type=float, default=1.0,
-        help="fixations per reading and their durations, times this",
-    )  # fmt: skip
+    add_reader_args(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     spec = (
@@ -215,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.shortcut
         else None
     )
-    reader = ReaderSpec(args.scanning_share, args.thoroughness)
+    reader = reader_from_args(args)
     stats = write_synthetic(args.out, args.images, args.seed, shortcut=spec, reader=reader)
     print(
         f"wrote {stats['images']} images, {stats['fixation_rows']} fixation rows "

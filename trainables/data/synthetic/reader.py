@@ -58,6 +58,22 @@ class ReaderSpec:
         return "-".join(parts)
 
 
+def add_reader_args(parser) -> None:
+    """The twins' command-line options for a :class:`ReaderSpec` (``reader_from_args`` reads them)."""
+    parser.add_argument(
+        "--scanning-share", type=float, default=0.0,
+        help="share of each reading's fixations spread over the whole film, corners included",
+    )  # fmt: skip
+    parser.add_argument(
+        "--thoroughness", type=float, default=1.0,
+        help="fixations per reading and their durations, times this",
+    )  # fmt: skip
+
+
+def reader_from_args(args) -> ReaderSpec:
+    return ReaderSpec(args.scanning_share, args.thoroughness)
+
+
 def reader_stream(seed: int, index: int) -> np.random.Generator:
     """Image ``index``'s reader stream in the twin of ``seed``."""
     return np.random.default_rng([seed, READER_STREAM, index])

@@ -46,6 +46,7 @@ from trainables.data.reflacx_labels import (
 from trainables.data.split import SplitSpec, patient_split
 from trainables.data.synthetic import MANIFEST, MIMIC_LONG_SIDE, SPLIT_FILE
 from trainables.data.synthetic.dicom_writer import dicom_relpath, write_dicom
+from trainables.data.synthetic.reader import ReaderSpec, add_reader_args, reader_from_args
 from trainables.data.synthetic.reflacx_cases import (
     PROFILES,
     TwinImage,
@@ -56,7 +57,7 @@ from trainables.data.synthetic.reflacx_cases import (
     other_text,
     render_image,
 )
-from trainables.data.synthetic.reflacx_gaze import simulate_reading, transcription
+from trainables.data.synthetic.reflacx_gaze import scan, simulate_reading, thorough, transcription
 from trainables.data.synthetic.shortcuts import ShortcutSpec, list_shortcuts, plant
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,7 @@ MIMIC_PREFIX = "physionet.org/files/mimic-cxr/2.0.0/"
 TRANSCRIPT_WORDS = "timestamps_transcription.csv"
 TRANSCRIPT = "transcription.txt"
 DISCARDED_SHARE = 0.01
+SCAN_STREAM = 22  # default_rng([seed, 22, image, reading]): the scanning reader's draws only
 
 
 def _phase_1_name(finding: str, image: TwinImage) -> str:
@@ -110,8 +112,17 @@ def _write_csv(path: Path, header: tuple[str, ...] | list[str], rows: list[list]
         writer.writerows(rows)
 
 
-def _write_reading(folder: Path, image: TwinImage, reading: dict, rng: np.random.Generator) -> int:
-    """The reading's folder; returns its number of fixation rows (0 when gaze is discarded)."""
+def _write_reading(
+    folder: Path,
+    image: TwinImage,
+    reading: dict,
+    rng: np.random.Generator,
+    reader: ReaderSpec | None = None,
+    scan_rng: np.random.Generator | None = None,
+) -> int:
+    """The reading's folder; returns its number of fixation rows (0 when gaze is discarded).
+    ``reader`` (not the default) changes how the reading's radiologist looks: thoroughness scales
+    the profile, scanning moves fixations with draws from ``scan_rng`` only."""
     folder.mkdir(parents=True, exist_ok=True)
     columns = PHASE_LABELS[image.phase]
     rows = [
@@ -123,7 +134,11 @@ def _write_reading(folder: Path, image: TwinImage, reading: dict, rng: np.random
     if reading["discarded"]:
         return 0
     targets = [box for box, _, _ in reading["ellipses"]]
-    fix = simulate_reading(image, reading["profile"], targets, rng)
+    profile = reading["profile"] if reader is None else thorough(reading["profile"], reader)
+    fix = simulate_reading(image, profile, targets, rng)
+    if reader is not None and reader.scanning_share > 0:
+        shape = (image.case.height, image.case.width)
+        fix = scan(fix, reader.scanning_share, shape, scan_rng)
     table = np.column_stack([fix[c] for c in FIXATION_COLUMNS]).tolist()  # floats, as published
     _write_csv(folder / FIXATIONS, FIXATION_COLUMNS, table)
     start, end = fix["timestamp_start_fixation"][0], fix["timestamp_end_fixation"][-1]
@@ -196,6 +211,7 @@ def write_reflacx_twin(
     multi_reader_images: int | None = None,
     shortcut: ShortcutSpec | None = None,
     split: SplitSpec | None = None,
+    reader: ReaderSpec | None = None,
 ) -> dict[str, object]:
     """Write the REFLACX twin into ``out`` (created; existing files are overwritten).
 
@@ -210,6 +226,9 @@ def write_reflacx_twin(
             labels and every other pixel stay as without it.
         split: the twin's patient split, written to ``split.csv`` (default seed 0, the default
             fractions).
+        reader: every radiologist's scanning share and thoroughness (``reader.ReaderSpec``, as
+            for the EGD twin; each reader keeps its own habits besides); None or the default
+            spec writes the twin as without it, byte for byte.
 
     Returns:
         images, readings, readings per phase, multi_reader_images, discarded, fixation_rows,
@@ -222,6 +241,7 @@ def write_reflacx_twin(
         raise ValueError(
             f"need n_images >= 2 and 0 <= multi_reader_images < n_images, got {n_images}, {n_multi}"
         )
+    reader = None if reader is None or reader.is_default() else reader
     t0 = time.perf_counter()
     out = Path(out)
     (out / MAIN_DATA).mkdir(parents=True, exist_ok=True)
@@ -245,7 +265,10 @@ def write_reflacx_twin(
             rng = np.random.default_rng([seed, 13, i, r])
             profile = r if image.phase < 3 else int(rng.integers(len(PROFILES)))
             reading = _read_image(image, profile, rng) | {"discarded": rid in discarded}
-            fixation_rows += _write_reading(out / MAIN_DATA / rid, image, reading, rng)
+            scan_rng = np.random.default_rng([seed, SCAN_STREAM, i, r])
+            fixation_rows += _write_reading(
+                out / MAIN_DATA / rid, image, reading, rng, reader, scan_rng
+            )
             metadata[image.phase].append(_metadata_row(rid, image, reading))
     for phase, rows in metadata.items():
         _write_csv(out / MAIN_DATA / metadata_file(phase), METADATA_COLUMNS, rows)
@@ -272,6 +295,8 @@ def write_reflacx_twin(
         "split_seed": split.seed,
         "split_fractions": list(split.fractions),
     }
+    if reader is not None:
+        manifest["reader"] = dataclasses.asdict(reader)
     if shortcut is not None:
         manifest |= {
             "shortcut": dataclasses.asdict(shortcut),
@@ -307,11 +332,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shortcut", choices=list_shortcuts(), default=None, help="plant a class-correlated shortcut")  # fmt: skip
     parser.add_argument("--shortcut-fraction", type=float, default=0.9, help="train/val images carrying it")  # fmt: skip
     parser.add_argument("--shortcut-test", choices=("absent", "shuffled"), default="absent", help="test images: none, or a random class's")  # fmt: skip
+    add_reader_args(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     stats = write_reflacx_twin(
         args.out, args.images, args.seed, multi_reader_images=args.multi_reader_images,
         shortcut=ShortcutSpec(args.shortcut, args.shortcut_fraction, args.shortcut_test) if args.shortcut else None,
+        reader=reader_from_args(args),
     )  # fmt: skip
     print(
         f"wrote {stats['images']} images, {stats['readings']} readings "

@@ -12,12 +12,14 @@ on what is shown, and now and then glance at the buttons, off the image (negativ
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from trainables.data.synthetic.gaze import SURVEY as EGD_SURVEY
+from trainables.data.synthetic.reader import ReaderSpec
 from trainables.data.synthetic.reflacx_cases import ReaderProfile, TwinImage
 
 SCREEN_W, SCREEN_H = 3840, 2160
@@ -139,6 +141,47 @@ def simulate_reading(
         out["screen"].append(view.screen(shape))
         out["window"].append(window)
     return _columns(out, rng)
+
+
+def thorough(profile: ReaderProfile, spec: ReaderSpec) -> ReaderProfile:
+    """``profile`` as a reader of thoroughness ``t`` reads (``reader.ReaderSpec``): ``t`` times the
+    expected number of fixations, each dwelling ``t`` times as long."""
+    t = spec.thoroughness
+    return dataclasses.replace(profile, fixations=profile.fixations * t, dwell=profile.dwell * t)
+
+
+def scan(
+    fix: dict[str, np.ndarray], share: float, shape: tuple[int, int], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """The reading ``fix`` (``simulate_reading``'s columns) with ``round(share * m)`` of its ``m``
+    fixations moved to points drawn uniformly over the whole film, corners included: the EGD
+    twin's scanning reader (``reader.ReaderSpec``), for each REFLACX reader.
+
+    Only fixations made on the unzoomed display move (a zoom shows part of the film, and its
+    fixations stay on what it shows), never the first; when fewer are unzoomed, all of those move.
+    A moved fixation's angular resolution is recomputed for its new place on screen; its time,
+    duration and display columns are kept. ``rng`` is the reading's scanning stream, so the rest
+    of the reading is the one drawn without scanning.
+    """
+    fit = fit_view(shape)
+    whole = np.array(fit.shown(shape), float)
+    shown = np.column_stack(
+        [fix[f"{c}_shown_from_image"] for c in ("xmin", "ymin", "xmax", "ymax")]
+    )
+    unzoomed = np.flatnonzero((shown == whole).all(axis=1))
+    unzoomed = unzoomed[unzoomed > 0]
+    k = min(round(share * len(fix["x_position"])), len(unzoomed))
+    if k == 0:
+        return fix
+    moved = np.sort(rng.choice(unzoomed, size=k, replace=False))
+    x = np.round(rng.uniform(0.0, shape[1] - 1, k))
+    y = np.round(rng.uniform(0.0, shape[0] - 1, k))
+    out = {c: v.copy() for c, v in fix.items()}
+    out["x_position"][moved], out["y_position"][moved] = x, y
+    ppd = np.array([pixels_per_degree(fit, *fit.to_screen(a, b)) for a, b in zip(x, y)], float)
+    out["angular_resolution_x_pixels_per_degree"][moved] = ppd[:, 0]
+    out["angular_resolution_y_pixels_per_degree"][moved] = ppd[:, 1]
+    return out
 
 
 def _target(targets: Sequence[tuple[float, ...]], rng: np.random.Generator) -> tuple[float, ...]:
