@@ -103,6 +103,11 @@ def twin_key(t: Trial) -> tuple[str, str]:
     return t.arm, t.tags.get(TAG_TWIN, "")
 
 
+def measured(t: Trial) -> bool:
+    """A finished evidence-stage trial with its test AUC: what the plans' tables read."""
+    return t.status == Status.OK and t.stage == Stage.EVIDENCE and AUC in t.metrics
+
+
 def by_seed(
     trials: Sequence[Trial], key: Callable[[Trial], Any] = twin_key
 ) -> dict[Any, dict[int, Trial]]:
@@ -110,7 +115,7 @@ def by_seed(
     logged and the later run kept)."""
     out: dict[Any, dict[int, Trial]] = {}
     for t in trials:
-        if t.status != Status.OK or t.stage != Stage.EVIDENCE or AUC not in t.metrics:
+        if not measured(t):
             continue
         k = key(t)
         seed = int(float(t.params.get("seed", "0")))
@@ -340,6 +345,10 @@ def write_evidence_from(
     plan = plan_of(study)
     if plan not in WRITERS:
         raise KeyError(f"study run {study.parent_run_id} ran plan {plan!r}; valid: {', '.join(WRITERS)}")  # fmt: skip
+    if not any(measured(t) for t in study.trials):
+        from analysis.evidence_page import write_unmeasured  # (that module imports this one)
+
+        return write_unmeasured(study, out_dir, plan.replace("-", "_"))
     module, _, function = WRITERS[plan].partition(":")
     return getattr(importlib.import_module(module), function)(record, study, out_dir, data)
 

@@ -209,6 +209,18 @@ def write_plan_files(study: Study, out_dir: Path, stem: str, f: PlanFiles) -> Ev
     return EvidenceOutput(md, report, files, f.table)
 
 
+def write_unmeasured(study: Study, out_dir: Path, stem: str) -> EvidenceOutput:
+    """The page of a plan none of whose trials produced a test AUC (every trial failed or was
+    stopped): the same files as the plan's own writer, each arm named with why, no numbers."""
+    arms = pd.DataFrame(index=pd.Index(list(study.arms), name="arm"))
+    return write_plan_files(study, out_dir, stem, PlanFiles(
+        heading="No trial produced a test AUC", title=f"{study.name}: nothing was measured",
+        tables=[("Arms", arms)], frame=arms.reset_index(), figures=[],
+        lines=["No trial of this plan produced a test AUC: there is nothing to compare."],
+        note="", table=None,
+    ))  # fmt: skip
+
+
 def write_evidence(
     record: Record, study: Study, out_dir: Path, data: Mapping | None = None
 ) -> EvidenceOutput:

@@ -12,10 +12,14 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from study.border import VARIANTS, BorderPlan
 from study.driver import run_plan
-from study.evidence import EvidencePlan
+from study.efficiency import DataEfficiencyPlan
+from study.evidence import EvidencePlan, ScanningPlan
 from study.lifecycle import CLAIM_FILE
-from study.plans import SearchPlan
+from study.plans import PLAN_MODULES, SearchPlan
+from study.plans import PLANS as REGISTERED
+from study.selection_plan import SelectionPlan
 from tests.study.conftest import tiny_study, tiny_trial
 from trainables.config import DataConfig
 
@@ -25,11 +29,26 @@ PLANS = {
     "search": lambda: SearchPlan(),
     "evidence": lambda: EvidencePlan(arms_run=("no-seg",), seeds=(0,)),
 }
+# The smallest form of every registered plan. The refusals and the failed-arm ending below run on
+# each; the full lifecycle (finish, resume refusals) on the two above, and each plan's own resume
+# settings in test_evidence_plans. A plan registered without an entry here fails
+# test_every_registered_plan_has_its_lifecycle_tested.
+EVERY_PLAN = {
+    **PLANS,
+    "scanning": lambda: ScanningPlan(arms_run=("no-seg",), seeds=(0,), scanning=(0.25,)),
+    "data-efficiency": lambda: DataEfficiencyPlan(
+        arms_run=("no-seg",), seeds=(0,), train_sizes=(6,), max_epochs=1
+    ),
+    "selection": lambda: SelectionPlan(
+        arms_run=("no-seg",), seeds=(0,), lambdas=(1.0,), lrs=(1e-3,)
+    ),
+    "border": lambda: BorderPlan(variants=(VARIANTS[0],), seeds=(10,)),
+}
 
 
 def _cfg(tmp: Path, data_config: DataConfig, plan: str, **kw):
     cfg = tiny_study(tmp, data_config, arms=("no-seg",), trials_per_arm=1, **kw)
-    if plan == "evidence":  # the evidence twins: 40 images, 20 px test splits
+    if plan != "search":  # the evidence twins: 40 images, 20 px test splits
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, synthetic_images=40))
     return dataclasses.replace(cfg, trial=tiny_trial(epochs=1))
 
@@ -93,41 +112,58 @@ def test_a_resume_on_other_data_is_refused(finished, tmp_path):
         run_plan(PLANS[plan](), moved)
 
 
-def test_resuming_an_unknown_name_and_reusing_a_name_are_refused(finished):
+def test_reusing_a_name_without_resume_is_refused(finished):
     plan, cfg, _ = finished
-    with pytest.raises(SystemExit, match="--resume: no study named 'nosuch'"):
-        run_plan(PLANS[plan](), dataclasses.replace(cfg, study_name="nosuch", resume=True))
     with pytest.raises(SystemExit, match="already exists.*pass --resume"):
         run_plan(PLANS[plan](), cfg)
     assert len(_parents(cfg)) == 1
 
 
-@pytest.mark.parametrize("plan", sorted(PLANS))
+def test_every_registered_plan_has_its_lifecycle_tested():
+    import importlib
+
+    for module in PLAN_MODULES:
+        importlib.import_module(module)
+    assert sorted(REGISTERED.names()) == sorted(EVERY_PLAN)
+    for name, make in EVERY_PLAN.items():
+        assert type(make()) is REGISTERED.get(name)
+
+
+@pytest.mark.parametrize("plan", sorted(EVERY_PLAN))
 def test_a_name_another_process_holds_is_refused_before_any_parent_run(plan, data_config, tmp_path):
     cfg = _cfg(tmp_path, data_config, plan, study_name="taken")
     claim = Path(cfg.storage_root()) / "taken" / CLAIM_FILE
     claim.parent.mkdir(parents=True)
     claim.write_text("pid 1 on another-host at 2026-12-07 00:00:00\n")  # it started a moment ago
     with pytest.raises(SystemExit, match="already taken.*another-host"):
-        run_plan(PLANS[plan](), cfg)
+        run_plan(EVERY_PLAN[plan](), cfg)
     assert _parents(cfg) == []
 
 
-@pytest.mark.parametrize("plan", sorted(PLANS))
+@pytest.mark.parametrize("plan", sorted(EVERY_PLAN))
+def test_resuming_a_name_no_study_has_is_refused_before_any_parent_run(plan, data_config, tmp_path):
+    cfg = _cfg(tmp_path, data_config, plan, study_name="nosuch", resume=True)
+    with pytest.raises(SystemExit, match="--resume: no study named 'nosuch'"):
+        run_plan(EVERY_PLAN[plan](), cfg)
+    assert _parents(cfg) == []
+
+
+@pytest.mark.parametrize("plan", sorted(EVERY_PLAN))
 def test_a_trial_that_raises_leaves_the_parent_failed_with_commit_and_fingerprint(plan, ray_local, data_config, tmp_path):  # fmt: skip
     cfg = _cfg(tmp_path, data_config, plan, max_failures=0, report=True)
     broken = dataclasses.replace(cfg, trial=dataclasses.replace(cfg.trial, encoder_weights="/no/such.pth"))  # fmt: skip
-    summary = run_plan(PLANS[plan](), broken)
-    assert summary.exit_code == 1 and "no-seg" in summary.failed_arms
-    assert "encoder weights file not found" in summary.failed_arms["no-seg"]
+    summary = run_plan(EVERY_PLAN[plan](), broken)
+    arm = EVERY_PLAN[plan]().arms(cfg)[0]
+    assert summary.exit_code == 1 and arm in summary.failed_arms
+    assert "encoder weights file not found" in summary.failed_arms[arm]
     (parent,) = _parents(cfg)
     assert parent.info.status == "FAILED"
-    assert "no successful trial for arm(s): no-seg" in parent.data.tags["error"]
+    assert f"no successful trial for arm(s): {arm}" in parent.data.tags["error"]
     assert parent.data.tags["mlflow.source.git.commit"] and parent.data.tags["data_fingerprint"]
     # the report says which arm had no successful trial, and why
     (page,) = (tmp_path / "outputs").rglob("report.html")
     assert (
-        "No successful trial for no-seg" in page.read_text()
+        f"No successful trial for {arm}" in page.read_text()
         and "encoder weights file not found" in page.read_text()
     )
 
