@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from study.plans import PLANS, Conclusion, Plan
+from study.plans import PLANS, Conclusion, Plan, plan_names
 from study.presets import StudyConfig
 from trainables.config import DataConfig
 from trainables.record import PARAM_PLAN, TAG_SCANNING, TAG_TWIN, Kind, Stage
@@ -262,7 +262,7 @@ def _numbers(kind: type) -> Any:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The evidence plans' own flags (the study flags come from ``study.cli``)."""
     g = p.add_argument_group("evidence plans")
-    g.add_argument("--plan", default="evidence", choices=("evidence", "scanning", "data-efficiency", "selection", "border"), help="which experiment (default %(default)s)")  # fmt: skip
+    g.add_argument("--plan", default="evidence", choices=plan_names(Kind.EVIDENCE), help="which experiment (default %(default)s)")  # fmt: skip
     g.add_argument("--quick", action="store_true", help="the plan's small form: a few minutes on a CPU")  # fmt: skip
     g.add_argument("--seeds", dest="evidence_seeds", type=int, metavar="N", help="number of seeds (default 5; --quick fewer); border: calibration seeds 10, 11, ...")  # fmt: skip
     g.add_argument("--shortcut", default=None, help="shortcut kind: marker, intensity, border (default: marker; the border plan: border)")  # fmt: skip

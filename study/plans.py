@@ -106,13 +106,22 @@ PLANS: Registry[type[Plan]] = Registry("plan")
 PLAN_MODULES = ("study.evidence", "study.efficiency", "study.selection_plan", "study.border")
 
 
-def get_plan(name: str) -> type[Plan]:
-    """The plan class registered as ``name`` (KeyError listing the valid ones)."""
+def _load_plans() -> Registry[type[Plan]]:
     import importlib
 
     for module in PLAN_MODULES:
         importlib.import_module(module)
-    return PLANS.get(name)
+    return PLANS
+
+
+def get_plan(name: str) -> type[Plan]:
+    """The plan class registered as ``name`` (KeyError listing the valid ones)."""
+    return _load_plans().get(name)
+
+
+def plan_names(kind: Kind | None = None) -> list[str]:
+    """Every registered plan's name (of ``kind`` only, when given), in registration order."""
+    return [e.name for e in _load_plans() if kind is None or e.obj.kind is kind]
 
 
 @PLANS.register("search")

@@ -165,8 +165,9 @@ class DataConfig:
     split_fractions: tuple[float, float, float] = SPLIT_FRACTIONS
     split_file: str | None = None  # CSV (dicom_id,split) overriding the seeded split
     # Reader realism of the twin's gaze (trainables.data.synthetic.reader; on the REFLACX twin,
-    # every one of its five readers); the defaults write the twin byte for byte as before. Share of each reading's fixations moved to a scan of the
-    # whole film, corners included (radiologists check the edges and the labels too):
+    # every one of its five readers); the defaults write the twin byte for byte as before. Share
+    # of each reading's fixations moved to a scan of the whole film, corners included
+    # (radiologists check the edges and the labels too):
     synthetic_scanning_share: float = 0.0
     synthetic_thoroughness: float = 1.0  # fixations per reading and their dwell times, x this
     # REFLACX: a finding is present at this certainty (0-5) or above (the authors' 3)

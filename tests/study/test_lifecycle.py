@@ -17,8 +17,7 @@ from study.driver import run_plan
 from study.efficiency import DataEfficiencyPlan
 from study.evidence import EvidencePlan, ScanningPlan
 from study.lifecycle import CLAIM_FILE
-from study.plans import PLAN_MODULES, SearchPlan
-from study.plans import PLANS as REGISTERED
+from study.plans import SearchPlan, get_plan, plan_names
 from study.selection_plan import SelectionPlan
 from tests.study.conftest import tiny_study, tiny_trial
 from trainables.config import DataConfig
@@ -120,13 +119,9 @@ def test_reusing_a_name_without_resume_is_refused(finished):
 
 
 def test_every_registered_plan_has_its_lifecycle_tested():
-    import importlib
-
-    for module in PLAN_MODULES:
-        importlib.import_module(module)
-    assert sorted(REGISTERED.names()) == sorted(EVERY_PLAN)
+    assert sorted(plan_names()) == sorted(EVERY_PLAN)
     for name, make in EVERY_PLAN.items():
-        assert type(make()) is REGISTERED.get(name)
+        assert type(make()) is get_plan(name)
 
 
 @pytest.mark.parametrize("plan", sorted(EVERY_PLAN))

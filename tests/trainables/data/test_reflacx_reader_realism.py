@@ -91,18 +91,18 @@ def test_scanning_moves_its_share_of_unzoomed_fixations_over_the_whole_film(twin
         moved_total += len(moved)
     xy = np.concatenate(moved_xy)
     assert moved_total > 500
-    in_corner = ((xy[:, 0] < CORNER) | (xy[:, 0] > 1 - CORNER)) & (
-        (xy[:, 1] < CORNER) | (xy[:, 1] > 1 - CORNER)
-    )
     # Uniform over the film: the corners get their share of the area (16%), +-4 binomial SDs.
     sd = np.sqrt(0.16 * 0.84 / len(xy))
-    assert abs(in_corner.mean() - 4 * CORNER**2) < 4 * sd
+    assert abs(_in_corner(xy).mean() - 4 * CORNER**2) < 4 * sd
     # ... where the default readers almost never look.
     all_base = np.concatenate([f[position].values / [w, h] for _, w, h, f in base])
-    base_corner = ((all_base[:, 0] < CORNER) | (all_base[:, 0] > 1 - CORNER)) & (
-        (all_base[:, 1] < CORNER) | (all_base[:, 1] > 1 - CORNER)
-    )
-    assert base_corner.mean() < 0.05
+    assert _in_corner(all_base).mean() < 0.05
+
+
+def _in_corner(xy: np.ndarray) -> np.ndarray:
+    """Which of the points (x, y as fractions of the film) lie in a corner box of side CORNER."""
+    edge = (xy < CORNER) | (xy > 1 - CORNER)
+    return edge[:, 0] & edge[:, 1]
 
 
 def test_thoroughness_doubles_the_fixations_and_their_dwell(twins):

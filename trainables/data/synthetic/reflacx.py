@@ -265,7 +265,9 @@ def write_reflacx_twin(
             rng = np.random.default_rng([seed, 13, i, r])
             profile = r if image.phase < 3 else int(rng.integers(len(PROFILES)))
             reading = _read_image(image, profile, rng) | {"discarded": rid in discarded}
-            scan_rng = np.random.default_rng([seed, SCAN_STREAM, i, r])
+            scan_rng = (
+                np.random.default_rng([seed, SCAN_STREAM, i, r]) if reader is not None else None
+            )
             fixation_rows += _write_reading(
                 out / MAIN_DATA / rid, image, reading, rng, reader, scan_rng
             )
